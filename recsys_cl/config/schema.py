@@ -1,0 +1,205 @@
+"""Typed, frozen configuration: one model per concern, unknown keys rejected at load.
+
+Defaults that come from a paper say which. Cross-field rules (split ratios, contrast layer ≤
+layers, honest protocol needs a validation part) are checked here so a bad config fails before
+any data is read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnsConfig(_Frozen):
+    """Source column names mapped onto recsys_cl's canonical ones."""
+
+    user: str = "user"
+    item: str = "item"
+    timestamp: str | None = None
+    rating: str | None = None
+
+
+class SplitConfig(_Frozen):
+    """How interactions are divided into train / validation / test.
+
+    ``given`` uses the dataset's own train/test files (LightGCN benchmarks); the others split one
+    log. ``val_ratio`` carves validation out of train (per user, or by time for ``temporal``).
+    """
+
+    kind: Literal["given", "ratio", "temporal", "leave_one_out"] = "ratio"
+    test_ratio: float = Field(0.2, gt=0.0, lt=1.0)
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _ratios(self) -> SplitConfig:
+        if self.kind in ("ratio", "temporal") and self.test_ratio + self.val_ratio >= 1.0:
+            raise ValueError(
+                f"test_ratio + val_ratio must be < 1 (got {self.test_ratio} + {self.val_ratio})"
+            )
+        return self
+
+
+class DataConfig(_Frozen):
+    """Where the interactions come from and how they are cleaned and split.
+
+    Exactly one of ``dataset`` (a registry name such as ``ml-100k`` or ``gowalla``) or ``path``
+    (a user's own log; ``test_path`` adds a given test file) is set.
+    """
+
+    dataset: str | None = None
+    path: Path | None = None
+    test_path: Path | None = None
+    format: Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"] = "auto"
+    columns: ColumnsConfig = ColumnsConfig()
+    implicit_threshold: float | None = None
+    dedupe: Literal["latest", "first", "sum"] = "latest"
+    min_user_interactions: int = Field(0, ge=0)
+    min_item_interactions: int = Field(0, ge=0)
+    split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("set exactly one of data.dataset or data.path")
+        if self.test_path is not None and self.path is None:
+            raise ValueError("data.test_path needs data.path")
+        if self.split.kind == "given" and self.path is not None and self.test_path is None:
+            raise ValueError("split.kind 'given' with data.path needs data.test_path")
+        return self
+
+
+class _EncoderFields(_Frozen):
+    dim: int = Field(64, gt=0)
+    layers: int = Field(2, ge=0)
+    # ego_l2 weight on the batch's layer-0 embeddings; 1e-4 as in LightGCN/SimGCL.
+    reg: float = Field(1e-4, ge=0.0)
+
+
+class MFConfig(_EncoderFields):
+    method: Literal["mf"] = "mf"
+    layers: int = Field(0, ge=0, le=0)
+
+
+class LightGCNConfig(_EncoderFields):
+    method: Literal["lightgcn"] = "lightgcn"
+    # LightGCN (He et al., SIGIR 2020) averages layers 0..L.
+    include_layer0: bool = True
+
+
+class SGLConfig(_EncoderFields):
+    """SGL (Wu et al., SIGIR 2021); defaults from the paper's Gowalla/Yelp settings."""
+
+    method: Literal["sgl"] = "sgl"
+    include_layer0: bool = True
+    aug: Literal["edge", "node", "random_walk"] = "edge"
+    drop_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    cl_weight: float = Field(0.1, ge=0.0)
+    tau: float = Field(0.2, gt=0.0)
+
+
+class SimGCLConfig(_EncoderFields):
+    """SimGCL (Yu et al., SIGIR 2022): λ=0.5, ε=0.1, τ=0.2 as published."""
+
+    method: Literal["simgcl"] = "simgcl"
+    # The SimGCL reference code averages layers 1..L only.
+    include_layer0: bool = False
+    cl_weight: float = Field(0.5, ge=0.0)
+    eps: float = Field(0.1, ge=0.0)
+    tau: float = Field(0.2, gt=0.0)
+
+
+class XSimGCLConfig(_EncoderFields):
+    """XSimGCL (Yu et al., TKDE 2023): λ=0.2, ε=0.2, τ=0.15, l*=1 as published."""
+
+    method: Literal["xsimgcl"] = "xsimgcl"
+    include_layer0: bool = False
+    cl_weight: float = Field(0.2, ge=0.0)
+    eps: float = Field(0.2, ge=0.0)
+    tau: float = Field(0.15, gt=0.0)
+    contrast_layer: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _layer(self) -> XSimGCLConfig:
+        if self.contrast_layer > self.layers:
+            raise ValueError(
+                f"contrast_layer ({self.contrast_layer}) must be ≤ layers ({self.layers})"
+            )
+        return self
+
+
+ModelConfig = Annotated[
+    Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, XSimGCLConfig],
+    Field(discriminator="method"),
+]
+
+
+class TrainConfig(_Frozen):
+    """The optimisation loop. Defaults follow LightGCN/SimGCL: Adam lr 1e-3, batch 2048."""
+
+    epochs: int = Field(100, gt=0)
+    batch_size: int = Field(2048, gt=0)
+    lr: float = Field(1e-3, gt=0.0)
+    # honest: select the epoch on validation, touch test once. paper: select on test, as the
+    # published LightGCN/SGL/SimGCL numbers were obtained; only for comparison with them.
+    protocol: Literal["honest", "paper"] = "honest"
+    eval_every: int = Field(1, gt=0)
+    patience: int = Field(10, ge=0)
+    select_metric: str = "ndcg@20"
+    device: str = "auto"
+    progress: bool = True
+
+
+class EvalConfig(_Frozen):
+    ks: tuple[int, ...] = (10, 20, 50)
+    auc: bool = False
+
+    @model_validator(mode="after")
+    def _ks(self) -> EvalConfig:
+        if not self.ks or any(k <= 0 for k in self.ks):
+            raise ValueError("ks must be a non-empty list of positive integers")
+        return self
+
+
+DEFAULT_METHOD = "xsimgcl"
+
+
+class RunConfig(_Frozen):
+    """A whole run: data → model → training → evaluation → outputs."""
+
+    experiment: str = "recsys_cl"
+    seed: int = 2024
+    output_dir: Path = Path("runs/default")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=XSimGCLConfig)
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, raw: object) -> object:
+        # A model section without ``method`` means the default method, not a union error.
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+            if "method" not in raw["model"]:
+                raw = {**raw, "model": {"method": DEFAULT_METHOD, **raw["model"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _cross(self) -> RunConfig:
+        if self.train.protocol == "honest" and self.data.split.val_ratio == 0.0:
+            raise ValueError(
+                "train.protocol 'honest' selects the epoch on validation: set "
+                "data.split.val_ratio > 0, or use protocol 'paper' (selects on test)"
+            )
+        metric, _, k = self.train.select_metric.partition("@")
+        if metric not in ("recall", "ndcg", "precision", "hit_rate", "mrr") or not k.isdigit():
+            raise ValueError(f"train.select_metric must look like 'ndcg@20', got {metric!r}")
+        if int(k) not in self.eval.ks:
+            raise ValueError(f"train.select_metric cut-off {k} is not in eval.ks {self.eval.ks}")
+        return self

@@ -1,0 +1,32 @@
+"""Errors a user can cause and fix.
+
+Every exception raised for bad input (a file, a config key, a dataset, an id) derives from
+:class:`RecsysError`. The CLI prints its message on one line and exits with code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RecsysError(Exception):
+    """Base class of user errors: the message alone tells the user what to fix."""
+
+
+class ConfigError(RecsysError):
+    """An invalid configuration file, key or override."""
+
+
+class DataError(RecsysError):
+    """An unreadable or invalid interaction log, split or prepared dataset."""
+
+
+class ChecksumError(DataError):
+    """A dataset file whose SHA-256 is not the registered one."""
+
+
+class DownloadError(DataError):
+    """A dataset file that could not be downloaded."""
+
+
+class TrainingError(RecsysError):
+    """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""

@@ -1,0 +1,87 @@
+"""Config loading: unknown keys and cross-field rules fail at load, naming the dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys_cl.config import RunConfig, apply_overrides, load_config, parse_override
+from recsys_cl.errors import ConfigError
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*/*.yaml"))
+BASE = ["data.dataset=ml-100k"]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configs_load(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.model.method == path.stem
+
+
+def test_paper_defaults() -> None:
+    cfg = load_config(None, BASE)
+    assert cfg.model.method == "xsimgcl"
+    assert (cfg.model.cl_weight, cfg.model.eps, cfg.model.tau) == (0.2, 0.2, 0.15)
+    simgcl = load_config(None, [*BASE, "model.method=simgcl"]).model
+    assert (simgcl.cl_weight, simgcl.eps, simgcl.tau) == (0.5, 0.1, 0.2)
+
+
+def test_overrides_are_yaml_scalars_not_code() -> None:
+    assert parse_override("a.b=0.5") == (["a", "b"], 0.5)
+    assert parse_override("a=true") == (["a"], True)
+    assert parse_override("a=[10, 20]") == (["a"], [10, 20])
+    assert parse_override("a=__import__('os')") == (["a"], "__import__('os')")
+
+
+def test_overrides_do_not_mutate_input() -> None:
+    raw = {"model": {"eps": 0.1}}
+    out = apply_overrides(raw, ["model.eps=0.3", "train.epochs=3"])
+    assert raw == {"model": {"eps": 0.1}}
+    assert out == {"model": {"eps": 0.3}, "train": {"epochs": 3}}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.epsilon=1"], "model.epsilon: unknown key"),
+        (["trian.epochs=3"], "trian: unknown key"),
+        (["model.contrast_layer=3"], "contrast_layer (3) must be ≤ layers (2)"),
+        (["model.method=foo"], "does not match any of the expected tags"),
+        (["data.split.val_ratio=0"], "train.protocol 'honest' selects the epoch on validation"),
+        (["data.split.test_ratio=0.6", "data.split.val_ratio=0.5"], "must be < 1"),
+        (["train.select_metric=ndcg@5"], "cut-off 5 is not in eval.ks"),
+        (["model.eps=abc"], "model.eps: Input should be a valid number"),
+        (["data.path=x.csv"], "set exactly one of data.dataset or data.path"),
+    ],
+)
+def test_bad_values_fail_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [*BASE, *overrides])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_data_section() -> None:
+    with pytest.raises(ConfigError, match="data: required key is missing"):
+        load_config(None, [])
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+ invalid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  dataset: ml-100k\nmodel:\n  dimm: 32\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: model.dimm: unknown key"):
+        load_config(typo)
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config(None, BASE)
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]
