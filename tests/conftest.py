@@ -1,0 +1,66 @@
+"""Shared fixtures: a synthetic long-tail interaction log and the offline real datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+LogFactory = Callable[..., pl.DataFrame]
+
+
+def make_long_tail_log(
+    n_users: int = 120,
+    n_items: int = 200,
+    *,
+    seed: int = 0,
+    zipf: float = 1.1,
+    mean_activity: float = 12.0,
+    min_activity: int = 3,
+    timestamps: bool = True,
+    ratings: bool = True,
+    string_ids: bool = False,
+) -> pl.DataFrame:
+    """A canonical log with unique (user, item) pairs and long tails on both sides.
+
+    Item ``i`` is drawn with probability proportional to ``1 / (i + 1) ** zipf`` (item 0 the
+    most popular); user activity is ``min_activity`` plus a geometric draw around
+    ``mean_activity``, capped at ``n_items``. Timestamps are distinct; ratings are 1..5.
+    """
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_items + 1) ** zipf
+    popularity /= popularity.sum()
+    extra = rng.geometric(1.0 / max(mean_activity - min_activity, 1.0), size=n_users) - 1
+    activity = np.minimum(min_activity + extra, n_items)
+    users = np.repeat(np.arange(n_users), activity)
+    items = np.concatenate(
+        [rng.choice(n_items, size=k, replace=False, p=popularity) for k in activity]
+    )
+    columns: dict[str, object] = {"user": users, "item": items}
+    if string_ids:
+        columns = {"user": [f"u{u}" for u in users], "item": [f"i{i}" for i in items]}
+    if timestamps:
+        columns["timestamp"] = 1_000_000 + rng.permutation(users.size).astype(np.int64) * 7
+    if ratings:
+        columns["rating"] = rng.integers(1, 6, size=users.size).astype(np.float64)
+    return pl.DataFrame(columns)
+
+
+@pytest.fixture
+def long_tail_log() -> LogFactory:
+    """Factory of synthetic long-tail logs; see :func:`make_long_tail_log` for the knobs."""
+    return make_long_tail_log
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    """The offline copies of the benchmark datasets (``../shared/datasets`` from the repo)."""
+    path = (REPO_ROOT / ".." / "shared" / "datasets").resolve()
+    if not path.is_dir():
+        pytest.skip(f"real datasets not available: {path} does not exist")
+    return path
