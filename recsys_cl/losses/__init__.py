@@ -1,0 +1,14 @@
+"""Recommendation, contrastive and regularization losses (mean reduction, optional weights)."""
+
+from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss, triplet_margin_loss
+from recsys_cl.losses.regularization import ego_l2
+from recsys_cl.losses.softmax import info_nce, sampled_softmax_loss
+
+__all__ = [
+    "bpr_loss",
+    "ego_l2",
+    "info_nce",
+    "margin_contrastive_loss",
+    "sampled_softmax_loss",
+    "triplet_margin_loss",
+]

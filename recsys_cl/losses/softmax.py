@@ -1,0 +1,104 @@
+"""Softmax (cross-entropy) losses: InfoNCE between two views, sampled softmax for ranking."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from recsys_cl.losses._reduce import weighted_mean
+
+
+def info_nce(view1: Tensor, view2: Tensor, tau: float, weights: Tensor | None = None) -> Tensor:
+    r"""InfoNCE / NT-Xent with in-batch negatives (SGL eq. 9; SimGCL eq. 2), mean reduction.
+
+    Rows are L2-normalized, :math:`z = v / \lVert v \rVert`; row b of ``view1`` is the anchor, row
+    b of ``view2`` its positive, and the other rows of ``view2`` its negatives:
+    :math:`\ell_b = -\log \frac{\exp(z^1_b \cdot z^2_b / \tau)}
+    {\sum_{c} \exp(z^1_b \cdot z^2_c / \tau)}`,
+    computed as ``F.cross_entropy`` on the [B, B] logits with targets on the diagonal. One
+    direction only (view1 → view2), as in the SGL and SELFRec reference code. The methods call
+    it on the de-duplicated users and, separately, the de-duplicated items of a batch, so a
+    row's negatives never include itself.
+
+    Args:
+        view1, view2: float [B, D], rows aligned.
+        tau: temperature > 0.
+        weights: optional float [B].
+
+    Returns:
+        scalar; identical views give a lower value than unrelated ones.
+    """
+    if view1.shape != view2.shape or view1.dim() != 2:
+        raise ValueError(
+            f"views must be equal [B, D], got {tuple(view1.shape)}, {tuple(view2.shape)}"
+        )
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    z1 = F.normalize(view1, dim=1)
+    z2 = F.normalize(view2, dim=1)
+    logits = z1 @ z2.T / tau
+    target = torch.arange(view1.size(0), device=view1.device)
+    return weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)
+
+
+def sampled_softmax_loss(
+    user: Tensor,
+    pos: Tensor,
+    neg: Tensor | None,
+    tau: float,
+    log_q: Tensor | None = None,
+    weights: Tensor | None = None,
+    item_ids: Tensor | None = None,
+) -> Tensor:
+    r"""Softmax cross-entropy of each positive item against sampled or in-batch negatives.
+
+    Logits are inner products over ``tau``; when ``log_q`` (the log of each candidate's sampling
+    probability) is given it is subtracted from the logits, the logQ correction of Yi et al.
+    (RecSys 2019, eq. 3) that removes the bias towards popular items of popularity-proportional
+    in-batch sampling. :math:`\ell_b = -\log\mathrm{softmax}(s_b)_{\text{pos}}` via
+    ``F.cross_entropy``.
+
+    Args:
+        user: float [B, D].
+        pos: float [B, D], the positive item of each user.
+        neg: float [B, M, D] sampled negatives per user, or None for in-batch negatives (row b's
+            candidates are all B positives of the batch; its own is the target).
+        tau: temperature > 0.
+        log_q: in-batch: float [B], log q of each batch positive (one per column);
+            sampled: float [B, 1 + M] (or broadcastable), positive first, then the negatives.
+        weights: optional float [B].
+        item_ids: in-batch only, optional long [B] item ids of ``pos``; another column holding
+            the row's own positive item is masked out (an "accidental hit" is no negative).
+
+    Returns:
+        scalar.
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if user.shape != pos.shape or user.dim() != 2:
+        raise ValueError(
+            f"user and pos must be equal [B, D], got {tuple(user.shape)}, {tuple(pos.shape)}"
+        )
+    batch = user.size(0)
+    if neg is None:
+        logits = user @ pos.T / tau
+        if log_q is not None:
+            logits = logits - log_q.reshape(1, batch)
+        if item_ids is not None:
+            hit = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
+            hit.fill_diagonal_(False)
+            logits = logits.masked_fill(hit, float("-inf"))
+        target = torch.arange(batch, device=user.device)
+    else:
+        if item_ids is not None:
+            raise ValueError("item_ids is only used with in-batch negatives (neg=None)")
+        if neg.dim() != 3 or neg.size(0) != batch or neg.size(2) != user.size(1):
+            raise ValueError(f"neg must be [B, M, D], got {tuple(neg.shape)}")
+        pos_logit = (user * pos).sum(dim=1, keepdim=True)
+        neg_logits = torch.einsum("bd,bmd->bm", user, neg)
+        logits = torch.cat([pos_logit, neg_logits], dim=1) / tau
+        if log_q is not None:
+            logits = logits - log_q
+        target = torch.zeros(batch, dtype=torch.int64, device=user.device)
+    return weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)

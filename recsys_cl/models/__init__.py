@@ -1,0 +1,32 @@
+"""Encoders (LightGCN, MF) and training methods (BPR baselines, SGL, SimGCL, XSimGCL)."""
+
+from recsys_cl.models.base import Batch, LossBreakdown, Recommender, batch_info_nce
+from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN, Propagation
+from recsys_cl.models.methods import (
+    SGL,
+    LightGCNRec,
+    MFRec,
+    SGLAugmentation,
+    SGLViews,
+    SimGCL,
+    XSimGCL,
+)
+
+__all__ = [
+    "MF",
+    "SGL",
+    "Adjacency",
+    "Batch",
+    "Encoder",
+    "LightGCN",
+    "LightGCNRec",
+    "LossBreakdown",
+    "MFRec",
+    "Propagation",
+    "Recommender",
+    "SGLAugmentation",
+    "SGLViews",
+    "SimGCL",
+    "XSimGCL",
+    "batch_info_nce",
+]

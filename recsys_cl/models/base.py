@@ -1,0 +1,178 @@
+"""The method interface the trainer is generic over: Batch in, LossBreakdown out.
+
+A method (:class:`Recommender`) wraps an encoder and defines two things: the per-epoch
+augmented views (:meth:`Recommender.epoch_views`) and the per-batch loss
+(:meth:`Recommender.loss`). The trainer does the rest identically for every method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from recsys_cl.graph.bipartite import BipartiteGraph
+from recsys_cl.losses import bpr_loss, ego_l2, info_nce
+from recsys_cl.models.encoders import Encoder, Propagation
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """One training batch of (user, positive item, negative item(s)) triples.
+
+    Attributes:
+        users: long [B], in 0..U-1.
+        pos_items: long [B], in 0..I-1.
+        neg_items: long [B] or [B, M], in 0..I-1.
+        weights: optional float [B] per-sample weights (mean ~1), applied by every loss term
+            that is a sum over samples.
+    """
+
+    users: Tensor
+    pos_items: Tensor
+    neg_items: Tensor
+    weights: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("users", "pos_items", "neg_items"):
+            if getattr(self, name).dtype != torch.int64:
+                raise TypeError(f"{name} must be int64, got {getattr(self, name).dtype}")
+        b = self.users.shape
+        if self.users.dim() != 1 or self.pos_items.shape != b:
+            raise ValueError(
+                f"users {tuple(b)} and pos_items {tuple(self.pos_items.shape)} must be equal [B]"
+            )
+        if self.neg_items.dim() not in (1, 2) or self.neg_items.size(0) != b[0]:
+            raise ValueError(f"neg_items must be [B] or [B, M], got {tuple(self.neg_items.shape)}")
+        if self.weights is not None and self.weights.shape != b:
+            raise ValueError(f"weights must be [B], got {tuple(self.weights.shape)}")
+
+    @property
+    def size(self) -> int:
+        """B."""
+        return self.users.size(0)
+
+    def to(self, device: torch.device | str) -> Batch:
+        w = None if self.weights is None else self.weights.to(device)
+        return Batch(self.users.to(device), self.pos_items.to(device), self.neg_items.to(device), w)
+
+
+@dataclass(frozen=True, eq=False)
+class LossBreakdown:
+    """The terms of a batch loss, each a scalar tensor already multiplied by its weight.
+
+    ``total = rec + cl + reg``; ``cl`` is zero for non-contrastive methods. Backpropagate
+    ``total``; log :meth:`as_floats`.
+    """
+
+    rec: Tensor
+    cl: Tensor
+    reg: Tensor
+    total: Tensor
+
+    @classmethod
+    def of(cls, rec: Tensor, cl: Tensor, reg: Tensor) -> LossBreakdown:
+        return cls(rec=rec, cl=cl, reg=reg, total=rec + cl + reg)
+
+    def as_floats(self) -> dict[str, float]:
+        """``{"rec", "cl", "reg", "total"}`` as Python floats (detached)."""
+        return {
+            "rec": float(self.rec.detach()),
+            "cl": float(self.cl.detach()),
+            "reg": float(self.reg.detach()),
+            "total": float(self.total.detach()),
+        }
+
+
+def check_nonnegative(**values: float) -> None:
+    """Raise ValueError naming the first value that is negative or NaN."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+class Recommender(nn.Module, ABC):
+    """A training method around an encoder.
+
+    Args:
+        encoder: the :class:`~recsys_cl.models.encoders.Encoder` whose table is learned.
+        reg: weight of :func:`~recsys_cl.losses.ego_l2` (1e-4 in LightGCN, SGL, SimGCL).
+    """
+
+    def __init__(self, encoder: Encoder, reg: float) -> None:
+        super().__init__()
+        check_nonnegative(reg=reg)
+        self.encoder = encoder
+        self.reg = reg
+
+    def epoch_views(self, graph: BipartiteGraph, generator: torch.Generator) -> Any:
+        """Per-epoch augmentation, passed back to :meth:`loss` as ``views``; None by default."""
+        return None
+
+    @abstractmethod
+    def loss(
+        self, adj: Tensor, batch: Batch, views: Any, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        """The batch loss over the full graph ``adj`` [N, N] and this epoch's ``views``."""
+
+    @torch.no_grad()
+    def embeddings(self, adj: Tensor) -> tuple[Tensor, Tensor]:
+        """Clean (no noise, no augmentation) user [U, D] and item [I, D] embeddings.
+
+        Returned as copies that own their memory: for MF the final embeddings are the table
+        itself, and a view of it would silently change with later optimizer steps (e.g. a
+        "best epoch" snapshot).
+        """
+        prop = self.encoder(adj)
+        return prop.user.detach().clone(), prop.item.detach().clone()
+
+    def _bpr_terms(self, prop: Propagation, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(BPR loss, weighted ego L2) of ``batch`` scored with ``prop``'s final embeddings."""
+        user = prop.user[batch.users]
+        pos = prop.item[batch.pos_items]
+        neg = prop.item[batch.neg_items]
+        pos_scores = (user * pos).sum(dim=-1)
+        if batch.neg_items.dim() == 2:
+            neg_scores = (user.unsqueeze(1) * neg).sum(dim=-1)
+        else:
+            neg_scores = (user * neg).sum(dim=-1)
+        rec = bpr_loss(pos_scores, neg_scores, batch.weights)
+        reg = self.reg * ego_l2(
+            prop.ego_user[batch.users],
+            prop.ego_item[batch.pos_items],
+            prop.ego_item[batch.neg_items],
+            batch_size=batch.size,
+        )
+        return rec, reg
+
+
+def unique_with_weights(ids: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """De-duplicate ids [B]; each unique id gets the mean weight of its occurrences.
+
+    Returns (unique ids [B'], weights [B'] or None).
+    """
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    if weights is None:
+        return uniq, None
+    w = weights.new_zeros(uniq.numel()).index_add_(0, inverse, weights)
+    counts = torch.bincount(inverse, minlength=uniq.numel()).to(w.dtype)
+    return uniq, w / counts
+
+
+def batch_info_nce(
+    user1: Tensor, user2: Tensor, item1: Tensor, item2: Tensor, batch: Batch, tau: float
+) -> Tensor:
+    """InfoNCE over the batch's unique users plus over its unique positive items.
+
+    As in the SGL, SimGCL and XSimGCL reference code: the two views' rows of each unique user
+    (and item) are positives, the other unique users (items) in-batch negatives; de-duplicating
+    keeps a row from being its own negative. Views: [U, D] and [I, D]. Returns a scalar.
+    """
+    users, w_users = unique_with_weights(batch.users, batch.weights)
+    items, w_items = unique_with_weights(batch.pos_items, batch.weights)
+    return info_nce(user1[users], user2[users], tau, w_users) + info_nce(
+        item1[items], item2[items], tau, w_items
+    )

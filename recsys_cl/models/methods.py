@@ -1,0 +1,246 @@
+"""Training methods: BPR baselines and the graph contrastive methods SGL, SimGCL, XSimGCL.
+
+Every method's loss is ``rec + cl + reg`` (see :class:`~recsys_cl.models.base.LossBreakdown`):
+``rec`` is BPR on the batch, ``reg`` is ``reg * ego_l2`` of the batch's layer-0 embeddings, and
+``cl`` is ``cl_weight`` times the InfoNCE over the batch's unique users plus its unique positive
+items (:func:`~recsys_cl.models.base.batch_info_nce`). All terms are means over the batch; SGL's
+reference code sums BPR and InfoNCE over the batch instead, which has the same ratio, so its
+λ carries over unchanged.
+
+Paper defaults, for configs (not used as defaults here): 64 dims, Adam lr 1e-3, batch 2048,
+reg 1e-4; SGL (Yelp2018) drop 0.1, τ 0.2, λ 0.1, 3 layers; SimGCL λ 0.5, ε 0.1, τ 0.2;
+XSimGCL λ 0.2, ε 0.2, τ 0.15, l* 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from recsys_cl.augment.graph_dropout import edge_dropout, node_dropout, random_walk
+from recsys_cl.graph.bipartite import BipartiteGraph
+from recsys_cl.models.base import (
+    Batch,
+    LossBreakdown,
+    Recommender,
+    batch_info_nce,
+    check_nonnegative,
+)
+from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN
+
+SGLAugmentation = Literal["edge", "node", "random_walk"]
+
+
+class LightGCNRec(Recommender):
+    """LightGCN trained with BPR + ego L2 (He et al., SIGIR 2020, eq. 15).
+
+    Args:
+        encoder: a :class:`LightGCN`.
+        reg: ego L2 weight (1e-4 in the paper).
+    """
+
+    def __init__(self, encoder: LightGCN, reg: float) -> None:
+        if not isinstance(encoder, LightGCN):
+            raise TypeError(f"LightGCNRec needs a LightGCN encoder, got {type(encoder).__name__}")
+        super().__init__(encoder, reg)
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
+
+
+class MFRec(Recommender):
+    """Matrix factorization trained with BPR + ego L2 (Rendle et al., UAI 2009).
+
+    Args:
+        encoder: an :class:`MF`.
+        reg: ego L2 weight.
+    """
+
+    def __init__(self, encoder: MF, reg: float) -> None:
+        if not isinstance(encoder, MF):
+            raise TypeError(f"MFRec needs an MF encoder, got {type(encoder).__name__}")
+        super().__init__(encoder, reg)
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
+
+
+def _check_contrastive(cl_weight: float, tau: float) -> None:
+    check_nonnegative(cl_weight=cl_weight)
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+
+
+@dataclass(frozen=True, eq=False)
+class SGLViews:
+    """SGL's two augmented graphs for one epoch: each one adjacency [N, N] (ND, ED) or a list
+    of L of them (RW)."""
+
+    view1: Adjacency
+    view2: Adjacency
+
+
+class SGL(Recommender):
+    """SGL (Wu et al., SIGIR 2021): BPR on the full graph + InfoNCE between two dropout views.
+
+    The two views are drawn once per epoch (:meth:`epoch_views`) and each batch propagates the
+    encoder three times: over the full graph (for BPR) and over each view (for InfoNCE between
+    the views' final embeddings, eq. 9-10). Negatives are the other unique users (items) of the
+    batch as in SELFRec; SGL's own code contrasts against all users (items).
+
+    Args:
+        encoder: a :class:`LightGCN` (with ``include_layer0=True`` as in SGL).
+        reg: ego L2 weight (1e-4).
+        cl_weight: λ (0.1 on Yelp2018).
+        tau: InfoNCE temperature (0.2).
+        drop_ratio: ρ, the fraction of interactions (edge, random_walk) or nodes (node) dropped
+            (0.1).
+        aug: "edge" (SGL-ED), "node" (SGL-ND) or "random_walk" (SGL-RW: a fresh edge-dropped
+            graph per layer).
+    """
+
+    def __init__(
+        self,
+        encoder: LightGCN,
+        reg: float,
+        cl_weight: float,
+        tau: float,
+        drop_ratio: float,
+        aug: SGLAugmentation,
+    ) -> None:
+        if not isinstance(encoder, LightGCN):
+            raise TypeError(f"SGL needs a LightGCN encoder, got {type(encoder).__name__}")
+        super().__init__(encoder, reg)
+        _check_contrastive(cl_weight, tau)
+        if not 0.0 <= drop_ratio < 1.0:
+            raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
+        if aug not in ("edge", "node", "random_walk"):
+            raise ValueError(f"aug must be 'edge', 'node' or 'random_walk', got {aug!r}")
+        if aug == "random_walk" and encoder.n_layers == 0:
+            raise ValueError("random_walk needs an encoder with at least one layer")
+        self.cl_weight = cl_weight
+        self.tau = tau
+        self.drop_ratio = drop_ratio
+        self.aug = aug
+
+    def _view(self, graph: BipartiteGraph, generator: torch.Generator) -> Adjacency:
+        if self.aug == "edge":
+            return edge_dropout(graph, self.drop_ratio, generator)
+        if self.aug == "node":
+            return node_dropout(graph, self.drop_ratio, generator)
+        return random_walk(graph, self.drop_ratio, self.encoder.n_layers, generator)
+
+    def epoch_views(self, graph: BipartiteGraph, generator: torch.Generator) -> SGLViews:
+        """Two independent augmented graphs on ``graph``'s device."""
+        return SGLViews(self._view(graph, generator), self._view(graph, generator))
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: SGLViews, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        if not isinstance(views, SGLViews):
+            raise TypeError("SGL.loss needs the SGLViews returned by epoch_views")
+        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        p1 = self.encoder(views.view1)
+        p2 = self.encoder(views.view2)
+        cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
+        return LossBreakdown.of(rec, cl, reg)
+
+
+class SimGCL(Recommender):
+    """SimGCL (Yu et al., SIGIR 2022): InfoNCE between two noise-perturbed propagations.
+
+    Each batch runs one clean pass (BPR, as in the reference code) and two passes with
+    independent sign-aligned noise of radius ε added after every layer (eq. 7); InfoNCE is
+    between the two noisy passes' final embeddings. No per-epoch views.
+
+    Args:
+        encoder: a :class:`LightGCN` (the reference code averages layers 1..L:
+            ``include_layer0=False``) or an :class:`MF`.
+        reg: ego L2 weight (1e-4).
+        cl_weight: λ (0.5 in the paper's best settings).
+        tau: temperature (0.2).
+        eps: noise radius ε (0.1).
+    """
+
+    def __init__(
+        self, encoder: Encoder, reg: float, cl_weight: float, tau: float, eps: float
+    ) -> None:
+        super().__init__(encoder, reg)
+        _check_contrastive(cl_weight, tau)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.cl_weight = cl_weight
+        self.tau = tau
+        self.eps = eps
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        p1 = self.encoder(adj, noise_eps=self.eps, generator=generator)
+        p2 = self.encoder(adj, noise_eps=self.eps, generator=generator)
+        cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
+        return LossBreakdown.of(rec, cl, reg)
+
+
+class XSimGCL(Recommender):
+    """XSimGCL (Yu et al., TKDE 2023): one noisy pass serves BPR and a cross-layer InfoNCE.
+
+    A single propagation with noise of radius ε after every layer gives both the final
+    embeddings (scored by BPR) and layer l*'s output; InfoNCE contrasts the two (eq. 8-9), so a
+    batch costs one pass instead of SimGCL's three. Evaluation uses the clean pass.
+
+    Args:
+        encoder: a :class:`LightGCN` (reference code: ``include_layer0=False``).
+        reg: ego L2 weight (1e-4).
+        cl_weight: λ (0.2).
+        tau: temperature (0.15).
+        eps: noise radius ε (0.2).
+        contrast_layer: l* in 1..L (1).
+    """
+
+    def __init__(
+        self,
+        encoder: LightGCN,
+        reg: float,
+        cl_weight: float,
+        tau: float,
+        eps: float,
+        contrast_layer: int,
+    ) -> None:
+        if not isinstance(encoder, LightGCN):
+            raise TypeError(f"XSimGCL needs a LightGCN encoder, got {type(encoder).__name__}")
+        super().__init__(encoder, reg)
+        _check_contrastive(cl_weight, tau)
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        if not 1 <= contrast_layer <= encoder.n_layers:
+            raise ValueError(
+                f"contrast_layer must be in 1..{encoder.n_layers}, got {contrast_layer}"
+            )
+        self.cl_weight = cl_weight
+        self.tau = tau
+        self.eps = eps
+        self.contrast_layer = contrast_layer
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        prop = self.encoder(
+            adj, noise_eps=self.eps, generator=generator, contrast_layer=self.contrast_layer
+        )
+        rec, reg = self._bpr_terms(prop, batch)
+        assert prop.contrast_user is not None and prop.contrast_item is not None
+        cl = self.cl_weight * batch_info_nce(
+            prop.user, prop.contrast_user, prop.item, prop.contrast_item, batch, self.tau
+        )
+        return LossBreakdown.of(rec, cl, reg)

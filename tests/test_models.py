@@ -1,0 +1,309 @@
+"""Encoders and methods: propagation contracts, and a contract suite run for every method on a
+planted two-community graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import FrozenInstanceError
+
+import pytest
+import torch
+from torch_geometric.nn import LGConv
+
+from recsys_cl.graph import BipartiteGraph, build_graph
+from recsys_cl.models import (
+    MF,
+    SGL,
+    Batch,
+    LightGCN,
+    LightGCNRec,
+    LossBreakdown,
+    MFRec,
+    Propagation,
+    Recommender,
+    SGLViews,
+    SimGCL,
+    XSimGCL,
+)
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Run this module's tiny tensors on one intra-op thread, restoring the count after.
+
+    On a shared 2-core machine the hand-offs between OpenMP and MKL worker threads cost
+    milliseconds per sparse product (measured: 30 SGL steps took 0.1 s on one thread and
+    2-6 s on two), which tiny tensors never win back.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# Two communities: users 0..9 like items 0..7, users 10..19 like items 8..15.
+N_USERS, N_ITEMS, GROUP_USERS, GROUP_ITEMS = 20, 16, 10, 8
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def community_of_user(u: torch.Tensor) -> torch.Tensor:
+    return u // GROUP_USERS
+
+
+def community_of_item(i: torch.Tensor) -> torch.Tensor:
+    return i // GROUP_ITEMS
+
+
+@pytest.fixture(scope="module")
+def planted() -> BipartiteGraph:
+    """Each user interacts with 5 of the 8 items of its own community, none of the other's."""
+    gen = torch.Generator().manual_seed(0)
+    users, items = [], []
+    for u in range(N_USERS):
+        offset = GROUP_ITEMS * (u // GROUP_USERS)
+        chosen = torch.randperm(GROUP_ITEMS, generator=gen)[:5] + offset
+        users += [u] * 5
+        items += chosen.tolist()
+    return build_graph(torch.tensor(users), torch.tensor(items), N_USERS, N_ITEMS)
+
+
+def sample_batch(graph: BipartiteGraph, size: int, gen: torch.Generator, n_neg: int = 1) -> Batch:
+    """Interactions as positives, items of the other community as negatives."""
+    idx = torch.randint(graph.n_interactions, (size,), generator=gen, device="cpu").to(graph.device)
+    users = graph.users[idx]
+    other = 1 - community_of_user(users)
+    shape = (size,) if n_neg == 1 else (size, n_neg)
+    offsets = torch.randint(GROUP_ITEMS, shape, generator=gen).to(graph.device)
+    neg = offsets + GROUP_ITEMS * (other if n_neg == 1 else other[:, None])
+    return Batch(users=users, pos_items=graph.items[idx], neg_items=neg)
+
+
+# ---------------------------------------------------------------- encoders
+
+
+def test_propagation_shapes_and_frozen(planted) -> None:
+    enc = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2)
+    prop = enc(planted.adj, contrast_layer=1)
+    assert isinstance(prop, Propagation)
+    for t, rows in [
+        (prop.user, N_USERS), (prop.item, N_ITEMS), (prop.ego_user, N_USERS),
+        (prop.ego_item, N_ITEMS), (prop.contrast_user, N_USERS), (prop.contrast_item, N_ITEMS),
+    ]:
+        assert t is not None and t.shape == (rows, 8)
+    assert enc(planted.adj).contrast_user is None
+    with pytest.raises(FrozenInstanceError):
+        prop.user = prop.item  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lightgcn_equals_lgconv_layer_mean(planted, device: str) -> None:
+    graph = planted.to(device)
+    enc = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=3).to(device)
+    conv = LGConv()
+    x = enc.weight
+    layers = [x]
+    for _ in range(3):
+        layers.append(conv(layers[-1], graph.edge_index))
+    expected = torch.stack(layers).mean(0)
+    prop = enc(graph.adj)
+    torch.testing.assert_close(torch.cat([prop.user, prop.item]), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([prop.ego_user, prop.ego_item]), x)
+
+
+def test_include_layer0_changes_the_mean_as_expected(planted) -> None:
+    with_0 = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2, include_layer0=True)
+    without = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2, include_layer0=False)
+    without.load_state_dict(with_0.state_dict())
+    a, b = with_0(planted.adj), without(planted.adj)
+    # mean(E0, E1, E2) = (E0 + 2 * mean(E1, E2)) / 3
+    torch.testing.assert_close(a.user, (a.ego_user + 2 * b.user) / 3)
+    torch.testing.assert_close(a.item, (a.ego_item + 2 * b.item) / 3)
+    with pytest.raises(ValueError):
+        LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=0, include_layer0=False)
+
+
+def test_per_layer_adjacencies_and_contrast_layer(planted) -> None:
+    enc = LightGCN(N_USERS, N_ITEMS, dim=4, n_layers=2, include_layer0=False)
+    same = enc([planted.adj, planted.adj])
+    torch.testing.assert_close(same.user, enc(planted.adj).user)
+    with pytest.raises(ValueError):
+        enc([planted.adj])
+    # Without noise, layer l's output is A^l E0.
+    dense = planted.adj.to_dense()
+    prop = enc(planted.adj, contrast_layer=2)
+    layer2 = dense @ dense @ enc.weight
+    torch.testing.assert_close(prop.contrast_user, layer2[:N_USERS], atol=1e-6, rtol=1e-5)
+    for bad in (0, 3):
+        with pytest.raises(ValueError):
+            enc(planted.adj, contrast_layer=bad)
+
+
+def test_noisy_pass_is_reproducible_and_perturbs_each_layer(planted) -> None:
+    enc = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2, include_layer0=False)
+    clean = enc(planted.adj)
+    a = enc(planted.adj, noise_eps=0.1, generator=seeded(1), contrast_layer=1)
+    b = enc(planted.adj, noise_eps=0.1, generator=seeded(1), contrast_layer=1)
+    assert torch.equal(a.user, b.user)
+    assert not torch.allclose(a.user, clean.user)
+    layer1 = torch.sparse.mm(planted.adj, enc.weight)[:N_USERS]
+    # Layer 1's noisy output is exactly ε away from its clean output, per row.
+    dist = (a.contrast_user - layer1).norm(dim=1)
+    torch.testing.assert_close(dist, torch.full_like(dist, 0.1), atol=1e-5, rtol=1e-4)
+
+
+def test_init_schemes() -> None:
+    xavier = LightGCN(1000, 2000, dim=64, n_layers=1).requires_grad_(False)
+    bound_u = (6 / (1000 + 64)) ** 0.5
+    assert float(xavier.weight[:1000].abs().max()) <= bound_u
+    assert float(xavier.weight[:1000].abs().max()) > 0.9 * bound_u
+    normal = LightGCN(1000, 2000, dim=64, n_layers=1, init_std=0.1).requires_grad_(False)
+    assert float(normal.weight.std()) == pytest.approx(0.1, rel=0.02)
+    with pytest.raises(ValueError):
+        LightGCN(10, 10, dim=4, n_layers=1, init_std=0.0)
+
+
+def test_mf_ignores_adjacency_and_has_no_layers(planted) -> None:
+    mf = MF(N_USERS, N_ITEMS, dim=4)
+    prop = mf(planted.adj)
+    torch.testing.assert_close(prop.user, mf.weight[:N_USERS])
+    torch.testing.assert_close(mf(None).item, prop.item)
+    noisy = mf(None, noise_eps=0.1, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(noisy.user, prop.user)
+    with pytest.raises(ValueError):
+        mf(None, contrast_layer=1)
+
+
+# ---------------------------------------------------------------- result types
+
+
+def test_batch_validation_and_loss_breakdown() -> None:
+    long3 = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError):
+        Batch(long3, torch.zeros(2, dtype=torch.long), long3)
+    with pytest.raises(ValueError):
+        Batch(long3, long3, torch.zeros(2, 2, dtype=torch.long))
+    with pytest.raises(ValueError):
+        Batch(long3, long3, long3, torch.ones(2))
+    with pytest.raises(TypeError):
+        Batch(torch.zeros(3), long3, long3)
+    assert Batch(long3, long3, torch.zeros(3, 4, dtype=torch.long)).size == 3
+    parts = LossBreakdown.of(torch.tensor(1.0), torch.tensor(0.5), torch.tensor(0.25))
+    assert parts.as_floats() == {"rec": 1.0, "cl": 0.5, "reg": 0.25, "total": 1.75}
+
+
+# ---------------------------------------------------------------- method contract suite
+
+MethodFactory = Callable[[], Recommender]
+
+METHODS: dict[str, MethodFactory] = {
+    "lightgcn": lambda: LightGCNRec(LightGCN(N_USERS, N_ITEMS, 16, 2), reg=1e-4),
+    "mf": lambda: MFRec(MF(N_USERS, N_ITEMS, 16), reg=1e-4),
+    "sgl_edge": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "edge"),
+    "sgl_node": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "node"),
+    "sgl_rw": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "random_walk"),
+    "simgcl": lambda: SimGCL(
+        LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.5, 0.2, 0.1
+    ),
+    "xsimgcl": lambda: XSimGCL(
+        LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.2, 0.15, 0.2, 1
+    ),
+}
+CONTRASTIVE = {"sgl_edge", "sgl_node", "sgl_rw", "simgcl", "xsimgcl"}
+
+
+def train(
+    method: Recommender, graph: BipartiteGraph, steps: int, seed: int
+) -> list[LossBreakdown]:
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(method.parameters(), lr=0.05)
+    views = method.epoch_views(graph, gen)
+    history = []
+    for _ in range(steps):
+        parts = method.loss(graph.adj, sample_batch(graph, 64, gen), views, gen)
+        opt.zero_grad()
+        parts.total.backward()
+        opt.step()
+        history.append(parts)
+    return history
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_loss_is_finite_decreases_and_learns_the_communities(planted, name: str) -> None:
+    torch.manual_seed(0)  # only the initial table; all training randomness uses generators
+    method = METHODS[name]()
+    history = train(method, planted, steps=30, seed=1)
+    for parts in history:
+        assert all(torch.isfinite(v) for v in (parts.rec, parts.cl, parts.reg, parts.total))
+        torch.testing.assert_close(parts.total, parts.rec + parts.cl + parts.reg)
+    first = sum(p.total.item() for p in history[:3]) / 3
+    last = sum(p.total.item() for p in history[-3:]) / 3
+    assert last < first
+    assert (history[0].cl.item() > 0) == (name in CONTRASTIVE)
+
+    user, item = method.embeddings(planted.adj)
+    assert user.shape == (N_USERS, 16) and item.shape == (N_ITEMS, 16) and not user.requires_grad
+    before = user.clone()
+    train(method, planted, steps=1, seed=2)
+    assert torch.equal(user, before)  # a snapshot, not a view of the trained table
+    scores = user @ item.T
+    user_group = community_of_user(torch.arange(N_USERS))
+    same = user_group[:, None] == community_of_item(torch.arange(N_ITEMS))[None, :]
+    assert float(scores[same].mean()) > float(scores[~same].mean())
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "simgcl", "xsimgcl", "sgl_edge"])
+def test_gradients_reach_the_table_and_uniform_weights_change_nothing(planted, name: str) -> None:
+    method = METHODS[name]()
+    batch = sample_batch(planted, 32, torch.Generator().manual_seed(0), n_neg=3)
+    weighted = Batch(batch.users, batch.pos_items, batch.neg_items, torch.ones(32))
+    views = method.epoch_views(planted, torch.Generator().manual_seed(1))
+    plain = method.loss(planted.adj, batch, views, torch.Generator().manual_seed(2))
+    same = method.loss(planted.adj, weighted, views, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(plain.total, same.total)
+    plain.total.backward()
+    grad = method.encoder.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_sgl_views_match_the_augmentation(planted) -> None:
+    gen = torch.Generator().manual_seed(0)
+    edge = METHODS["sgl_edge"]().epoch_views(planted, gen)
+    rw = METHODS["sgl_rw"]().epoch_views(planted, gen)
+    assert isinstance(edge, SGLViews) and isinstance(edge.view1, torch.Tensor)
+    assert isinstance(rw.view1, list) and len(rw.view1) == 2
+    assert METHODS["lightgcn"]().epoch_views(planted, gen) is None
+    with pytest.raises(TypeError):
+        METHODS["sgl_edge"]().loss(planted.adj, sample_batch(planted, 4, gen), None, gen)
+
+
+def test_method_arguments_are_validated() -> None:
+    lgn = LightGCN(N_USERS, N_ITEMS, 8, 2)
+    with pytest.raises(TypeError):
+        LightGCNRec(MF(N_USERS, N_ITEMS, 8), reg=1e-4)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        SGL(MF(N_USERS, N_ITEMS, 8), 1e-4, 0.1, 0.2, 0.1, "edge")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        SGL(lgn, 1e-4, 0.1, 0.2, 0.1, "mask")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        SGL(lgn, 1e-4, 0.1, 0.2, 1.0, "edge")
+    with pytest.raises(ValueError):
+        SimGCL(lgn, 1e-4, 0.5, 0.0, 0.1)
+    with pytest.raises(ValueError):
+        XSimGCL(lgn, 1e-4, 0.2, 0.15, 0.2, contrast_layer=3)
+    with pytest.raises(ValueError):
+        LightGCNRec(lgn, reg=-1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_methods_run_on_cuda(planted) -> None:
+    graph = planted.to("cuda")
+    for name in sorted(METHODS):
+        torch.manual_seed(0)
+        method = METHODS[name]().to("cuda")
+        history = train(method, graph, steps=5, seed=0)
+        assert all(torch.isfinite(p.total) for p in history)
+        assert history[0].total.device.type == "cuda"
