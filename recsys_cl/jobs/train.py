@@ -1,0 +1,291 @@
+"""The train and evaluate stages: config → split → graph → method → trainer → outputs.
+
+A run folder (``output_dir``) holds::
+
+    config.yaml                     the resolved config
+    data/                           the prepared split (parquet parts, id maps, manifest)
+    checkpoints/last.pt             written after every epoch; ``--resume`` continues from it
+    model.pt                        the selected (best) state dict
+    user_embeddings.parquet         user_id (raw) + embedding
+    item_embeddings.parquet         item_id (raw) + embedding
+    metrics.json                    protocol, selection, test metrics, history, cold counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys_cl.config import RunConfig, load_config, read_yaml, to_yaml, validate
+from recsys_cl.data import IdMap, Split, UserItems, load_split, save_split
+from recsys_cl.errors import DataError, RecsysError, TrainingError
+from recsys_cl.graph import build_graph
+from recsys_cl.io import atomic_path, write_json
+from recsys_cl.metrics import evaluate as full_ranking
+from recsys_cl.models import Recommender
+from recsys_cl.training import Trainer
+
+from .build import build_method
+from .data import build_split
+
+# Keys of the resolved config that may change between a run and its resume.
+_RESUMABLE_KEYS = ("output_dir", "train.progress", "train.device", "train.epochs", "train.patience")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What :func:`run_training` returns (and writes to ``metrics.json``)."""
+
+    output_dir: Path
+    protocol: str
+    best_epoch: int
+    selected_on: str
+    select_metric: str
+    test: dict[str, float]
+    summary: dict[str, Any]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RecsysError(f"train.device: {name!r} is not a torch device") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RecsysError("train.device is cuda but torch sees no GPU; use train.device=cpu")
+    return device
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def fingerprint(cfg: RunConfig) -> dict[str, Any]:
+    """What identifies a run for resuming: the config less the keys a resume may change."""
+    flat = _flatten(cfg.model_dump(mode="json"))
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items() if k not in _RESUMABLE_KEYS}
+
+
+def _export_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> None:
+    table = pl.DataFrame(
+        {
+            key: ids.to_raw(np.arange(ids.size)),
+            "embedding": emb.detach().cpu().float().numpy(),
+        }
+    )
+    with atomic_path(path) as tmp:
+        table.write_parquet(tmp)
+
+
+def _split_for_run(cfg: RunConfig, data_dir: str | None, resume: bool) -> Split:
+    folder = cfg.output_dir / "data"
+    if resume and (folder / "manifest.json").exists():
+        return load_split(folder)
+    split = build_split(cfg.data, data_dir, cfg.seed)
+    save_split(split, folder)
+    return split
+
+
+def test_exclusions(split: Split) -> list[UserItems]:
+    """Items never ranked at test time: training items, and validation items when present."""
+    excl = [split.user_items("train")]
+    if split.val is not None:
+        excl.append(split.user_items("val"))
+    return excl
+
+
+def run_training(
+    cfg: RunConfig, *, data_dir: str | None = None, resume: bool = False
+) -> TrainReport:
+    """Train, select, test once and write the run folder. See the module docstring."""
+    out = cfg.output_dir
+    last = out / "checkpoints" / "last.pt"
+    if last.exists() and not resume:
+        raise RecsysError(
+            f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
+            "or choose another output_dir (--set output_dir=...)"
+        )
+    device = resolve_device(cfg.train.device)
+    split = _split_for_run(cfg, data_dir, resume)
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(to_yaml(cfg))
+
+    torch.manual_seed(cfg.seed)  # weight init; everything else uses the generators below
+    generator = torch.Generator().manual_seed(cfg.seed)
+    device_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
+
+    train_items = split.user_items("train")
+    graph = build_graph(
+        torch.from_numpy(train_items.rows()),
+        torch.from_numpy(train_items.indices),
+        split.n_users,
+        split.n_items,
+    ).to(device)
+    method = build_method(cfg.model, split.n_users, split.n_items).to(device)
+
+    ks = cfg.eval.ks
+    if cfg.train.protocol == "honest":
+        if split.val is None:
+            raise DataError(f"{out / 'data'}: the honest protocol needs a validation part")
+        selection_truth, selection_excl, selected_on = split.user_items("val"), [train_items], "val"
+    else:
+        selection_truth, selection_excl, selected_on = split.user_items("test"), test_exclusions(split), "test"
+
+    def select(m: Recommender) -> dict[str, float]:
+        user, item = m.embeddings(graph.adj)
+        return full_ranking(user, item, selection_truth, selection_excl, ks=ks).metrics
+
+    trainer = Trainer(
+        method,
+        graph,
+        train_items,
+        epochs=cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        generator=generator,
+        device_generator=device_generator,
+        evaluate=select,
+        eval_every=cfg.train.eval_every,
+        patience=cfg.train.patience,
+        select_metric=cfg.train.select_metric,
+        checkpoint_dir=out / "checkpoints",
+        fingerprint=fingerprint(cfg),
+        progress=cfg.train.progress,
+        on_epoch_end=_print_epoch if cfg.train.progress else None,
+    )
+    fit = trainer.fit(resume=resume)
+
+    method.eval()
+    start = time.perf_counter()
+    user, item = method.embeddings(graph.adj)
+    test = full_ranking(
+        user, item, split.user_items("test"), test_exclusions(split), ks=ks, auc=cfg.eval.auc
+    )
+    eval_seconds = time.perf_counter() - start
+
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save({k: v.cpu() for k, v in method.state_dict().items()}, tmp)
+    _export_embeddings(out / "user_embeddings.parquet", "user_id", split.users, user)
+    _export_embeddings(out / "item_embeddings.parquet", "item_id", split.items, item)
+
+    epoch_seconds = [r["seconds"] for r in fit.history]
+    summary = {
+        "protocol": cfg.train.protocol,
+        "selected_on": selected_on,
+        "select_metric": cfg.train.select_metric,
+        "best_epoch": fit.best_epoch,
+        "best_score": fit.best_score,
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+        "test": test.metrics,
+        "test_users_evaluated": test.n_users_evaluated,
+        "test_users_skipped": test.n_users_skipped,
+        "test_eval_seconds": eval_seconds,
+        "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
+        "cold": split.cold.to_dict(),
+        "n_users": split.n_users,
+        "n_items": split.n_items,
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "history": fit.history,
+    }
+    write_json(out / "metrics.json", summary)
+    return TrainReport(
+        output_dir=out,
+        protocol=cfg.train.protocol,
+        best_epoch=fit.best_epoch,
+        selected_on=selected_on,
+        select_metric=cfg.train.select_metric,
+        test=test.metrics,
+        summary=summary,
+    )
+
+
+def _print_epoch(record: dict[str, Any]) -> None:
+    losses = " ".join(f"{k[5:]}={record[k]:.4f}" for k in record if k.startswith("loss/"))
+    shown = [k for k in record if "@" in k and k.split("@")[0] in ("recall", "ndcg")]
+    metrics = " ".join(f"{k}={record[k]:.4f}" for k in shown if k.endswith("@20"))
+    print(f"epoch {record['epoch']:>3}  {record['seconds']:.1f}s  {losses}  {metrics}".rstrip())
+
+
+def format_metrics(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
+    """A metric × cut-off table."""
+    names = sorted({k.split("@")[0] for k in metrics if "@" in k}, key=_METRIC_ORDER.index)
+    head = "metric     " + "".join(f"{'@' + str(k):>10}" for k in ks)
+    rows = [head]
+    for name in names:
+        rows.append(f"{name:<11}" + "".join(f"{metrics[f'{name}@{k}']:>10.4f}" for k in ks))
+    if "auc" in metrics:
+        rows.append(f"{'auc':<11}{metrics['auc']:>10.4f}")
+    return "\n".join(rows)
+
+
+_METRIC_ORDER = ["recall", "ndcg", "precision", "hit_rate", "mrr"]
+
+
+def train(args: argparse.Namespace) -> int:
+    cfg: RunConfig = load_config(args.config, args.overrides)
+    report = run_training(cfg, data_dir=args.data_dir, resume=args.resume)
+    s = report.summary
+    print(
+        f"\n{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
+        f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
+    )
+    print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
+    print(format_metrics(report.test, cfg.eval.ks))
+    print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet)")
+    return 0
+
+
+def _load_embeddings(path: Path, key: str, ids: IdMap) -> torch.Tensor:
+    if not path.is_file():
+        raise DataError(f"{path}: embeddings not found; is this a finished `recsys-cl train` run?")
+    table = pl.read_parquet(path)
+    if key not in table.columns or "embedding" not in table.columns:
+        raise DataError(f"{path}: needs columns {key}, embedding; found {', '.join(table.columns)}")
+    idx = ids.to_index(table[key], source=str(path))
+    if table.height != ids.size or idx.n_unique() != ids.size:
+        raise DataError(f"{path}: {table.height} rows do not cover the run's {ids.size} ids")
+    emb = np.stack(table["embedding"].to_numpy())
+    order = np.argsort(idx.to_numpy())
+    return torch.from_numpy(np.ascontiguousarray(emb[order], dtype=np.float32))
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    run = Path(args.run_dir)
+    cfg = validate(read_yaml(run / "config.yaml"), RunConfig, str(run / "config.yaml"))
+    split = load_split(run / "data")
+    user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users)
+    item = _load_embeddings(run / "item_embeddings.parquet", "item_id", split.items)
+    ks = cfg.eval.ks
+    if args.ks:
+        try:
+            ks = tuple(int(k) for k in args.ks.split(","))
+        except ValueError:
+            raise RecsysError(f"--ks {args.ks!r}: expected comma-separated integers") from None
+    result = full_ranking(
+        user, item, split.user_items("test"), test_exclusions(split), ks=ks, auc=args.auc
+    )
+    print(
+        f"{run}: test, {result.n_users_evaluated:,} users "
+        f"({result.n_users_skipped:,} without test items)"
+    )
+    print(format_metrics(result.metrics, ks))
+    return 0

@@ -1,0 +1,16 @@
+"""One trainer for every method, seeded vectorized sampling, resumable checkpoints."""
+
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .sampling import EpochSample, UniformNegativeSampler, sample_epoch
+from .trainer import FitResult, Trainer
+
+__all__ = [
+    "EpochSample",
+    "FitResult",
+    "TrainState",
+    "Trainer",
+    "UniformNegativeSampler",
+    "load_checkpoint",
+    "sample_epoch",
+    "save_checkpoint",
+]

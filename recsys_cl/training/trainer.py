@@ -1,0 +1,228 @@
+"""One trainer for every method: methods differ only in their views and loss terms.
+
+Per epoch: shuffle the training edges, draw negatives, let the method build its views (SGL
+augments the graph once per epoch), then minimise ``method.loss`` batch by batch. Every
+``eval_every`` epochs ``evaluate`` scores the model; the best state by ``select_metric`` is kept
+and training stops after ``patience`` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from recsys_cl.data.user_items import UserItems
+from recsys_cl.errors import TrainingError
+from recsys_cl.graph import BipartiteGraph
+from recsys_cl.models import Batch, Recommender
+
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .sampling import UniformNegativeSampler, sample_epoch
+
+LOSS_KEYS = ("rec", "cl", "reg", "total")
+EvalFn = Callable[[Recommender], dict[str, float]]
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What a finished :meth:`Trainer.fit` returns.
+
+    ``history`` holds one dict per epoch: ``epoch`` (1-based), ``seconds``, the mean losses
+    under ``loss/<name>`` and, on evaluated epochs, the metrics under their own names.
+    """
+
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]]
+
+
+class Trainer:
+    """Fit a :class:`~recsys_cl.models.Recommender` on a bipartite training graph.
+
+    Args:
+        method: the model and its loss.
+        graph: the training graph (its adjacency is what the encoder propagates over).
+        train: the training positives per user (batches and negative rejection use it).
+        generator: CPU generator for batch order and negative sampling.
+        device_generator: generator on the model's device for augmentations and noise.
+        evaluate: returns metrics for the current model; None disables selection.
+        checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
+        fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
+    """
+
+    def __init__(
+        self,
+        method: Recommender,
+        graph: BipartiteGraph,
+        train: UserItems,
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        generator: torch.Generator,
+        device_generator: torch.Generator,
+        num_negatives: int = 1,
+        evaluate: EvalFn | None = None,
+        eval_every: int = 1,
+        patience: int = 10,
+        select_metric: str = "ndcg@20",
+        checkpoint_dir: str | Path | None = None,
+        fingerprint: dict[str, Any] | None = None,
+        progress: bool = True,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> None:
+        self.method = method
+        self.graph = graph
+        self.train = train
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.generator = generator
+        self.device_generator = device_generator
+        self.num_negatives = num_negatives
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self.patience = patience
+        self.select_metric = select_metric
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.fingerprint = fingerprint or {}
+        self.progress = progress
+        self.on_epoch_end = on_epoch_end
+        self.optimizer = torch.optim.Adam(method.parameters(), lr=lr)
+        self.sampler = UniformNegativeSampler(train)
+        self.device = next(method.parameters()).device
+
+    @property
+    def last_path(self) -> Path | None:
+        return self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
+
+    def fit(self, resume: bool = False) -> FitResult:
+        state, best_model = TrainState(), None
+        if resume:
+            if self.last_path is None:
+                raise TrainingError("resume needs a checkpoint folder")
+            if self.last_path.exists():
+                state, best_model = self._restore(self.last_path)
+        while state.epoch < self.epochs and not state.finished:
+            record = self._run_epoch(state.epoch + 1)
+            state.epoch += 1
+            if self.evaluate is not None and (
+                state.epoch % self.eval_every == 0 or state.epoch == self.epochs
+            ):
+                best_model = self._select(state, record, best_model)
+            state.history.append(record)
+            if self.evaluate is not None and self.patience and state.bad_evals >= self.patience:
+                state.finished = True
+            if state.epoch == self.epochs:
+                state.finished = True
+            self._checkpoint(state, best_model)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(record)
+        if best_model is not None:
+            self.method.load_state_dict(best_model)
+        return FitResult(
+            best_epoch=state.best_epoch,
+            best_score=state.best_score,
+            epochs_run=state.epoch,
+            stopped_early=state.epoch < self.epochs,
+            history=list(state.history),
+        )
+
+    def _run_epoch(self, epoch: int) -> dict[str, Any]:
+        start = time.perf_counter()
+        self.method.train()
+        sample = sample_epoch(self.train, self.sampler, self.num_negatives, self.generator)
+        views = self.method.epoch_views(self.graph, self.device_generator)
+        adj = self.graph.adj
+        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
+        n_batches = math.ceil(len(sample) / self.batch_size)
+        bar = tqdm(
+            sample.batches(self.batch_size),
+            total=n_batches,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not self.progress,
+            unit="batch",
+        )
+        for b, sl in bar:
+            batch = Batch(
+                users=sample.users[sl].to(self.device, non_blocking=True),
+                pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
+                neg_items=sample.neg_items[sl].squeeze(1).to(self.device, non_blocking=True)
+                if self.num_negatives == 1
+                else sample.neg_items[sl].to(self.device, non_blocking=True),
+            )
+            losses = self.method.loss(adj, batch, views, self.device_generator)
+            if not bool(torch.isfinite(losses.total)):
+                raise TrainingError(
+                    f"loss is not finite at epoch {epoch}, batch {b + 1}/{n_batches} "
+                    f"({_fmt(losses.as_floats())}); lower the learning rate or check the data"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.total.backward()
+            self.optimizer.step()
+            sums += torch.stack([getattr(losses, k).detach() for k in LOSS_KEYS]).double()
+        means = (sums / n_batches).tolist()
+        record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - start}
+        record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means)})
+        return record
+
+    def _select(
+        self, state: TrainState, record: dict[str, Any], best_model: dict[str, torch.Tensor] | None
+    ) -> dict[str, torch.Tensor] | None:
+        assert self.evaluate is not None
+        self.method.eval()
+        start = time.perf_counter()
+        metrics = self.evaluate(self.method)
+        record["eval_seconds"] = time.perf_counter() - start
+        record.update(metrics)
+        if self.select_metric not in metrics:
+            raise TrainingError(
+                f"select_metric {self.select_metric!r} is not among the evaluated metrics "
+                f"({', '.join(sorted(metrics))})"
+            )
+        score = float(metrics[self.select_metric])
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.bad_evals = score, record["epoch"], 0
+            return {k: v.detach().clone() for k, v in self.method.state_dict().items()}
+        state.bad_evals += 1
+        return best_model
+
+    def _checkpoint(self, state: TrainState, best_model: dict[str, torch.Tensor] | None) -> None:
+        if self.last_path is None:
+            return
+        save_checkpoint(
+            self.last_path,
+            state=state,
+            model=self.method,
+            optimizer=self.optimizer,
+            generator=self.generator,
+            device_generator=self.device_generator,
+            best_model=best_model,
+            fingerprint=self.fingerprint,
+        )
+
+    def _restore(self, path: Path) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+        payload = load_checkpoint(path, self.fingerprint)
+        self.method.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.generator.set_state(payload["generator"])
+        self.device_generator.set_state(payload["device_generator"])
+        best = payload["best_model"]
+        if best is not None:
+            best = {k: v.to(self.device) for k, v in best.items()}
+        return payload["state"], copy.copy(best)
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in values.items())
