@@ -117,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
     ev.add_argument("--ks", default=None, help="comma-separated cut-offs (default: the run's)")
     ev.add_argument("--auc", action="store_true", help="also compute per-user AUC (full sort)")
+    ev.add_argument(
+        "--baseline",
+        choices=["most-popular"],
+        help="score a baseline on the run's split instead of its embeddings",
+    )
     return parser
 
 

@@ -30,8 +30,9 @@ from recsys_cl.errors import DataError, RecsysError, TrainingError
 from recsys_cl.graph import build_graph
 from recsys_cl.io import atomic_path, write_json
 from recsys_cl.metrics import evaluate as full_ranking
+from recsys_cl.metrics import most_popular_scores
 from recsys_cl.models import Recommender
-from recsys_cl.training import Trainer
+from recsys_cl.training import Trainer, load_checkpoint
 
 from .build import build_method
 from .data import build_split
@@ -121,6 +122,9 @@ def run_training(
             f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
             "or choose another output_dir (--set output_dir=...)"
         )
+    if resume and last.exists():
+        # Refuse another run's checkpoint before anything in the folder is rewritten.
+        load_checkpoint(last, fingerprint(cfg))
     device = resolve_device(cfg.train.device)
     split = _split_for_run(cfg, data_dir, resume)
     with atomic_path(out / "config.yaml") as tmp:
@@ -167,7 +171,7 @@ def run_training(
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
-        on_epoch_end=_print_epoch if cfg.train.progress else None,
+        on_epoch_end=_print_epoch,
     )
     fit = trainer.fit(resume=resume)
 
@@ -272,8 +276,13 @@ def evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     cfg = validate(read_yaml(run / "config.yaml"), RunConfig, str(run / "config.yaml"))
     split = load_split(run / "data")
-    user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users)
-    item = _load_embeddings(run / "item_embeddings.parquet", "item_id", split.items)
+    if args.baseline == "most-popular":
+        user, item = most_popular_scores(split.user_items("train"))
+        what = "most-popular baseline"
+    else:
+        user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users)
+        item = _load_embeddings(run / "item_embeddings.parquet", "item_id", split.items)
+        what = "embeddings"
     ks = cfg.eval.ks
     if args.ks:
         try:
@@ -284,7 +293,7 @@ def evaluate(args: argparse.Namespace) -> int:
         user, item, split.user_items("test"), test_exclusions(split), ks=ks, auc=args.auc
     )
     print(
-        f"{run}: test, {result.n_users_evaluated:,} users "
+        f"{run}: {what} on test, {result.n_users_evaluated:,} users "
         f"({result.n_users_skipped:,} without test items)"
     )
     print(format_metrics(result.metrics, ks))
