@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device(args.device)
     if args.embeddings is not None:
-        tables = torch.load(args.embeddings, map_location=device)
+        tables = torch.load(args.embeddings, map_location=device, weights_only=True)
         user_emb, item_emb = tables["user"], tables["item"]
     else:
         gen = torch.Generator().manual_seed(args.seed)

@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read, clean (implicit threshold, de-duplication, k-core), split and write "
         "the prepared dataset (Parquet parts, id maps, manifest) atomically to --out.",
     )
-    _add_config_args(prep, required=True)
+    _add_config_args(prep)
     _add_data_dir(prep)
     prep.add_argument("--out", metavar="DIR", help="output folder (default: <output_dir>/data)")
 
@@ -147,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except RecsysError as exc:
         print(f"recsys-cl: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        # The environment, not a bug: a folder that cannot be written, a full disk.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"recsys-cl: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("recsys-cl: interrupted", file=sys.stderr)

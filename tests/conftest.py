@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import polars as pl
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# No usage telemetry from MLflow in tests (the library's own runs set it in the CLI).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 LogFactory = Callable[..., pl.DataFrame]
 

@@ -61,6 +61,9 @@ def test_user_errors_exit_2_with_one_line(
     bad.write_text("user,item\n1,2\n,3\n")
     assert "bad.csv" in _user_error(capsys, ["data", "stats", str(bad)])
     assert "--set 'oops'" in _user_error(capsys, ["train", "-c", str(cfg), "--set", "oops"])
+    assert "ml-100k is one log with no given train/test files" in _user_error(
+        capsys, ["data", "stats", "--set", "data.dataset=ml-100k", "--set", "data.split.kind=given"]
+    )
 
 
 def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -170,3 +173,21 @@ def test_real_dataset_stats(shared_datasets: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     for figure in ("29,858", "40,981", "1,027,370", "810,128", "217,242"):
         assert figure in out
+
+
+def test_own_csv_with_threshold_and_leave_one_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without a column map, timestamp and rating are picked up, so the implicit threshold and a
+    # time-ordered split work on a user's own CSV.
+    log = tmp_path / "ratings.csv"
+    make_long_tail_log(n_users=60, n_items=80, seed=4, mean_activity=14).write_csv(log)
+    argv = ["data", "prepare", "--set", f"data.path={log}", "--set", "data.implicit_threshold=3",
+            "--set", "data.split.kind=leave_one_out", "--set", "data.min_user_interactions=3",
+            "--out", str(tmp_path / "prep")]
+    assert main(argv) == 0, capsys.readouterr().err
+    from recsys_cl.data import load_split
+
+    split = load_split(tmp_path / "prep")
+    assert split.method == "leave_one_out"
+    assert (split.train["rating"] >= 3).all() and split.val is not None

@@ -54,6 +54,11 @@ def test_overrides_do_not_mutate_input() -> None:
         (["train.select_metric=ndcg@5"], "cut-off 5 is not in eval.ks"),
         (["model.eps=abc"], "model.eps: Input should be a valid number"),
         (["data.path=x.csv"], "set exactly one of data.dataset or data.path"),
+        (["data.columns.user=uid"], "data.columns applies to your own files"),
+        (["data.format=csv"], "data.format applies to your own files"),
+        (["model.eps=0"], "model.eps: Input should be greater than 0"),
+        (["model.method=simgcl", "model.layers=0"], "layers=0 with include_layer0=false"),
+        (["model.method=sgl", "model.aug=random_walk", "model.layers=0"], "needs layers ≥ 1"),
     ],
 )
 def test_bad_values_fail_at_load(overrides: list[str], message: str) -> None:
@@ -85,3 +90,13 @@ def test_config_is_frozen() -> None:
     cfg = load_config(None, BASE)
     with pytest.raises(Exception):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_column_map_rules() -> None:
+    own = ["data.path=log.csv"]
+    cfg = load_config(None, own)
+    assert cfg.data.columns is None  # read user/item (+ timestamp/rating when present)
+    with pytest.raises(ConfigError, match="each column may be mapped once"):
+        load_config(None, [*own, "data.columns.user=id", "data.columns.item=id"])
+    with pytest.raises(ConfigError, match="does not apply to the header-less lightgcn format"):
+        load_config(None, [*own, "data.format=lightgcn", "data.columns.user=u"])

@@ -197,3 +197,20 @@ def test_bad_ratios(test_ratio: float, val_ratio: float) -> None:
     df = pl.DataFrame({"user": [1], "item": [1], "timestamp": [1]})
     with pytest.raises(ValueError):
         split_ratio(df, test_ratio, val_ratio, np.random.default_rng(0))
+
+
+def test_given_split_never_puts_a_pair_in_val_and_test() -> None:
+    # Every training pair is repeated in the test file, so whichever pairs validation takes,
+    # none of them may also stay in test.
+    import numpy as np
+    import polars as pl
+
+    from recsys_cl.data import split_given
+
+    users = np.repeat(np.arange(20), 10)
+    items = np.tile(np.arange(10), 20)
+    train = pl.DataFrame({"user": users, "item": items})
+    split = split_given(train, train, 0.3, np.random.default_rng(0))
+    assert split.val is not None and split.val.height > 0
+    assert split.test.height == 0
+    assert split.cold.test.in_train_rows == train.height

@@ -278,17 +278,18 @@ def test_choose_chunk_size_respects_budget() -> None:
 
 def test_bad_inputs_fail_clearly() -> None:
     user_emb, item_emb, train, _valid, test = split_fixture(14)
-    with pytest.raises(RecsysError, match="items"):
+    # Caller bugs are ValueErrors; only bad data (NaN embeddings) is a user-facing RecsysError.
+    with pytest.raises(ValueError, match="items"):
         evaluate(user_emb, item_emb[:-1], test, train)
-    with pytest.raises(RecsysError, match="dims differ"):
+    with pytest.raises(ValueError, match="dims differ"):
         evaluate(user_emb, item_emb[:, :-1], test, train)
     with pytest.raises(RecsysError, match="NaN"):
         evaluate(user_emb * torch.nan, item_emb, test, train)
-    with pytest.raises(RecsysError, match="outside"):
+    with pytest.raises(ValueError, match="outside"):
         evaluate(user_emb, item_emb, test, train, users=[999])
-    with pytest.raises(RecsysError, match="chunk_size"):
+    with pytest.raises(ValueError, match="chunk_size"):
         evaluate(user_emb, item_emb, test, train, chunk_size=0)
-    with pytest.raises(RecsysError, match="UserItems"):
+    with pytest.raises(ValueError, match="UserItems"):
         evaluate(user_emb, item_emb, test, [train, "valid"])
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recsys_cl.data.user_items import UserItems
+from recsys_cl.errors import DataError
 from recsys_cl.training import UniformNegativeSampler, sample_epoch
 
 
@@ -47,7 +48,7 @@ def test_negatives_uniform_over_non_positives(rounds: int) -> None:
 
 def test_user_with_every_item_is_reported() -> None:
     train = UserItems.from_pairs(np.array([0, 0, 0]), np.array([0, 1, 2]), 1, 3)
-    with pytest.raises(ValueError, match="user 0 has interacted with all 3 items"):
+    with pytest.raises(DataError, match="user index 0 has interacted with all 3 items"):
         UniformNegativeSampler(train).sample(
             torch.zeros(1, dtype=torch.long), 1, torch.Generator().manual_seed(0)
         )

@@ -167,3 +167,12 @@ def test_non_finite_loss_names_epoch_and_batch() -> None:
     )
     with pytest.raises(TrainingError, match=r"loss is not finite at epoch 1, batch 2/8"):
         trainer.fit()
+
+
+def test_resume_with_more_epochs_continues_a_finished_run(tmp_path) -> None:
+    train, _ = planted_split()
+    first = _trainer("lightgcn", train, epochs=2, checkpoint_dir=tmp_path)
+    assert first.fit().epochs_run == 2
+    more = _trainer("lightgcn", train, epochs=4, checkpoint_dir=tmp_path)
+    fit = more.fit(resume=True)
+    assert fit.epochs_run == 4 and [r["epoch"] for r in fit.history] == [1, 2, 3, 4]

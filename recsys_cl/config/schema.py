@@ -25,6 +25,13 @@ class ColumnsConfig(_Frozen):
     timestamp: str | None = None
     rating: str | None = None
 
+    @model_validator(mode="after")
+    def _distinct(self) -> ColumnsConfig:
+        named = [c for c in (self.user, self.item, self.timestamp, self.rating) if c is not None]
+        if len(set(named)) != len(named):
+            raise ValueError(f"each column may be mapped once, got {named}")
+        return self
+
 
 class SplitConfig(_Frozen):
     """How interactions are divided into train / validation / test.
@@ -50,14 +57,16 @@ class DataConfig(_Frozen):
     """Where the interactions come from and how they are cleaned and split.
 
     Exactly one of ``dataset`` (a registry name such as ``ml-100k`` or ``gowalla``) or ``path``
-    (a user's own log; ``test_path`` adds a given test file) is set.
+    (a user's own log; ``test_path`` adds a given test file) is set. ``columns`` maps a CSV/TSV/
+    Parquet file's column names; unset, the columns ``user``, ``item`` and (when present)
+    ``timestamp`` and ``rating`` are read.
     """
 
     dataset: str | None = None
     path: Path | None = None
     test_path: Path | None = None
     format: Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"] = "auto"
-    columns: ColumnsConfig = ColumnsConfig()
+    columns: ColumnsConfig | None = None
     implicit_threshold: float | None = None
     dedupe: Literal["latest", "first", "sum"] = "latest"
     min_user_interactions: int = Field(0, ge=0)
@@ -68,6 +77,17 @@ class DataConfig(_Frozen):
     def _one_source(self) -> DataConfig:
         if (self.dataset is None) == (self.path is None):
             raise ValueError("set exactly one of data.dataset or data.path")
+        if self.dataset is not None:
+            given = [k for k in ("test_path", "columns") if getattr(self, k) is not None]
+            if self.format != "auto":
+                given.append("format")
+            if given:
+                raise ValueError(
+                    f"data.{given[0]} applies to your own files (data.path); a registered "
+                    "dataset has its own format"
+                )
+        if self.columns is not None and self.format in ("lightgcn", "movielens"):
+            raise ValueError(f"data.columns does not apply to the header-less {self.format} format")
         if self.test_path is not None and self.path is None:
             raise ValueError("data.test_path needs data.path")
         if self.split.kind == "given" and self.path is not None and self.test_path is None:
@@ -80,6 +100,12 @@ class _EncoderFields(_Frozen):
     layers: int = Field(2, ge=0)
     # ego_l2 weight on the batch's layer-0 embeddings; 1e-4 as in LightGCN/SimGCL.
     reg: float = Field(1e-4, ge=0.0)
+
+    @model_validator(mode="after")
+    def _some_layer(self) -> _EncoderFields:
+        if self.layers == 0 and getattr(self, "include_layer0", True) is False:
+            raise ValueError("layers=0 with include_layer0=false leaves no layer to average")
+        return self
 
 
 class MFConfig(_EncoderFields):
@@ -103,6 +129,12 @@ class SGLConfig(_EncoderFields):
     cl_weight: float = Field(0.1, ge=0.0)
     tau: float = Field(0.2, gt=0.0)
 
+    @model_validator(mode="after")
+    def _walk(self) -> SGLConfig:
+        if self.aug == "random_walk" and self.layers == 0:
+            raise ValueError("aug 'random_walk' draws one graph per layer: needs layers ≥ 1")
+        return self
+
 
 class SimGCLConfig(_EncoderFields):
     """SimGCL (Yu et al., SIGIR 2022): λ=0.5, ε=0.1, τ=0.2 as published."""
@@ -111,7 +143,7 @@ class SimGCLConfig(_EncoderFields):
     # The SimGCL reference code averages layers 1..L only.
     include_layer0: bool = False
     cl_weight: float = Field(0.5, ge=0.0)
-    eps: float = Field(0.1, ge=0.0)
+    eps: float = Field(0.1, gt=0.0)
     tau: float = Field(0.2, gt=0.0)
 
 
@@ -121,7 +153,7 @@ class XSimGCLConfig(_EncoderFields):
     method: Literal["xsimgcl"] = "xsimgcl"
     include_layer0: bool = False
     cl_weight: float = Field(0.2, ge=0.0)
-    eps: float = Field(0.2, ge=0.0)
+    eps: float = Field(0.2, gt=0.0)
     tau: float = Field(0.15, gt=0.0)
     contrast_layer: int = Field(1, ge=1)
 

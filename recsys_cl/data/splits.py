@@ -37,7 +37,8 @@ class ColdCounts:
         rows: rows removed because their user or item is absent from train.
         users: distinct users of the part absent from train.
         items: distinct items of the part absent from train.
-        in_train_rows: rows removed because their pair is also in train (given splits only).
+        in_train_rows: rows removed because their pair is also in train (or, for test, in the
+            validation part carved from train); given splits only.
     """
 
     rows: int
@@ -203,6 +204,10 @@ def _finish(
     val_idx, val_cold = (
         (None, None) if val is None else _index_part(val, users, items, pairs, source)
     )
+    if pairs is not None and val_idx is not None:
+        # A given test file may repeat a training pair that was carved into validation: it
+        # must not sit in both val and test, so test is checked against train ∪ val.
+        pairs = pl.concat([pairs, val_idx.select(USER, ITEM)])
     test_idx, test_cold = _index_part(test, users, items, pairs, source)
     return Split(
         method=method,

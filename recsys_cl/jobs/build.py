@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from recsys_cl.config import (
     LightGCNConfig,
     MFConfig,
@@ -13,14 +15,21 @@ from recsys_cl.config import (
 from recsys_cl.models import MF, SGL, LightGCN, LightGCNRec, MFRec, Recommender, SimGCL, XSimGCL
 
 
-def build_method(model: ModelConfig, n_users: int, n_items: int) -> Recommender:
-    """Instantiate the configured method over ``n_users`` x ``n_items`` (weights from the
-    global torch seed, which the calling pipeline sets)."""
+def build_method(
+    model: ModelConfig, n_users: int, n_items: int, generator: torch.Generator | None = None
+) -> Recommender:
+    """Instantiate the configured method over ``n_users`` x ``n_items``; ``generator`` draws
+    the initial embedding table."""
     if isinstance(model, MFConfig):
-        return MFRec(MF(n_users, n_items, model.dim), reg=model.reg)
+        return MFRec(MF(n_users, n_items, model.dim, generator=generator), reg=model.reg)
 
     encoder = LightGCN(
-        n_users, n_items, model.dim, model.layers, include_layer0=model.include_layer0
+        n_users,
+        n_items,
+        model.dim,
+        model.layers,
+        include_layer0=model.include_layer0,
+        generator=generator,
     )
     if isinstance(model, LightGCNConfig):
         return LightGCNRec(encoder, reg=model.reg)

@@ -15,6 +15,7 @@ from recsys_cl.data import (
     RawDataset,
     Split,
     dataset_names,
+    get_spec,
     format_profile,
     load_benchmark,
     prepare,
@@ -28,9 +29,15 @@ from recsys_cl.errors import ConfigError
 def load_raw(data: DataConfig, data_dir: str | None) -> RawDataset | pl.DataFrame:
     """The configured source as canonical frames (a benchmark, or the user's own files)."""
     if data.dataset is not None:
-        return load_benchmark(data.dataset, data_dir=data_dir)
+        spec = get_spec(data.dataset)
+        if data.split.kind == "given" and not spec.given_split:
+            raise ConfigError(
+                f"data.split.kind: {data.dataset} is one log with no given train/test files; "
+                "use ratio, temporal or leave_one_out"
+            )
+        return load_benchmark(spec, data_dir=data_dir)
     assert data.path is not None  # the schema requires one source
-    cols = ColumnMap(**data.columns.model_dump())
+    cols = None if data.columns is None else ColumnMap(**data.columns.model_dump())
     log = read_interactions(data.path, format=data.format, columns=cols)
     if data.test_path is None:
         return log
@@ -67,7 +74,7 @@ def _raw_profile_text(raw: RawDataset | pl.DataFrame, title: str) -> str:
 
 
 def data_stats(args: argparse.Namespace) -> int:
-    if args.config is None and args.dataset is None:
+    if args.config is None and args.dataset is None and not args.overrides:
         raise ConfigError(
             f"data stats needs a dataset ({', '.join(dataset_names())}), a file, or --config"
         )

@@ -37,8 +37,9 @@ from recsys_cl.training import Trainer, load_checkpoint
 from .build import build_method
 from .data import build_split
 
-# Keys of the resolved config that may change between a run and its resume.
-_RESUMABLE_KEYS = ("output_dir", "train.progress", "train.device", "train.epochs", "train.patience")
+# Keys of the resolved config that may change between a run and its resume (the device may
+# not: generator states do not move between CPU and CUDA).
+_RESUMABLE_KEYS = ("output_dir", "train.progress", "train.epochs", "train.patience")
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,11 @@ def _export_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> N
         table.write_parquet(tmp)
 
 
-def _split_for_run(cfg: RunConfig, data_dir: str | None, resume: bool) -> Split:
+def _split_for_run(cfg: RunConfig, data_dir: str | None, resuming: bool) -> Split:
     folder = cfg.output_dir / "data"
-    if resume and (folder / "manifest.json").exists():
+    if resuming:
+        # The checkpoint's fingerprint (data config and seed included) was checked, so the
+        # saved split is the one this config makes.
         return load_split(folder)
     split = build_split(cfg.data, data_dir, cfg.seed)
     save_split(split, folder)
@@ -122,15 +125,15 @@ def run_training(
             f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
             "or choose another output_dir (--set output_dir=...)"
         )
-    if resume and last.exists():
+    resuming = resume and last.exists()
+    if resuming:
         # Refuse another run's checkpoint before anything in the folder is rewritten.
         load_checkpoint(last, fingerprint(cfg))
     device = resolve_device(cfg.train.device)
-    split = _split_for_run(cfg, data_dir, resume)
+    split = _split_for_run(cfg, data_dir, resuming)
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(to_yaml(cfg))
 
-    torch.manual_seed(cfg.seed)  # weight init; everything else uses the generators below
     generator = torch.Generator().manual_seed(cfg.seed)
     device_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
 
@@ -141,7 +144,8 @@ def run_training(
         split.n_users,
         split.n_items,
     ).to(device)
-    method = build_method(cfg.model, split.n_users, split.n_items).to(device)
+    init = torch.Generator().manual_seed(cfg.seed + 2)
+    method = build_method(cfg.model, split.n_users, split.n_items, generator=init).to(device)
 
     ks = cfg.eval.ks
     if cfg.train.protocol == "honest":
@@ -150,6 +154,11 @@ def run_training(
         selection_truth, selection_excl, selected_on = split.user_items("val"), [train_items], "val"
     else:
         selection_truth, selection_excl, selected_on = split.user_items("test"), test_exclusions(split), "test"
+    if selection_truth.nnz == 0:
+        raise DataError(
+            f"{out / 'data'}: the {selected_on} part is empty (every row cold or none held out); "
+            "nothing to select the epoch on"
+        )
 
     def select(m: Recommender) -> dict[str, float]:
         user, item = m.embeddings(graph.adj)
@@ -261,7 +270,10 @@ def train(args: argparse.Namespace) -> int:
 def _load_embeddings(path: Path, key: str, ids: IdMap) -> torch.Tensor:
     if not path.is_file():
         raise DataError(f"{path}: embeddings not found; is this a finished `recsys-cl train` run?")
-    table = pl.read_parquet(path)
+    try:
+        table = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: unreadable embeddings ({exc})") from None
     if key not in table.columns or "embedding" not in table.columns:
         raise DataError(f"{path}: needs columns {key}, embedding; found {', '.join(table.columns)}")
     idx = ids.to_index(table[key], source=str(path))

@@ -115,32 +115,33 @@ def _check_shapes(
     user_emb: Tensor, item_emb: Tensor, ground_truth: UserItems, excludes: list[UserItems]
 ) -> None:
     if user_emb.dim() != 2 or item_emb.dim() != 2:
-        raise RecsysError(
+        raise ValueError(
             f"embeddings must be 2-D, got user {tuple(user_emb.shape)}, "
             f"item {tuple(item_emb.shape)}"
         )
     if user_emb.shape[1] != item_emb.shape[1]:
-        raise RecsysError(
+        raise ValueError(
             f"embedding dims differ: user D={user_emb.shape[1]}, item D={item_emb.shape[1]}"
         )
     if user_emb.device != item_emb.device:
-        raise RecsysError(f"embeddings on {user_emb.device} and {item_emb.device}")
+        raise ValueError(f"embeddings on {user_emb.device} and {item_emb.device}")
     if not (user_emb.is_floating_point() and item_emb.is_floating_point()):
-        raise RecsysError(
+        raise ValueError(
             f"embeddings must be floating point, got {user_emb.dtype}, {item_emb.dtype}"
         )
     n_users, n_items = user_emb.shape[0], item_emb.shape[0]
     if n_items == 0:
-        raise RecsysError("item_emb has no rows: there is nothing to rank")
+        raise ValueError("item_emb has no rows: there is nothing to rank")
     for name, table in [("ground_truth", ground_truth)] + [("exclude", e) for e in excludes]:
         if not isinstance(table, UserItems):
-            raise RecsysError(f"{name} must be a UserItems, got {type(table).__name__}")
+            raise ValueError(f"{name} must be a UserItems, got {type(table).__name__}")
         if table.n_users != n_users or table.n_items != n_items:
-            raise RecsysError(
+            raise ValueError(
                 f"{name} is {table.n_users} users x {table.n_items} items but the embeddings "
                 f"are {n_users} users x {n_items} items"
             )
     if not (bool(torch.isfinite(user_emb).all()) and bool(torch.isfinite(item_emb).all())):
+        # Data, not a caller bug: a diverged model or a damaged embeddings file.
         raise RecsysError("embeddings contain NaN or inf; rankings of them would be meaningless")
 
 
@@ -151,7 +152,7 @@ def _select_users(users: Sequence[int] | np.ndarray | Tensor | None, n_users: in
         users = users.detach().cpu().numpy()
     selected = np.asarray(users, dtype=np.int64).reshape(-1)
     if selected.size and (selected.min() < 0 or selected.max() >= n_users):
-        raise RecsysError(f"users contains an index outside [0, {n_users})")
+        raise ValueError(f"users contains an index outside [0, {n_users})")
     return selected
 
 
@@ -218,7 +219,7 @@ def evaluate(
     if chunk_size is None:
         chunk_size = choose_chunk_size(n_items, device, dtype)
     elif chunk_size < 1:
-        raise RecsysError(f"chunk_size must be positive, got {chunk_size}")
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     chunk_size = max(1, min(chunk_size, n_eval))
 
     keys = [f"{name}@{k}" for name in metrics for k in ks] + (["auc"] if auc else [])

@@ -45,9 +45,9 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 
 def _check_hits(hits: Tensor, n_relevant: Tensor | None = None) -> None:
     if hits.dim() != 2 or hits.dtype != torch.bool:
-        raise RecsysError(f"hits must be bool [B, K], got {hits.dtype} {tuple(hits.shape)}")
+        raise ValueError(f"hits must be bool [B, K], got {hits.dtype} {tuple(hits.shape)}")
     if n_relevant is not None and tuple(n_relevant.shape) != (hits.shape[0],):
-        raise RecsysError(
+        raise ValueError(
             f"n_relevant must be [B]=[{hits.shape[0]}], got {tuple(n_relevant.shape)}"
         )
 

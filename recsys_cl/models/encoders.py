@@ -72,15 +72,15 @@ class Encoder(nn.Module):
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x[: self.n_users], x[self.n_users :]
 
-    def _init_table(self, init_std: float | None) -> None:
+    def _init_table(self, init_std: float | None, generator: torch.Generator | None) -> None:
         with torch.no_grad():
             for block in self._split(self.weight):
                 if init_std is None:
                     # Separate Xavier bounds for the [U, D] and [I, D] tables, as two
                     # nn.Embedding tables get in the SGL/SELFRec reference code.
-                    nn.init.xavier_uniform_(block)
+                    nn.init.xavier_uniform_(block, generator=generator)
                 else:
-                    nn.init.normal_(block, std=init_std)
+                    nn.init.normal_(block, std=init_std, generator=generator)
 
 
 class LightGCN(Encoder):
@@ -96,6 +96,7 @@ class LightGCN(Encoder):
         init_std: None (default) draws the table with Xavier uniform, as the LightGCN paper
             (§4.1.2) and the SGL/SELFRec code do; a float draws N(0, init_std²), which is what
             the LightGCN reference PyTorch code does with 0.1.
+        generator: draws the initial table (None: the global RNG).
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class LightGCN(Encoder):
         n_layers: int,
         include_layer0: bool = True,
         init_std: float | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(n_users, n_items, dim)
         if n_layers < 0:
@@ -116,7 +118,7 @@ class LightGCN(Encoder):
             raise ValueError(f"init_std must be a positive number or None, got {init_std}")
         self.n_layers = n_layers
         self.include_layer0 = include_layer0
-        self._init_table(init_std)
+        self._init_table(init_std, generator)
 
     def _layer_adjs(self, adj: Adjacency | None) -> list[Tensor]:
         if adj is None:
@@ -180,10 +182,12 @@ class MF(Encoder):
     None since there are no layers. Initialized with Xavier uniform, like LightGCN by default.
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__(n_users, n_items, dim)
         self.n_layers = 0
-        self._init_table(None)
+        self._init_table(None, generator)
 
     def forward(
         self,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from recsys_cl.data.user_items import UserItems
+from recsys_cl.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,14 @@ class EpochSample:
         """Yield ``(batch_index, slice)`` over the epoch."""
         for b, start in enumerate(range(0, len(self), batch_size)):
             yield b, slice(start, start + batch_size)
+
+
+class NegativeSampler(Protocol):
+    """What the trainer needs of a negative sampler (imbalance strategies plug in here)."""
+
+    def sample(self, users: torch.Tensor, num: int, generator: torch.Generator) -> torch.Tensor:
+        """Negatives int64 [B, num] for users [B]; never a training positive of the user."""
+        ...
 
 
 class UniformNegativeSampler:
@@ -85,9 +95,10 @@ class UniformNegativeSampler:
                 np.arange(self.positives.n_items), self.positives.items_of(user), assume_unique=True
             )
             if len(free) == 0:
-                raise ValueError(
-                    f"user {user} has interacted with all {self.positives.n_items} items: "
-                    "no item is left to sample as a negative"
+                raise DataError(
+                    f"user index {user} has interacted with all {self.positives.n_items} "
+                    "items: no item is left to sample as a negative (drop such users, e.g. with "
+                    "a k-core filter on items)"
                 )
             pick = torch.randint(len(free), slots.shape, generator=generator)
             items[slots] = torch.from_numpy(free)[pick]
@@ -95,7 +106,7 @@ class UniformNegativeSampler:
 
 def sample_epoch(
     train: UserItems,
-    sampler: UniformNegativeSampler,
+    sampler: NegativeSampler,
     num_negatives: int,
     generator: torch.Generator,
 ) -> EpochSample:

@@ -25,7 +25,7 @@ from recsys_cl.graph import BipartiteGraph
 from recsys_cl.models import Batch, Recommender
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .sampling import UniformNegativeSampler, sample_epoch
+from .sampling import NegativeSampler, UniformNegativeSampler, sample_epoch
 
 LOSS_KEYS = ("rec", "cl", "reg", "total")
 EvalFn = Callable[[Recommender], dict[str, float]]
@@ -56,6 +56,8 @@ class Trainer:
         train: the training positives per user (batches and negative rejection use it).
         generator: CPU generator for batch order and negative sampling.
         device_generator: generator on the model's device for augmentations and noise.
+        sampler: draws the negatives (default: uniform over each user's unseen items); any
+            object with ``sample(users [B], num, generator) -> [B, num]``.
         evaluate: returns metrics for the current model; None disables selection.
         checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
@@ -73,6 +75,7 @@ class Trainer:
         generator: torch.Generator,
         device_generator: torch.Generator,
         num_negatives: int = 1,
+        sampler: NegativeSampler | None = None,
         evaluate: EvalFn | None = None,
         eval_every: int = 1,
         patience: int = 10,
@@ -99,7 +102,7 @@ class Trainer:
         self.progress = progress
         self.on_epoch_end = on_epoch_end
         self.optimizer = torch.optim.Adam(method.parameters(), lr=lr)
-        self.sampler = UniformNegativeSampler(train)
+        self.sampler = sampler if sampler is not None else UniformNegativeSampler(train)
         self.device = next(method.parameters()).device
 
     @property
@@ -113,6 +116,8 @@ class Trainer:
                 raise TrainingError("resume needs a checkpoint folder")
             if self.last_path.exists():
                 state, best_model = self._restore(self.last_path)
+                # The limits may have been raised for the resume (more epochs, more patience).
+                state.finished = state.epoch >= self.epochs or self._out_of_patience(state)
         while state.epoch < self.epochs and not state.finished:
             record = self._run_epoch(state.epoch + 1)
             state.epoch += 1
@@ -121,7 +126,7 @@ class Trainer:
             ):
                 best_model = self._select(state, record, best_model)
             state.history.append(record)
-            if self.evaluate is not None and self.patience and state.bad_evals >= self.patience:
+            if self._out_of_patience(state):
                 state.finished = True
             if state.epoch == self.epochs:
                 state.finished = True
@@ -137,6 +142,9 @@ class Trainer:
             stopped_early=state.epoch < self.epochs,
             history=list(state.history),
         )
+
+    def _out_of_patience(self, state: TrainState) -> bool:
+        return self.evaluate is not None and self.patience > 0 and state.bad_evals >= self.patience
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -192,6 +200,11 @@ class Trainer:
                 f"({', '.join(sorted(metrics))})"
             )
         score = float(metrics[self.select_metric])
+        if not math.isfinite(score):
+            raise TrainingError(
+                f"{self.select_metric} is {score} at epoch {record['epoch']}: the selection "
+                "part has no user to evaluate"
+            )
         if score > state.best_score:
             state.best_score, state.best_epoch, state.bad_evals = score, record["epoch"], 0
             return {k: v.detach().clone() for k, v in self.method.state_dict().items()}
