@@ -23,6 +23,8 @@ examples:
   recsys-cl train --config configs/ml-100k/xsimgcl.yaml --set train.epochs=20
   recsys-cl train --config configs/gowalla/xsimgcl.yaml --resume
   recsys-cl evaluate runs/ml-100k/xsimgcl
+  recsys-cl index runs/ml-100k/xsimgcl --spec hnsw
+  recsys-cl recommend runs/ml-100k/xsimgcl --index runs/ml-100k/xsimgcl/index/hnsw.faiss -k 20
 
 Benchmark datasets are read from --data-dir or $RECSYS_CL_DATA (a folder holding <name>/<files>)
 when given, else downloaded once into $RECSYS_CL_CACHE (default ~/.cache/recsys_cl) and
@@ -122,7 +124,136 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["most-popular"],
         help="score a baseline on the run's split instead of its embeddings",
     )
+    _add_retrieval_commands(sub)
     return parser
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="auto",
+        help="where FAISS searches: auto uses the GPU when FAISS sees one (the gpu extra), "
+        "cpu never, gpu requires one; HNSW always runs on the CPU (default: auto)",
+    )
+
+
+def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
+    idx = sub.add_parser(
+        "index",
+        help="build a FAISS index over a run's item embeddings",
+        description="Build a FAISS index over the item embeddings of a finished `recsys-cl train`\n"
+        "run, save it as NAME.faiss with its metadata in NAME.json (item ids, dimension,\n"
+        "metric, spec, a SHA-256 of the embeddings), and report the build time and the ANN\n"
+        "recall@K against exact search on a sample of the run's users. A spec can come from\n"
+        "YAML (configs/index/*.yaml, --set overrides); the flags below override both.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="kinds:\n"
+        "  flat    exact inner-product search (the reference; no parameters)\n"
+        "  ivf     IVF-Flat: k-means lists, searches --nprobe of --nlist lists\n"
+        "  ivfpq   IVF-PQ: IVF with product-quantized vectors (--set pq_m=16 --set pq_bits=8)\n"
+        "  hnsw    HNSW graph (--set hnsw_m=32 --set ef_construction=200), --ef-search\n"
+        "  other   any FAISS index_factory string, e.g. 'IVF1024,Flat' or 'IVF256,SQ8'\n",
+    )
+    idx.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
+    idx.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML index spec (see configs/index/)"
+    )
+    idx.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one spec field, e.g. --set pq_m=8 (repeatable; values are YAML scalars)",
+    )
+    idx.add_argument(
+        "--spec",
+        metavar="KIND",
+        help="flat, ivf, ivfpq, hnsw, or a FAISS factory string (default: the config's, else flat)",
+    )
+    idx.add_argument(
+        "--metric",
+        choices=["ip", "cosine"],
+        help="ip: the inner product the model was trained with (default); cosine: normalize "
+        "items and queries first",
+    )
+    idx.add_argument(
+        "--nlist", type=int, metavar="N",
+        help="IVF lists (default: 4*sqrt(items), at most items/39 so every list can be trained)",
+    )
+    idx.add_argument(
+        "--nprobe", type=int, metavar="N",
+        help="IVF lists searched per query (default 32): higher is slower and more exact",
+    )
+    idx.add_argument(
+        "--ef-search", type=int, metavar="N",
+        help="HNSW search beam (default 128): higher is slower and more exact",
+    )
+    idx.add_argument(
+        "--out", metavar="FILE",
+        help="NAME.faiss to write (NAME.json beside it), or a folder for <kind>.faiss "
+        "(default: RUN_DIR/index/)",
+    )
+    idx.add_argument("-k", type=int, default=20, help="K of the recall check (default 20)")
+    idx.add_argument(
+        "--check-queries", type=int, default=2000, metavar="N",
+        help="users sampled for the recall check (default 2000)",
+    )
+    _add_device(idx)
+
+    rec = sub.add_parser(
+        "recommend",
+        help="write each user's top-K unseen items to Parquet",
+        description="Write the top-K items of each user, leaving out the items the user has "
+        "already seen, to Parquet (user_id, rank, item_id, score) through a saved index (or "
+        "exact search). The index is checked against the run's embeddings and item ids first. "
+        "When every user is scored, also prints the candidates' Recall/NDCG@K on the run's "
+        "test split, computed as `recsys-cl evaluate` does (train and validation items "
+        "excluded), so an ANN index can be compared with exact search.",
+    )
+    rec.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
+    rec.add_argument(
+        "--index", metavar="PATH",
+        help="NAME.faiss written by `recsys-cl index` (or its folder if it holds one); "
+        "default: exact search over the run's item embeddings",
+    )
+    who = rec.add_mutually_exclusive_group()
+    who.add_argument("--users", metavar="ID,ID", help="comma-separated raw user ids (default: all users)")
+    who.add_argument(
+        "--users-file", metavar="FILE",
+        help="raw user ids, one per line (lines starting with # skipped), or a Parquet file with a "
+        "user_id column",
+    )
+    rec.add_argument("-k", type=int, default=20, help="candidates per user (default 20)")
+    rec.add_argument(
+        "--cold-start",
+        choices=["error", "popular"],
+        default="error",
+        help="for user ids the run never trained on: error (default) stops with their count "
+        "and the first one; popular gives them the most popular training items (score = "
+        "number of training users)",
+    )
+    rec.add_argument(
+        "--exclude",
+        choices=["seen", "train", "none"],
+        default="seen",
+        help="items never recommended to a user: seen = training and validation items "
+        "(default; what evaluation masks), train = training items only, none",
+    )
+    rec.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
+    rec.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
+    rec.add_argument(
+        "--out", metavar="FILE.parquet",
+        help="output file, written atomically (default: RUN_DIR/candidates.parquet)",
+    )
+    rec.add_argument(
+        "--compare-exact", action="store_true",
+        help="also run exact full-ranking evaluation and print how far the candidates' "
+        "Recall/NDCG are from it",
+    )
+    rec.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_device(rec)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -137,6 +268,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return jobs.train(args)
     if args.command == "evaluate":
         return jobs.evaluate(args)
+    if args.command == "index":
+        from recsys_cl.jobs import retrieval
+
+        return retrieval.index(args)
+    if args.command == "recommend":
+        from recsys_cl.jobs import recommend
+
+        return recommend.recommend(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -1,6 +1,18 @@
 """Typed configuration: schemas and YAML loading with ``--set`` overrides."""
 
+from .imbalance import (
+    ANNConfig,
+    BPRLossConfig,
+    DNSConfig,
+    ImbalanceConfig,
+    MixGCFConfig,
+    NegativesConfig,
+    PositivesConfig,
+    SoftmaxLossConfig,
+    WeightsConfig,
+)
 from .loader import apply_overrides, load_config, parse_override, read_yaml, to_yaml, validate
+from .retrieval import IndexSpec
 from .schema import (
     ColumnsConfig,
     DataConfig,
@@ -8,6 +20,7 @@ from .schema import (
     LightGCNConfig,
     MFConfig,
     ModelConfig,
+    PopularityGroupsConfig,
     RunConfig,
     SGLConfig,
     SimGCLConfig,
@@ -17,9 +30,20 @@ from .schema import (
 )
 
 __all__ = [
+    "ANNConfig",
+    "BPRLossConfig",
+    "DNSConfig",
+    "ImbalanceConfig",
+    "MixGCFConfig",
+    "NegativesConfig",
+    "PopularityGroupsConfig",
+    "PositivesConfig",
+    "SoftmaxLossConfig",
+    "WeightsConfig",
     "ColumnsConfig",
     "DataConfig",
     "EvalConfig",
+    "IndexSpec",
     "LightGCNConfig",
     "MFConfig",
     "ModelConfig",

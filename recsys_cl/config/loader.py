@@ -89,7 +89,10 @@ def _describe(err: ValidationError, source: str) -> str:
     return f"{source}: {path}: {msg}{tail}"
 
 
-_METHOD_TAGS = {"mf", "lightgcn", "sgl", "simgcl", "xsimgcl"}
+# Tags of the config's discriminated unions: model.method and the imbalance block's kinds.
+_METHOD_TAGS = {
+    "mf", "lightgcn", "sgl", "simgcl", "xsimgcl", "bpr", "softmax", "dns", "mixgcf", "ann"
+}
 
 
 def validate(raw: dict[str, Any], model: type[M] = RunConfig, source: str = "config") -> M:  # type: ignore[assignment]

@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .imbalance import ImbalanceConfig
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -188,9 +190,24 @@ class TrainConfig(_Frozen):
     progress: bool = True
 
 
+class PopularityGroupsConfig(_Frozen):
+    """Long-tail metric groups: the ``head`` most popular share of items (and most active of
+    users), the ``tail`` least popular share; the rest is mid (``recsys_cl.metrics.popularity``)."""
+
+    head: float = Field(0.2, ge=0.0, le=1.0)
+    tail: float = Field(0.5, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sum(self) -> PopularityGroupsConfig:
+        if self.head + self.tail > 1.0:
+            raise ValueError(f"head + tail must be <= 1, got {self.head} + {self.tail}")
+        return self
+
+
 class EvalConfig(_Frozen):
     ks: tuple[int, ...] = (10, 20, 50)
     auc: bool = False
+    groups: PopularityGroupsConfig = PopularityGroupsConfig()
 
     @model_validator(mode="after")
     def _ks(self) -> EvalConfig:
@@ -212,6 +229,7 @@ class RunConfig(_Frozen):
     model: ModelConfig = Field(default_factory=XSimGCLConfig)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    imbalance: ImbalanceConfig = ImbalanceConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -234,4 +252,10 @@ class RunConfig(_Frozen):
             raise ValueError(f"train.select_metric must look like 'ndcg@20', got {metric!r}")
         if int(k) not in self.eval.ks:
             raise ValueError(f"train.select_metric cut-off {k} is not in eval.ks {self.eval.ks}")
+        if self.imbalance.weights.label_threshold is not None:
+            if self.data.implicit_threshold is not None:
+                raise ValueError(
+                    "imbalance.weights.label_threshold needs the low-rated rows as explicit "
+                    "negatives: leave data.implicit_threshold unset"
+                )
         return self

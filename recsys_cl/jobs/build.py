@@ -1,27 +1,76 @@
-"""The one mapping from a typed model config to a method object (no lookup by string)."""
+"""The one mapping from typed configs to library objects (no lookup by string): the method,
+and the class-imbalance strategies that plug into the trainer and the method."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 import torch
 
 from recsys_cl.config import (
+    ANNConfig,
+    DNSConfig,
+    ImbalanceConfig,
     LightGCNConfig,
     MFConfig,
+    MixGCFConfig,
     ModelConfig,
     SGLConfig,
     SimGCLConfig,
+    SoftmaxLossConfig,
     XSimGCLConfig,
 )
-from recsys_cl.models import MF, SGL, LightGCN, LightGCNRec, MFRec, Recommender, SimGCL, XSimGCL
+from recsys_cl.data.user_items import UserItems
+from recsys_cl.errors import DataError
+from recsys_cl.imbalance import (
+    ANNNegativeSampler,
+    DNSSelector,
+    LabeledEdgeSampler,
+    MixGCFSelector,
+    PopularityNegativeSampler,
+    ResampledEdgeSampler,
+    item_loss_weights,
+    item_popularity,
+    label_ratio_weights,
+)
+from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, RecObjective
+from recsys_cl.models import (
+    MF,
+    SGL,
+    LightGCN,
+    LightGCNRec,
+    MFRec,
+    NegativeSelector,
+    Recommender,
+    SimGCL,
+    XSimGCL,
+)
+from recsys_cl.training import (
+    EdgeSampler,
+    EdgeUniformSampler,
+    EpochHook,
+    NegativeSampler,
+    UniformNegativeSampler,
+)
 
 
 def build_method(
-    model: ModelConfig, n_users: int, n_items: int, generator: torch.Generator | None = None
+    model: ModelConfig,
+    n_users: int,
+    n_items: int,
+    generator: torch.Generator | None = None,
+    *,
+    objective: RecObjective | None = None,
+    negative_selector: NegativeSelector | None = None,
 ) -> Recommender:
     """Instantiate the configured method over ``n_users`` x ``n_items``; ``generator`` draws
-    the initial embedding table."""
+    the initial embedding table; ``objective`` and ``negative_selector`` come from
+    :func:`build_imbalance` (None: plain BPR on the drawn negatives)."""
+    hooks: dict[str, Any] = {"objective": objective, "negative_selector": negative_selector}
     if isinstance(model, MFConfig):
-        return MFRec(MF(n_users, n_items, model.dim, generator=generator), reg=model.reg)
+        return MFRec(MF(n_users, n_items, model.dim, generator=generator), reg=model.reg, **hooks)
 
     encoder = LightGCN(
         n_users,
@@ -32,7 +81,7 @@ def build_method(
         generator=generator,
     )
     if isinstance(model, LightGCNConfig):
-        return LightGCNRec(encoder, reg=model.reg)
+        return LightGCNRec(encoder, reg=model.reg, **hooks)
     if isinstance(model, SGLConfig):
         return SGL(
             encoder,
@@ -41,9 +90,12 @@ def build_method(
             tau=model.tau,
             drop_ratio=model.drop_ratio,
             aug=model.aug,
+            **hooks,
         )
     if isinstance(model, SimGCLConfig):
-        return SimGCL(encoder, reg=model.reg, cl_weight=model.cl_weight, tau=model.tau, eps=model.eps)
+        return SimGCL(
+            encoder, reg=model.reg, cl_weight=model.cl_weight, tau=model.tau, eps=model.eps, **hooks
+        )
     if isinstance(model, XSimGCLConfig):
         return XSimGCL(
             encoder,
@@ -52,5 +104,138 @@ def build_method(
             tau=model.tau,
             eps=model.eps,
             contrast_layer=model.contrast_layer,
+            **hooks,
         )
     raise AssertionError(f"unhandled model config {type(model).__name__}")
+
+
+@dataclass(frozen=True, eq=False)
+class ImbalanceParts:
+    """The objects an ``imbalance:`` block becomes, ready for the trainer and the method.
+
+    ``summary`` describes them for ``metrics.json`` (weight range, class weights, ...).
+    """
+
+    sampler: NegativeSampler
+    edge_sampler: EdgeSampler | None
+    item_weights: torch.Tensor | None
+    epoch_hooks: tuple[EpochHook, ...]
+    objective: RecObjective
+    negative_selector: NegativeSelector | None
+    num_negatives: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def build_imbalance(
+    cfg: ImbalanceConfig, train: UserItems, explicit_negatives: UserItems | None = None
+) -> ImbalanceParts:
+    """Map the ``imbalance:`` block onto samplers, weights, objective and selector.
+
+    Args:
+        cfg: the block.
+        train: the training positives (popularity is counted on them).
+        explicit_negatives: the labelled log's label-0 training pairs; required exactly when
+            ``weights.label_threshold`` is set.
+    """
+    if train.nnz == 0:
+        raise DataError("no training positives to learn from")
+    summary: dict[str, Any] = {}
+    popularity = item_popularity(train)
+    w = cfg.weights
+
+    item_weights = None
+    if w.item_weighted:
+        weights = item_loss_weights(
+            popularity,
+            propensity_gamma=w.propensity_gamma,
+            class_balanced_beta=w.class_balanced_beta,
+            w_min=w.w_min,
+            w_max=w.w_max,
+        )
+        item_weights = torch.from_numpy(weights).float()
+        live = weights[popularity > 0]
+        summary["item_weights"] = {"min": float(live.min()), "max": float(live.max())}
+
+    pos = cfg.positives
+    edge_sampler: EdgeSampler | None = None
+    if pos.batches == "user" or pos.tail_beta > 0 or pos.item_cap is not None:
+        edge_sampler = ResampledEdgeSampler(
+            train,
+            tail_beta=pos.tail_beta,
+            item_cap=pos.item_cap,
+            user_balanced=pos.batches == "user",
+            popularity=popularity,
+        )
+    if w.label_threshold is not None:
+        if explicit_negatives is None:
+            raise ValueError("weights.label_threshold needs explicit_negatives")
+        labels = np.concatenate(
+            [np.ones(train.nnz, dtype=bool), np.zeros(explicit_negatives.nnz, dtype=bool)]
+        )
+        class_weights = label_ratio_weights(labels)
+        labeled = LabeledEdgeSampler(
+            edge_sampler if edge_sampler is not None else EdgeUniformSampler(train),
+            train,
+            explicit_negatives,
+            class_weights,
+        )
+        edge_sampler = labeled
+        summary["label_classes"] = {
+            "positive_rows": class_weights.n_positive,
+            "negative_rows": class_weights.n_negative,
+            "positive_weight": class_weights.positive,
+            "negative_weight": class_weights.negative,
+            "unpaired_negatives": labeled.n_unpaired,
+        }
+    elif explicit_negatives is not None:
+        raise ValueError("explicit_negatives given but weights.label_threshold is not set")
+
+    neg = cfg.negatives
+    hooks: tuple[EpochHook, ...] = ()
+    sampler: NegativeSampler
+    if isinstance(neg.hard, ANNConfig):
+        ann = ANNNegativeSampler(
+            train, neg.hard.rank_min, neg.hard.rank_max, neg.hard.rebuild_every
+        )
+        sampler, hooks = ann, (ann,)
+    elif neg.alpha > 0:
+        sampler = PopularityNegativeSampler(train, popularity, neg.alpha)
+    else:
+        sampler = UniformNegativeSampler(train)
+
+    selector: NegativeSelector | None = None
+    if isinstance(neg.hard, DNSConfig):
+        selector = DNSSelector(neg.hard.keep)
+    elif isinstance(neg.hard, MixGCFConfig):
+        selector = MixGCFSelector()
+
+    objective: RecObjective
+    if isinstance(cfg.loss, SoftmaxLossConfig):
+        log_q = None
+        if cfg.loss.logq:
+            marginal = (edge_sampler or EdgeUniformSampler(train)).item_marginal()
+            # An item no row ever holds is never an in-batch candidate; its entry is unused.
+            log_q = torch.log(marginal.clamp_min(torch.finfo(torch.float64).tiny)).float()
+        objective = InBatchSoftmaxObjective(
+            cfg.loss.tau,
+            item_log_q=log_q,
+            positives=(
+                torch.from_numpy(np.ascontiguousarray(train.indptr, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(train.indices, dtype=np.int64)),
+            ),
+            n_items=train.n_items,
+            focal_gamma=cfg.loss.focal_gamma,
+        )
+    else:
+        objective = BPRObjective(cfg.loss.focal_gamma)
+
+    return ImbalanceParts(
+        sampler=sampler,
+        edge_sampler=edge_sampler,
+        item_weights=item_weights,
+        epoch_hooks=hooks,
+        objective=objective,
+        negative_selector=selector,
+        num_negatives=cfg.num_negatives,
+        summary=summary,
+    )

@@ -8,7 +8,8 @@ A run folder (``output_dir``) holds::
     model.pt                        the selected (best) state dict
     user_embeddings.parquet         user_id (raw) + embedding
     item_embeddings.parquet         item_id (raw) + embedding
-    metrics.json                    protocol, selection, test metrics, history, cold counts
+    metrics.json                    protocol, selection, test metrics (overall and long-tail),
+                                    history, cold counts, the imbalance strategies' summary
 """
 
 from __future__ import annotations
@@ -25,21 +26,42 @@ import polars as pl
 import torch
 
 from recsys_cl.config import RunConfig, load_config, read_yaml, to_yaml, validate
-from recsys_cl.data import IdMap, Split, UserItems, load_split, save_split
-from recsys_cl.errors import DataError, RecsysError, TrainingError
+from recsys_cl.data import IdMap, Split, load_split, save_split
+from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.io import atomic_path, write_json
+from recsys_cl.metrics import PopularityReport, format_popularity, most_popular_scores
 from recsys_cl.metrics import evaluate as full_ranking
-from recsys_cl.metrics import most_popular_scores
 from recsys_cl.models import Recommender
 from recsys_cl.training import Trainer, load_checkpoint
 
-from .build import build_method
+from .build import build_imbalance, build_method
 from .data import build_split
+from .parts import RunParts, run_parts, score_test, test_exclusions
+
+__all__ = [
+    "RunParts",
+    "TrainReport",
+    "evaluate",
+    "fingerprint",
+    "run_parts",
+    "run_training",
+    "score_test",
+    "test_exclusions",
+    "train",
+]
 
 # Keys of the resolved config that may change between a run and its resume (the device may
-# not: generator states do not move between CPU and CUDA).
-_RESUMABLE_KEYS = ("output_dir", "train.progress", "train.epochs", "train.patience")
+# not: generator states do not move between CPU and CUDA). The long-tail groups only shape
+# the final report.
+_RESUMABLE_KEYS = (
+    "output_dir",
+    "train.progress",
+    "train.epochs",
+    "train.patience",
+    "eval.groups.head",
+    "eval.groups.tail",
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class TrainReport:
     select_metric: str
     test: dict[str, float]
     summary: dict[str, Any]
+    long_tail: PopularityReport | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,14 +129,6 @@ def _split_for_run(cfg: RunConfig, data_dir: str | None, resuming: bool) -> Spli
     return split
 
 
-def test_exclusions(split: Split) -> list[UserItems]:
-    """Items never ranked at test time: training items, and validation items when present."""
-    excl = [split.user_items("train")]
-    if split.val is not None:
-        excl.append(split.user_items("val"))
-    return excl
-
-
 def run_training(
     cfg: RunConfig, *, data_dir: str | None = None, resume: bool = False
 ) -> TrainReport:
@@ -137,23 +152,32 @@ def run_training(
     generator = torch.Generator().manual_seed(cfg.seed)
     device_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
 
-    train_items = split.user_items("train")
+    parts = run_parts(split, cfg.imbalance.weights.label_threshold, str(out / "data"))
+    train_items = parts.train
     graph = build_graph(
         torch.from_numpy(train_items.rows()),
         torch.from_numpy(train_items.indices),
         split.n_users,
         split.n_items,
     ).to(device)
+    strategies = build_imbalance(cfg.imbalance, train_items, parts.explicit_negatives)
     init = torch.Generator().manual_seed(cfg.seed + 2)
-    method = build_method(cfg.model, split.n_users, split.n_items, generator=init).to(device)
+    method = build_method(
+        cfg.model,
+        split.n_users,
+        split.n_items,
+        generator=init,
+        objective=strategies.objective,
+        negative_selector=strategies.negative_selector,
+    ).to(device)
 
     ks = cfg.eval.ks
     if cfg.train.protocol == "honest":
-        if split.val is None:
+        if parts.val_truth is None:
             raise DataError(f"{out / 'data'}: the honest protocol needs a validation part")
-        selection_truth, selection_excl, selected_on = split.user_items("val"), [train_items], "val"
+        selection_truth, selection_excl, selected_on = parts.val_truth, [parts.train_seen], "val"
     else:
-        selection_truth, selection_excl, selected_on = split.user_items("test"), test_exclusions(split), "test"
+        selection_truth, selection_excl, selected_on = parts.test_truth, parts.test_exclude, "test"
     if selection_truth.nnz == 0:
         raise DataError(
             f"{out / 'data'}: the {selected_on} part is empty (every row cold or none held out); "
@@ -173,6 +197,11 @@ def run_training(
         lr=cfg.train.lr,
         generator=generator,
         device_generator=device_generator,
+        num_negatives=strategies.num_negatives,
+        sampler=strategies.sampler,
+        edge_sampler=strategies.edge_sampler,
+        item_weights=strategies.item_weights,
+        epoch_hooks=strategies.epoch_hooks,
         evaluate=select,
         eval_every=cfg.train.eval_every,
         patience=cfg.train.patience,
@@ -187,8 +216,9 @@ def run_training(
     method.eval()
     start = time.perf_counter()
     user, item = method.embeddings(graph.adj)
-    test = full_ranking(
-        user, item, split.user_items("test"), test_exclusions(split), ks=ks, auc=cfg.eval.auc
+    groups = cfg.eval.groups
+    test, long_tail = score_test(
+        user, item, parts, ks, cfg.eval.auc, head=groups.head, tail=groups.tail
     )
     eval_seconds = time.perf_counter() - start
 
@@ -207,6 +237,15 @@ def run_training(
         "epochs_run": fit.epochs_run,
         "stopped_early": fit.stopped_early,
         "test": test.metrics,
+        "test_long_tail": long_tail.metrics,
+        "long_tail_groups": {
+            "head": groups.head,
+            "tail": groups.tail,
+            "items": long_tail.item_group_sizes,
+            "test_users_per_item_group": long_tail.users_per_item_group,
+            "test_users_per_activity_group": long_tail.users_per_activity_group,
+        },
+        "imbalance": strategies.summary,
         "test_users_evaluated": test.n_users_evaluated,
         "test_users_skipped": test.n_users_skipped,
         "test_eval_seconds": eval_seconds,
@@ -228,6 +267,7 @@ def run_training(
         select_metric=cfg.train.select_metric,
         test=test.metrics,
         summary=summary,
+        long_tail=long_tail,
     )
 
 
@@ -263,6 +303,9 @@ def train(args: argparse.Namespace) -> int:
     )
     print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
     print(format_metrics(report.test, cfg.eval.ks))
+    if report.long_tail is not None:
+        print()
+        print(format_popularity(report.long_tail, cfg.eval.ks))
     print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet)")
     return 0
 
@@ -288,8 +331,9 @@ def evaluate(args: argparse.Namespace) -> int:
     run = Path(args.run_dir)
     cfg = validate(read_yaml(run / "config.yaml"), RunConfig, str(run / "config.yaml"))
     split = load_split(run / "data")
+    parts = run_parts(split, cfg.imbalance.weights.label_threshold, str(run / "data"))
     if args.baseline == "most-popular":
-        user, item = most_popular_scores(split.user_items("train"))
+        user, item = most_popular_scores(parts.train)
         what = "most-popular baseline"
     else:
         user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users)
@@ -301,12 +345,15 @@ def evaluate(args: argparse.Namespace) -> int:
             ks = tuple(int(k) for k in args.ks.split(","))
         except ValueError:
             raise RecsysError(f"--ks {args.ks!r}: expected comma-separated integers") from None
-    result = full_ranking(
-        user, item, split.user_items("test"), test_exclusions(split), ks=ks, auc=args.auc
+    groups = cfg.eval.groups
+    result, long_tail = score_test(
+        user, item, parts, ks, args.auc, head=groups.head, tail=groups.tail
     )
     print(
         f"{run}: {what} on test, {result.n_users_evaluated:,} users "
         f"({result.n_users_skipped:,} without test items)"
     )
     print(format_metrics(result.metrics, ks))
+    print()
+    print(format_popularity(long_tail, ks))
     return 0

@@ -1,10 +1,19 @@
-"""Recommendation, contrastive and regularization losses (mean reduction, optional weights)."""
+"""Recommendation, contrastive and regularization losses (mean reduction, optional weights),
+and the recommendation objectives methods are handed (BPR / in-batch softmax, focal, logQ)."""
 
+from recsys_cl.losses.objectives import (
+    BPRObjective,
+    InBatchSoftmaxObjective,
+    RecObjective,
+)
 from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss, triplet_margin_loss
 from recsys_cl.losses.regularization import ego_l2
 from recsys_cl.losses.softmax import info_nce, sampled_softmax_loss
 
 __all__ = [
+    "BPRObjective",
+    "InBatchSoftmaxObjective",
+    "RecObjective",
     "bpr_loss",
     "ego_l2",
     "info_nce",

@@ -50,6 +50,8 @@ def sampled_softmax_loss(
     log_q: Tensor | None = None,
     weights: Tensor | None = None,
     item_ids: Tensor | None = None,
+    forbidden: Tensor | None = None,
+    focal_gamma: float = 0.0,
 ) -> Tensor:
     r"""Softmax cross-entropy of each positive item against sampled or in-batch negatives.
 
@@ -70,12 +72,21 @@ def sampled_softmax_loss(
         weights: optional float [B].
         item_ids: in-batch only, optional long [B] item ids of ``pos``; another column holding
             the row's own positive item is masked out (an "accidental hit" is no negative).
+        forbidden: optional bool, in-batch [B, B], sampled [B, M]: candidates that are no
+            negative of the row (e.g. another training positive of its user); masked out like
+            accidental hits. The target column is never masked.
+        focal_gamma: γ ≥ 0, focal modulation (Lin et al., ICCV 2017) of the softmax:
+            :math:`\ell_b = -(1 - p_b)^\gamma \log p_b` with :math:`p_b` the target's softmax
+            probability; :math:`\log(1 - p_b)` is the logsumexp of the other logits minus the
+            logsumexp of all, so no probability is ever exponentiated. γ = 0 is plain softmax.
 
     Returns:
         scalar.
     """
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
+    if not focal_gamma >= 0:
+        raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
     if user.shape != pos.shape or user.dim() != 2:
         raise ValueError(
             f"user and pos must be equal [B, D], got {tuple(user.shape)}, {tuple(pos.shape)}"
@@ -89,6 +100,11 @@ def sampled_softmax_loss(
             hit = item_ids.unsqueeze(0) == item_ids.unsqueeze(1)
             hit.fill_diagonal_(False)
             logits = logits.masked_fill(hit, float("-inf"))
+        if forbidden is not None:
+            if forbidden.shape != (batch, batch):
+                raise ValueError(f"forbidden must be [B, B], got {tuple(forbidden.shape)}")
+            eye = torch.eye(batch, dtype=torch.bool, device=user.device)
+            logits = logits.masked_fill(forbidden & ~eye, float("-inf"))
         target = torch.arange(batch, device=user.device)
     else:
         if item_ids is not None:
@@ -100,5 +116,29 @@ def sampled_softmax_loss(
         logits = torch.cat([pos_logit, neg_logits], dim=1) / tau
         if log_q is not None:
             logits = logits - log_q
+        if forbidden is not None:
+            if forbidden.shape != neg_logits.shape:
+                raise ValueError(f"forbidden must be [B, M], got {tuple(forbidden.shape)}")
+            keep_pos = torch.zeros(batch, 1, dtype=torch.bool, device=user.device)
+            logits = logits.masked_fill(torch.cat([keep_pos, forbidden], dim=1), float("-inf"))
         target = torch.zeros(batch, dtype=torch.int64, device=user.device)
-    return weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)
+    per_sample = F.cross_entropy(logits, target, reduction="none")
+    if focal_gamma > 0:
+        per_sample = _focal_factor(logits, target, focal_gamma) * per_sample
+    return weighted_mean(per_sample, weights)
+
+
+def _focal_factor(logits: Tensor, target: Tensor, gamma: float) -> Tensor:
+    r""":math:`(1 - p_b)^\gamma` per row of ``logits`` [B, C] for the ``target`` [B] column.
+
+    :math:`\log(1 - p_b) = \mathrm{lse}(\text{others}) - \mathrm{lse}(\text{all})`. A row
+    whose other logits are all -inf has p = 1 and factor 0; its logsumexp is replaced by a
+    finite stand-in before the exp so no NaN reaches the gradient.
+    """
+    rows = torch.arange(logits.size(0), device=logits.device)
+    others = logits.clone()
+    others[rows, target] = float("-inf")
+    lone = torch.isneginf(others).all(dim=1)
+    others = others.masked_fill(lone.unsqueeze(1), 0.0)
+    log_rest = torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1)
+    return torch.exp(gamma * log_rest).masked_fill(lone, 0.0)

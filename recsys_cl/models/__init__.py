@@ -1,6 +1,13 @@
 """Encoders (LightGCN, MF) and training methods (BPR baselines, SGL, SimGCL, XSimGCL)."""
 
-from recsys_cl.models.base import Batch, LossBreakdown, Recommender, batch_info_nce
+from recsys_cl.models.base import (
+    Batch,
+    LossBreakdown,
+    NegativeSelector,
+    Recommender,
+    SelectedNegatives,
+    batch_info_nce,
+)
 from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN, Propagation
 from recsys_cl.models.methods import (
     SGL,
@@ -22,10 +29,12 @@ __all__ = [
     "LightGCNRec",
     "LossBreakdown",
     "MFRec",
+    "NegativeSelector",
     "Propagation",
     "Recommender",
     "SGLAugmentation",
     "SGLViews",
+    "SelectedNegatives",
     "SimGCL",
     "XSimGCL",
     "batch_info_nce",

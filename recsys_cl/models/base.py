@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from recsys_cl.graph.bipartite import BipartiteGraph
-from recsys_cl.losses import bpr_loss, ego_l2, info_nce
+from recsys_cl.losses import BPRObjective, RecObjective, ego_l2, info_nce
 from recsys_cl.models.encoders import Encoder, Propagation
 
 
@@ -87,6 +87,36 @@ class LossBreakdown:
         }
 
 
+@dataclass(frozen=True, eq=False)
+class SelectedNegatives:
+    """The negatives a :class:`NegativeSelector` hands the loss.
+
+    Attributes:
+        item: float [B, D] or [B, K, D], final-space embeddings scored against the user (with
+            gradients: they may be mixtures of real items, as in MixGCF).
+        ego: float, same shape: their layer-0 part, penalised by ``ego_l2``.
+    """
+
+    item: Tensor
+    ego: Tensor
+
+
+class NegativeSelector(Protocol):
+    """Hard-negative mining inside the batch's own forward pass (DNS, MixGCF).
+
+    The trainer draws ``batch.neg_items`` [B, M] as candidates; the method calls the selector
+    with the propagation it just computed (``prop.layers`` holds the per-layer embeddings), so
+    the candidates are judged by the current model at no extra propagation. Implementations
+    choose under ``torch.no_grad`` (selection is detached from the graph) and return embeddings
+    that do carry gradients. ``generator`` is the trainer's device generator (checkpointed), the
+    only source of any randomness.
+    """
+
+    def __call__(
+        self, prop: Propagation, batch: Batch, generator: torch.Generator | None
+    ) -> SelectedNegatives: ...
+
+
 def check_nonnegative(**values: float) -> None:
     """Raise ValueError naming the first value that is negative or NaN."""
     for name, value in values.items():
@@ -100,13 +130,27 @@ class Recommender(nn.Module, ABC):
     Args:
         encoder: the :class:`~recsys_cl.models.encoders.Encoder` whose table is learned.
         reg: weight of :func:`~recsys_cl.losses.ego_l2` (1e-4 in LightGCN, SGL, SimGCL).
+        objective: the recommendation term (default: plain BPR). Imbalance strategies that
+            change the loss (focal modulation, in-batch softmax with logQ) plug in here, the
+            same way for every method.
+        negative_selector: turns the batch's candidate negatives into the ones the loss uses
+            (DNS, MixGCF); None uses ``batch.neg_items`` as drawn.
     """
 
-    def __init__(self, encoder: Encoder, reg: float) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        reg: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
         super().__init__()
         check_nonnegative(reg=reg)
         self.encoder = encoder
         self.reg = reg
+        # A parameter-free submodule: it moves with .to(device) and adds nothing to state_dict.
+        self.objective = objective if objective is not None else BPRObjective()
+        self.negative_selector = negative_selector
 
     def epoch_views(self, graph: BipartiteGraph, generator: torch.Generator) -> Any:
         """Per-epoch augmentation, passed back to :meth:`loss` as ``views``; None by default."""
@@ -129,23 +173,27 @@ class Recommender(nn.Module, ABC):
         prop = self.encoder(adj)
         return prop.user.detach().clone(), prop.item.detach().clone()
 
-    def _bpr_terms(self, prop: Propagation, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(BPR loss, weighted ego L2) of ``batch`` scored with ``prop``'s final embeddings."""
+    def _rec_terms(
+        self, prop: Propagation, batch: Batch, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """(recommendation loss, weighted ego L2) of ``batch`` scored with ``prop``'s final
+        embeddings: the objective (BPR by default) over the negatives the selector keeps (or
+        ``batch.neg_items`` as drawn); the ego L2 covers the user, the positive and the
+        negatives the objective used."""
         user = prop.user[batch.users]
         pos = prop.item[batch.pos_items]
-        neg = prop.item[batch.neg_items]
-        pos_scores = (user * pos).sum(dim=-1)
-        if batch.neg_items.dim() == 2:
-            neg_scores = (user.unsqueeze(1) * neg).sum(dim=-1)
+        ego = [prop.ego_user[batch.users], prop.ego_item[batch.pos_items]]
+        if not self.objective.uses_negatives:
+            neg = pos.new_zeros(())
+        elif self.negative_selector is not None:
+            selected = self.negative_selector(prop, batch, generator)
+            neg = selected.item
+            ego.append(selected.ego)
         else:
-            neg_scores = (user * neg).sum(dim=-1)
-        rec = bpr_loss(pos_scores, neg_scores, batch.weights)
-        reg = self.reg * ego_l2(
-            prop.ego_user[batch.users],
-            prop.ego_item[batch.pos_items],
-            prop.ego_item[batch.neg_items],
-            batch_size=batch.size,
-        )
+            neg = prop.item[batch.neg_items]
+            ego.append(prop.ego_item[batch.neg_items])
+        rec = self.objective(user, pos, neg, batch.users, batch.pos_items, batch.weights)
+        reg = self.reg * ego_l2(*ego, batch_size=batch.size)
         return rec, reg
 
 

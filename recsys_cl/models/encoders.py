@@ -32,6 +32,10 @@ class Propagation:
         contrast_user: float [U, D], output of layer l* when ``contrast_layer`` was set
             (XSimGCL's cross-layer view), else None.
         contrast_item: float [I, D] or None, likewise.
+        layers: the per-layer outputs, each float [N, D] (users then items), whose mean is
+            ``user``/``item``: E^(0)..E^(L) for LightGCN (E^(1)..E^(L) when layer 0 is left
+            out of the mean), the table for MF. Hard-negative selectors that mix per-layer
+            embeddings (MixGCF) read them; they are the tensors the pass computed anyway.
     """
 
     user: Tensor
@@ -40,6 +44,7 @@ class Propagation:
     ego_item: Tensor
     contrast_user: Tensor | None = None
     contrast_item: Tensor | None = None
+    layers: tuple[Tensor, ...] = ()
 
 
 class Encoder(nn.Module):
@@ -158,12 +163,14 @@ class LightGCN(Encoder):
             raise ValueError(f"contrast_layer must be in 1..{self.n_layers}, got {contrast_layer}")
         x = self.weight
         total = x if self.include_layer0 else None
+        layers = [x] if self.include_layer0 else []
         contrast = None
         for layer, layer_adj in enumerate(self._layer_adjs(adj), start=1):
             x = sym_spmm(layer_adj, x)
             if noise_eps > 0:
                 x = simgcl_noise(x, noise_eps, generator)
             total = x if total is None else total + x
+            layers.append(x)
             if layer == contrast_layer:
                 contrast = x
         assert total is not None  # guaranteed by the constructor check
@@ -171,7 +178,9 @@ class LightGCN(Encoder):
         user, item = self._split(final)
         ego_user, ego_item = self._split(self.weight)
         contrast_user, contrast_item = (None, None) if contrast is None else self._split(contrast)
-        return Propagation(user, item, ego_user, ego_item, contrast_user, contrast_item)
+        return Propagation(
+            user, item, ego_user, ego_item, contrast_user, contrast_item, tuple(layers)
+        )
 
 
 class MF(Encoder):
@@ -205,4 +214,4 @@ class MF(Encoder):
             x = simgcl_noise(x, noise_eps, generator)
         user, item = self._split(x)
         ego_user, ego_item = self._split(self.weight)
-        return Propagation(user, item, ego_user, ego_item)
+        return Propagation(user, item, ego_user, ego_item, layers=(x,))

@@ -1,11 +1,13 @@
 """Training methods: BPR baselines and the graph contrastive methods SGL, SimGCL, XSimGCL.
 
 Every method's loss is ``rec + cl + reg`` (see :class:`~recsys_cl.models.base.LossBreakdown`):
-``rec`` is BPR on the batch, ``reg`` is ``reg * ego_l2`` of the batch's layer-0 embeddings, and
-``cl`` is ``cl_weight`` times the InfoNCE over the batch's unique users plus its unique positive
-items (:func:`~recsys_cl.models.base.batch_info_nce`). All terms are means over the batch; SGL's
-reference code sums BPR and InfoNCE over the batch instead, which has the same ratio, so its
-λ carries over unchanged.
+``rec`` is BPR on the batch (or the ``objective`` the method was given, over the negatives
+its ``negative_selector`` keeps: every method takes both, see
+:class:`~recsys_cl.models.Recommender`), ``reg`` is ``reg * ego_l2`` of the batch's layer-0
+embeddings, and ``cl`` is ``cl_weight`` times the InfoNCE over the batch's unique users plus
+its unique positive items (:func:`~recsys_cl.models.base.batch_info_nce`). All terms are means
+over the batch; SGL's reference code sums BPR and InfoNCE over the batch instead, which has the
+same ratio, so its λ carries over unchanged.
 
 Paper defaults, for configs (not used as defaults here): 64 dims, Adam lr 1e-3, batch 2048,
 reg 1e-4; SGL (Yelp2018) drop 0.1, τ 0.2, λ 0.1, 3 layers; SimGCL λ 0.5, ε 0.1, τ 0.2;
@@ -22,9 +24,11 @@ from torch import Tensor
 
 from recsys_cl.augment.graph_dropout import edge_dropout, node_dropout, random_walk
 from recsys_cl.graph.bipartite import BipartiteGraph
+from recsys_cl.losses import RecObjective
 from recsys_cl.models.base import (
     Batch,
     LossBreakdown,
+    NegativeSelector,
     Recommender,
     batch_info_nce,
     check_nonnegative,
@@ -42,15 +46,21 @@ class LightGCNRec(Recommender):
         reg: ego L2 weight (1e-4 in the paper).
     """
 
-    def __init__(self, encoder: LightGCN, reg: float) -> None:
+    def __init__(
+        self,
+        encoder: LightGCN,
+        reg: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
         if not isinstance(encoder, LightGCN):
             raise TypeError(f"LightGCNRec needs a LightGCN encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg)
+        super().__init__(encoder, reg, objective, negative_selector)
 
     def loss(
         self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
-        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
 
 
@@ -62,15 +72,21 @@ class MFRec(Recommender):
         reg: ego L2 weight.
     """
 
-    def __init__(self, encoder: MF, reg: float) -> None:
+    def __init__(
+        self,
+        encoder: MF,
+        reg: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
         if not isinstance(encoder, MF):
             raise TypeError(f"MFRec needs an MF encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg)
+        super().__init__(encoder, reg, objective, negative_selector)
 
     def loss(
         self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
-        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
 
 
@@ -116,10 +132,12 @@ class SGL(Recommender):
         tau: float,
         drop_ratio: float,
         aug: SGLAugmentation,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
     ) -> None:
         if not isinstance(encoder, LightGCN):
             raise TypeError(f"SGL needs a LightGCN encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg)
+        super().__init__(encoder, reg, objective, negative_selector)
         _check_contrastive(cl_weight, tau)
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
@@ -148,7 +166,7 @@ class SGL(Recommender):
     ) -> LossBreakdown:
         if not isinstance(views, SGLViews):
             raise TypeError("SGL.loss needs the SGLViews returned by epoch_views")
-        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(views.view1)
         p2 = self.encoder(views.view2)
         cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
@@ -172,9 +190,16 @@ class SimGCL(Recommender):
     """
 
     def __init__(
-        self, encoder: Encoder, reg: float, cl_weight: float, tau: float, eps: float
+        self,
+        encoder: Encoder,
+        reg: float,
+        cl_weight: float,
+        tau: float,
+        eps: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
     ) -> None:
-        super().__init__(encoder, reg)
+        super().__init__(encoder, reg, objective, negative_selector)
         _check_contrastive(cl_weight, tau)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
@@ -185,7 +210,7 @@ class SimGCL(Recommender):
     def loss(
         self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
-        rec, reg = self._bpr_terms(self.encoder(adj), batch)
+        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(adj, noise_eps=self.eps, generator=generator)
         p2 = self.encoder(adj, noise_eps=self.eps, generator=generator)
         cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
@@ -216,10 +241,12 @@ class XSimGCL(Recommender):
         tau: float,
         eps: float,
         contrast_layer: int,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
     ) -> None:
         if not isinstance(encoder, LightGCN):
             raise TypeError(f"XSimGCL needs a LightGCN encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg)
+        super().__init__(encoder, reg, objective, negative_selector)
         _check_contrastive(cl_weight, tau)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
@@ -238,7 +265,7 @@ class XSimGCL(Recommender):
         prop = self.encoder(
             adj, noise_eps=self.eps, generator=generator, contrast_layer=self.contrast_layer
         )
-        rec, reg = self._bpr_terms(prop, batch)
+        rec, reg = self._rec_terms(prop, batch, generator)
         assert prop.contrast_user is not None and prop.contrast_item is not None
         cl = self.cl_weight * batch_info_nce(
             prop.user, prop.contrast_user, prop.item, prop.contrast_item, batch, self.tau

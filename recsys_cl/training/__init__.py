@@ -1,13 +1,31 @@
 """One trainer for every method, seeded vectorized sampling, resumable checkpoints."""
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .sampling import EpochSample, NegativeSampler, UniformNegativeSampler, sample_epoch
+from .hooks import EmbeddingsFn, EpochHook
+from .sampling import (
+    EdgeSampler,
+    EdgeUniformSampler,
+    EpochEdges,
+    EpochSample,
+    NegativeSampler,
+    PositiveSet,
+    RejectionNegativeSampler,
+    UniformNegativeSampler,
+    sample_epoch,
+)
 from .trainer import FitResult, Trainer
 
 __all__ = [
+    "EdgeSampler",
+    "EdgeUniformSampler",
+    "EmbeddingsFn",
+    "EpochEdges",
+    "EpochHook",
     "EpochSample",
     "FitResult",
     "NegativeSampler",
+    "PositiveSet",
+    "RejectionNegativeSampler",
     "TrainState",
     "Trainer",
     "UniformNegativeSampler",

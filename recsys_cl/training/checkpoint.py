@@ -1,9 +1,10 @@
 """Training checkpoints: everything needed to continue a run bit for bit.
 
-A checkpoint holds the model, the optimizer, both random generators, the epoch history and the
-early-stopping state. It is written atomically after every epoch, so a run killed at any moment
-(even SIGKILL) resumes from its last completed epoch. Files are read with
-``torch.load(weights_only=True)``: only tensors and plain containers, never pickled code.
+A checkpoint holds the model, the optimizer, both random generators, the state of the epoch
+hooks (model-aware samplers), the epoch history and the early-stopping state. It is written
+atomically after every epoch, so a run killed at any moment (even SIGKILL) resumes from its
+last completed epoch. Files are read with ``torch.load(weights_only=True)``: only tensors and
+plain containers, never pickled code.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def save_checkpoint(
     device_generator: torch.Generator,
     best_model: dict[str, torch.Tensor] | None,
     fingerprint: dict[str, Any],
+    hooks: list[dict[str, torch.Tensor]] | None = None,
 ) -> None:
     payload = {
         "format_version": FORMAT_VERSION,
@@ -53,6 +55,7 @@ def save_checkpoint(
         "device_generator": device_generator.get_state(),
         "best_model": best_model,
         "fingerprint": fingerprint,
+        "hooks": hooks or [],
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -1,9 +1,11 @@
 """One trainer for every method: methods differ only in their views and loss terms.
 
-Per epoch: shuffle the training edges, draw negatives, let the method build its views (SGL
-augments the graph once per epoch), then minimise ``method.loss`` batch by batch. Every
-``eval_every`` epochs ``evaluate`` scores the model; the best state by ``select_metric`` is kept
-and training stops after ``patience`` evaluations without improvement.
+Per epoch: run the epoch hooks (model-aware samplers refresh), draw the epoch's rows (every
+training edge once, shuffled, unless an edge sampler says otherwise), their negatives and loss
+weights, let the method build its views (SGL augments the graph once per epoch), then minimise
+``method.loss`` batch by batch. Every ``eval_every`` epochs ``evaluate`` scores the model; the
+best state by ``select_metric`` is kept and training stops after ``patience`` evaluations
+without improvement.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from recsys_cl.graph import BipartiteGraph
 from recsys_cl.models import Batch, Recommender
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .sampling import NegativeSampler, UniformNegativeSampler, sample_epoch
+from .hooks import EpochHook
+from .sampling import EdgeSampler, NegativeSampler, UniformNegativeSampler, sample_epoch
 
 LOSS_KEYS = ("rec", "cl", "reg", "total")
 EvalFn = Callable[[Recommender], dict[str, float]]
@@ -58,6 +61,12 @@ class Trainer:
         device_generator: generator on the model's device for augmentations and noise.
         sampler: draws the negatives (default: uniform over each user's unseen items); any
             object with ``sample(users [B], num, generator) -> [B, num]``.
+        edge_sampler: chooses each epoch's (user, positive) rows (default: every training edge
+            once, shuffled); see :class:`~recsys_cl.training.sampling.EdgeSampler`.
+        item_weights: float [I], loss weight of a row whose positive is item i (mean ~1 over
+            the training edges); None: unweighted.
+        epoch_hooks: called at the start of each epoch with the current model's embeddings
+            (model-aware samplers); their state is checkpointed.
         evaluate: returns metrics for the current model; None disables selection.
         checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
@@ -76,6 +85,9 @@ class Trainer:
         device_generator: torch.Generator,
         num_negatives: int = 1,
         sampler: NegativeSampler | None = None,
+        edge_sampler: EdgeSampler | None = None,
+        item_weights: torch.Tensor | None = None,
+        epoch_hooks: tuple[EpochHook, ...] | list[EpochHook] = (),
         evaluate: EvalFn | None = None,
         eval_every: int = 1,
         patience: int = 10,
@@ -103,6 +115,13 @@ class Trainer:
         self.on_epoch_end = on_epoch_end
         self.optimizer = torch.optim.Adam(method.parameters(), lr=lr)
         self.sampler = sampler if sampler is not None else UniformNegativeSampler(train)
+        self.edge_sampler = edge_sampler
+        if item_weights is not None and item_weights.shape != (train.n_items,):
+            raise ValueError(
+                f"item_weights must be [I]=[{train.n_items}], got {tuple(item_weights.shape)}"
+            )
+        self.item_weights = None if item_weights is None else item_weights.detach().cpu()
+        self.epoch_hooks = tuple(epoch_hooks)
         self.device = next(method.parameters()).device
 
     @property
@@ -149,7 +168,18 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
         self.method.train()
-        sample = sample_epoch(self.train, self.sampler, self.num_negatives, self.generator)
+        for hook in self.epoch_hooks:
+            hook.on_epoch_start(epoch, lambda: self.method.embeddings(self.graph.adj))
+        sample = sample_epoch(
+            self.train,
+            self.sampler,
+            self.num_negatives,
+            self.generator,
+            edges=self.edge_sampler,
+            item_weights=self.item_weights,
+        )
+        if len(sample) == 0:
+            raise TrainingError(f"epoch {epoch} has no training rows to learn from")
         views = self.method.epoch_views(self.graph, self.device_generator)
         adj = self.graph.adj
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
@@ -169,6 +199,9 @@ class Trainer:
                 neg_items=sample.neg_items[sl].squeeze(1).to(self.device, non_blocking=True)
                 if self.num_negatives == 1
                 else sample.neg_items[sl].to(self.device, non_blocking=True),
+                weights=None
+                if sample.weights is None
+                else sample.weights[sl].to(self.device, non_blocking=True),
             )
             losses = self.method.loss(adj, batch, views, self.device_generator)
             if not bool(torch.isfinite(losses.total)):
@@ -223,6 +256,7 @@ class Trainer:
             device_generator=self.device_generator,
             best_model=best_model,
             fingerprint=self.fingerprint,
+            hooks=[hook.state_dict() for hook in self.epoch_hooks],
         )
 
     def _restore(self, path: Path) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
@@ -231,6 +265,14 @@ class Trainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
         self.device_generator.set_state(payload["device_generator"])
+        hook_states = payload.get("hooks", [])
+        if len(hook_states) != len(self.epoch_hooks):
+            raise TrainingError(
+                f"{path}: checkpoint holds {len(hook_states)} sampler state(s), this run has "
+                f"{len(self.epoch_hooks)}"
+            )
+        for hook, hook_state in zip(self.epoch_hooks, hook_states):
+            hook.load_state_dict(hook_state)
         best = payload["best_model"]
         if best is not None:
             best = {k: v.to(self.device) for k, v in best.items()}

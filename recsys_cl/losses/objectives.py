@@ -1,0 +1,175 @@
+"""The recommendation term of a method's loss, as a small module every method is handed.
+
+A method (:class:`~recsys_cl.models.Recommender`) scores its batch with its final embeddings
+and passes them here; which loss that is (BPR or in-batch softmax, with or without focal
+modulation and logQ correction) is the objective's business, so every method gets every
+variant without a per-method case. Objectives hold no parameters: data-derived tensors (log q,
+the training positives) are non-persistent buffers, moved by ``.to(device)`` and never written
+to a state dict.
+
+Shapes: ``user`` [B, D], ``pos`` [B, D], ``neg`` [B, D] or [B, M, D], ``users`` and
+``pos_items`` long [B], ``weights`` float [B] or None.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from recsys_cl.losses.pairwise import bpr_loss
+from recsys_cl.losses.softmax import sampled_softmax_loss
+
+
+class RecObjective(nn.Module, ABC):
+    """A recommendation loss over a batch's final embeddings; see the module docstring."""
+
+    #: whether :meth:`forward` reads ``neg`` (in-batch softmax does not; its ego L2 then skips
+    #: the sampled negatives too).
+    uses_negatives: bool = True
+
+    @abstractmethod
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+    ) -> Tensor:
+        """The scalar loss of the batch."""
+
+
+class BPRObjective(RecObjective):
+    """BPR on inner products, optionally focal-modulated (:func:`~recsys_cl.losses.bpr_loss`).
+
+    Args:
+        focal_gamma: γ ≥ 0 (0: plain BPR).
+    """
+
+    def __init__(self, focal_gamma: float = 0.0) -> None:
+        super().__init__()
+        if not focal_gamma >= 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        self.focal_gamma = focal_gamma
+
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+    ) -> Tensor:
+        pos_scores = (user * pos).sum(dim=-1)
+        if neg.dim() == 3:
+            neg_scores = (user.unsqueeze(1) * neg).sum(dim=-1)
+        else:
+            neg_scores = (user * neg).sum(dim=-1)
+        return bpr_loss(pos_scores, neg_scores, weights, focal_gamma=self.focal_gamma)
+
+
+class InBatchSoftmaxObjective(RecObjective):
+    r"""Softmax over the batch's positives with logQ correction (Yi et al., RecSys 2019).
+
+    Row b's candidates are the B positive items of the batch; its own is the target. Because
+    batches are drawn from training edges, item i enters a batch with probability
+    :math:`q_i` (its share of the sampled edges: pop_i / |E| for edge-uniform batches), so
+    popular items are over-represented as negatives; subtracting :math:`\log q_i` from column
+    i's logit removes that bias (eq. 3 of the paper). Columns holding the row's own item
+    (accidental hits) and, when ``positives`` is given, any other training positive of the
+    row's user, are masked, so a user's positive is never used as their negative.
+
+    Args:
+        tau: temperature > 0 (logits are inner products / τ).
+        item_log_q: float [I], log q_i of each item as an in-batch candidate; None: no
+            correction (plain in-batch softmax).
+        positives: the training positives as CSR rows, (indptr long [U + 1], indices long
+            [nnz]); None skips that mask (accidental hits are still masked).
+        n_items: I, needed with ``positives``.
+        focal_gamma: γ ≥ 0, focal modulation of the softmax (0: off).
+    """
+
+    uses_negatives = False
+
+    def __init__(
+        self,
+        tau: float,
+        item_log_q: Tensor | None = None,
+        positives: tuple[Tensor, Tensor] | None = None,
+        n_items: int | None = None,
+        focal_gamma: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if not focal_gamma >= 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {focal_gamma}")
+        if positives is not None and n_items is None:
+            raise ValueError("positives needs n_items")
+        if item_log_q is not None and not bool(torch.isfinite(item_log_q).all()):
+            raise ValueError("item_log_q must be finite (every item needs q > 0)")
+        self.tau = tau
+        self.focal_gamma = focal_gamma
+        self.n_items = n_items
+        self.register_buffer("item_log_q", item_log_q, persistent=False)
+        indptr, indices = (None, None) if positives is None else positives
+        self.register_buffer("positive_indptr", indptr, persistent=False)
+        self.register_buffer("positive_indices", indices, persistent=False)
+
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+    ) -> Tensor:
+        log_q = None if self.item_log_q is None else self.item_log_q[pos_items]
+        forbidden = None
+        if self.positive_indptr is not None:
+            forbidden = self._positive_pairs(users, pos_items)
+        return sampled_softmax_loss(
+            user,
+            pos,
+            None,
+            self.tau,
+            log_q=log_q,
+            weights=weights,
+            item_ids=pos_items,
+            forbidden=forbidden,
+            focal_gamma=self.focal_gamma,
+        )
+
+    def _positive_pairs(self, users: Tensor, items: Tensor) -> Tensor:
+        """bool [B, B]: whether column c's item is a training positive of row b's user.
+
+        A join instead of B² membership searches: the CSR rows of the batch's unique users
+        (about B x mean degree pairs) are matched against the batch's unique items through an
+        [I] lookup table, giving a small [users, items] table that is then read per (b, c).
+        """
+        assert self.positive_indptr is not None and self.positive_indices is not None
+        assert self.n_items is not None
+        indptr, indices = self.positive_indptr, self.positive_indices
+        uniq_users, user_of_row = torch.unique(users, return_inverse=True)
+        uniq_items, item_of_col = torch.unique(items, return_inverse=True)
+        starts = indptr[uniq_users]
+        lengths = indptr[uniq_users + 1] - starts
+        total = int(lengths.sum())
+        device = users.device
+        rows = torch.repeat_interleave(
+            torch.arange(len(uniq_users), device=device), lengths, output_size=total
+        )
+        offsets = torch.arange(total, device=device) - (torch.cumsum(lengths, 0) - lengths)[rows]
+        their_items = indices[starts[rows] + offsets]
+        local = torch.full((self.n_items,), -1, dtype=torch.int64, device=device)
+        local[uniq_items] = torch.arange(len(uniq_items), device=device)
+        col = local[their_items]
+        hit = col >= 0
+        table = torch.zeros(len(uniq_users), len(uniq_items), dtype=torch.bool, device=device)
+        table[rows[hit], col[hit]] = True
+        return table[user_of_row.unsqueeze(1), item_of_col.unsqueeze(0)]

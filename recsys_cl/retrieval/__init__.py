@@ -1,0 +1,87 @@
+"""FAISS retrieval: item indexes over learned embeddings, filtered top-K candidates, and the
+checks that they agree with exact search and with full-ranking evaluation.
+
+- :mod:`.index`: build (flat / IVF-Flat / IVF-PQ / HNSW / any factory string; ip or cosine)
+  and search; GPU when FAISS sees one.
+- :mod:`.store`: save and load with metadata, refusing corrupt or mismatched files.
+- :mod:`.candidates`: top-K unseen items per user by over-fetch and filter; most-popular items.
+- :mod:`.quality`: ANN recall@K vs exact search; Recall/NDCG of candidate lists.
+- :mod:`.output`: the candidates Parquet file, written in chunks, atomically.
+"""
+
+from recsys_cl.config.retrieval import IndexSpec
+
+from .candidates import (
+    DEFAULT_CHUNK_USERS,
+    Candidates,
+    PairSet,
+    candidates_for,
+    fetch_sizes,
+    iter_candidates,
+    most_popular,
+    top_k_candidates,
+)
+from .errors import (
+    IndexBuildError,
+    IndexFileError,
+    IndexMismatchError,
+    IndexSpecError,
+    RetrievalError,
+    UnknownUserError,
+)
+from .index import (
+    GPU_MAX_K,
+    IndexMeta,
+    ItemIndex,
+    build_index,
+    embeddings_fingerprint,
+    gpu_available,
+    normalize_rows,
+)
+from .output import candidate_schema, candidate_table, write_candidates
+from .quality import (
+    CandidateQuality,
+    CandidateScorer,
+    ann_recall,
+    candidate_quality,
+    exact_top_k,
+    recall_vs_exact,
+)
+from .store import index_paths, load_index, save_index
+
+__all__ = [
+    "DEFAULT_CHUNK_USERS",
+    "GPU_MAX_K",
+    "CandidateQuality",
+    "CandidateScorer",
+    "Candidates",
+    "IndexBuildError",
+    "IndexFileError",
+    "IndexMeta",
+    "IndexMismatchError",
+    "IndexSpec",
+    "IndexSpecError",
+    "ItemIndex",
+    "PairSet",
+    "RetrievalError",
+    "UnknownUserError",
+    "ann_recall",
+    "build_index",
+    "candidate_quality",
+    "candidate_schema",
+    "candidate_table",
+    "candidates_for",
+    "embeddings_fingerprint",
+    "exact_top_k",
+    "fetch_sizes",
+    "gpu_available",
+    "index_paths",
+    "iter_candidates",
+    "load_index",
+    "most_popular",
+    "normalize_rows",
+    "recall_vs_exact",
+    "save_index",
+    "top_k_candidates",
+    "write_candidates",
+]

@@ -1,0 +1,216 @@
+"""Reweighting strategies: loss weights (mean 1, clip respected, the papers' formulas), focal
+modulation of BPR and softmax against loop oracles, the in-batch softmax's positive mask."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recsys_cl.data.user_items import UserItems
+from recsys_cl.imbalance import (
+    class_balanced_weights,
+    inverse_propensity_weights,
+    item_loss_weights,
+    label_ratio_weights,
+    normalize_clipped,
+)
+from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, bpr_loss, sampled_softmax_loss
+from recsys_cl.training import PositiveSet
+
+
+def edge_mean(weights: np.ndarray, popularity: np.ndarray) -> float:
+    return float((weights * popularity).sum() / popularity.sum())
+
+
+# ---------------------------------------------------------------- loss weights
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pop=st.lists(st.integers(0, 5000), min_size=2, max_size=60).filter(lambda p: sum(p) > 0),
+    gamma=st.floats(0.0, 2.0),
+    w_min=st.floats(0.01, 1.0),
+    w_max=st.floats(1.0, 50.0),
+)
+def test_inverse_propensity_weights_have_edge_mean_one_inside_the_clip(
+    pop: list[int], gamma: float, w_min: float, w_max: float
+) -> None:
+    popularity = np.array(pop)
+    w = inverse_propensity_weights(popularity, gamma, w_min=w_min, w_max=w_max)
+    assert edge_mean(w, popularity) == pytest.approx(1.0, rel=1e-9)
+    assert (w >= w_min - 1e-12).all() and (w <= w_max + 1e-12).all()
+    # Less popular items never weigh less (w ∝ pop^-γ is non-increasing).
+    live = popularity > 0
+    order = np.argsort(popularity[live], kind="stable")
+    assert (np.diff(w[live][order]) <= 1e-12).all()
+
+
+def test_inverse_propensity_hand_case() -> None:
+    # Unclipped: w ∝ pop^-1 with pop (1, 4): raw (1, 1/4); edge mean of c·raw is c·2/5 = 1.
+    w = inverse_propensity_weights(np.array([1, 4]), 1.0, w_min=0.01, w_max=100.0)
+    assert w == pytest.approx([2.5, 0.625])
+    # Clipped at 2: the rare item sits on the clip, the other takes up the rest of the mean.
+    w = inverse_propensity_weights(np.array([1, 4]), 1.0, w_min=0.01, w_max=2.0)
+    assert w == pytest.approx([2.0, 0.75])
+    flat = inverse_propensity_weights(np.array([3, 9, 1]), 0.0, w_min=0.5, w_max=2)
+    assert flat == pytest.approx(1.0)
+
+
+def test_class_balanced_weights_follow_the_effective_number() -> None:
+    beta = 0.9
+    pop = np.array([1, 2, 10])
+    w = class_balanced_weights(pop, beta, w_min=0.01, w_max=100.0)
+    raw = np.array([(1 - beta) / (1 - beta**n) for n in pop])  # Cui et al., eq. 3 / 1/E_n
+    assert w / w[0] == pytest.approx(raw / raw[0])
+    assert edge_mean(w, pop) == pytest.approx(1.0)
+    # β = 0: no reweighting; β → 1: inverse frequency.
+    assert class_balanced_weights(pop, 0.0, w_min=0.1, w_max=10) == pytest.approx(1.0)
+    near_one = class_balanced_weights(pop, 1 - 1e-9, w_min=1e-6, w_max=1e6)
+    assert near_one / near_one[0] == pytest.approx(1.0 / pop, rel=1e-6)
+
+
+def test_combined_weights_multiply_then_normalize_once() -> None:
+    pop = np.array([1, 5, 20, 100])
+    both = item_loss_weights(
+        pop, propensity_gamma=0.5, class_balanced_beta=0.99, w_min=1e-3, w_max=1e3
+    )
+    raw = pop**-0.5 * (0.01 / (1 - 0.99**pop))
+    assert both / both[0] == pytest.approx(raw / raw[0])
+    assert edge_mean(both, pop) == pytest.approx(1.0)
+
+
+def test_impossible_clip_is_refused() -> None:
+    with pytest.raises(ValueError, match="w_min <= 1 <= w_max"):
+        normalize_clipped(np.ones(3), np.ones(3), 1.5, 3.0)
+
+
+def test_label_ratio_weights_balance_the_classes() -> None:
+    labels = np.array([True] * 9 + [False] * 1)
+    cw = label_ratio_weights(labels)
+    assert (cw.positive, cw.negative) == pytest.approx((10 / 18, 10 / 2))
+    assert cw.positive * 9 == pytest.approx(cw.negative * 1)  # each class: half the weight
+    assert (9 * cw.positive + 1 * cw.negative) / 10 == pytest.approx(1.0)
+    assert label_ratio_weights(np.ones(4, dtype=bool)).positive == 1.0
+
+
+# ---------------------------------------------------------------- focal modulation
+
+
+def test_focal_bpr_matches_loop_oracle() -> None:
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(9, generator=g, dtype=torch.float64) * 3
+    neg = torch.randn(9, 4, generator=g, dtype=torch.float64) * 3
+    w = torch.rand(9, generator=g, dtype=torch.float64) * 2
+    gamma = 2.0
+    per_sample = []
+    for b in range(9):
+        terms = []
+        for m in range(4):
+            p = 1.0 / (1.0 + math.exp(-(float(pos[b]) - float(neg[b, m]))))
+            terms.append(-((1.0 - p) ** gamma) * math.log(p))
+        per_sample.append(sum(terms) / 4)
+    expected = sum(float(wi) * li for wi, li in zip(w, per_sample)) / 9
+    assert float(bpr_loss(pos, neg, w, focal_gamma=gamma)) == pytest.approx(expected, rel=1e-10)
+    assert float(bpr_loss(pos, neg, w, focal_gamma=0.0)) == float(bpr_loss(pos, neg, w))
+
+
+def test_focal_bpr_fades_easy_pairs_and_stays_finite() -> None:
+    pos = torch.tensor([50.0, 0.0, -50.0], requires_grad=True)
+    neg = torch.zeros(3)
+    loss = bpr_loss(pos, neg, focal_gamma=2.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pos.grad).all()
+    scores = pos.detach()
+    per = [float(bpr_loss(scores[i : i + 1], neg[i : i + 1], focal_gamma=2.0)) for i in range(3)]
+    assert per[0] < 1e-40
+    assert per[1] == pytest.approx(0.25 * math.log(2))  # p = 1/2: (1/2)^2 · log 2
+    assert per[2] == pytest.approx(50.0)
+
+
+def test_focal_softmax_matches_loop_oracle() -> None:
+    g = torch.Generator().manual_seed(1)
+    user = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    pos = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    gamma, tau = 1.5, 0.5
+    got = sampled_softmax_loss(user, pos, None, tau, focal_gamma=gamma)
+    logits = (user @ pos.T / tau).tolist()
+    expected = 0.0
+    for b in range(6):
+        z = [math.exp(x) for x in logits[b]]
+        p = z[b] / sum(z)
+        expected += -((1 - p) ** gamma) * math.log(p) / 6
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+def test_focal_softmax_row_without_negatives_is_zero_not_nan() -> None:
+    user = torch.randn(2, 3, requires_grad=True)
+    pos = torch.randn(2, 3)
+    forbidden = torch.ones(2, 2, dtype=torch.bool)  # every other column masked
+    loss = sampled_softmax_loss(user, pos, None, 1.0, forbidden=forbidden, focal_gamma=2.0)
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.isfinite(user.grad).all()
+
+
+# ---------------------------------------------------------------- objectives
+
+
+def test_in_batch_softmax_never_uses_a_positive_of_the_user_as_negative() -> None:
+    # User 0 likes items 0 and 1; in a batch holding both, column 1 is no negative for row 0.
+    train = UserItems.from_pairs(np.array([0, 0, 1]), np.array([0, 1, 2]), 2, 3)
+    csr = (torch.from_numpy(train.indptr), torch.from_numpy(train.indices))
+    objective = InBatchSoftmaxObjective(1.0, positives=csr, n_items=3)
+    users, items = torch.tensor([0, 0, 1]), torch.tensor([0, 1, 2])
+    g = torch.Generator().manual_seed(0)
+    u, p = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    got = objective(u, p, p.new_zeros(()), users, items, None)
+    logits = u @ p.T
+    # row 0 (user 0, item 0): candidates {0, 2}; row 1 (user 0, item 1): {1, 2}; row 2: all.
+    expected = torch.stack(
+        [
+            -torch.log_softmax(logits[0, [0, 2]], 0)[0],
+            -torch.log_softmax(logits[1, [1, 2]], 0)[0],
+            -torch.log_softmax(logits[2], 0)[2],
+        ]
+    ).mean()
+    assert float(got) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_logq_correction_is_subtracted_per_column() -> None:
+    log_q = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    objective = InBatchSoftmaxObjective(0.5, item_log_q=log_q)
+    g = torch.Generator().manual_seed(2)
+    u, p = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    items = torch.tensor([2, 0, 1])
+    got = objective(u, p, p.new_zeros(()), torch.arange(3), items, None)
+    expected = sampled_softmax_loss(u, p, None, 0.5, log_q=log_q[items], item_ids=items)
+    assert float(got) == pytest.approx(float(expected))
+
+
+def test_bpr_objective_is_plain_bpr_by_default() -> None:
+    g = torch.Generator().manual_seed(3)
+    u, p, n = (torch.randn(5, 4, generator=g) for _ in range(3))
+    got = BPRObjective()(u, p, n, torch.arange(5), torch.arange(5), None)
+    assert float(got) == pytest.approx(float(bpr_loss((u * p).sum(1), (u * n).sum(1))))
+
+
+def test_in_batch_positive_mask_matches_a_membership_oracle() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 50, 80
+    mask = rng.random((n_users, n_items)) < 0.15
+    users_np, items_np = mask.nonzero()
+    train = UserItems.from_pairs(users_np, items_np, n_users, n_items)
+    objective = InBatchSoftmaxObjective(
+        1.0, positives=(torch.from_numpy(train.indptr), torch.from_numpy(train.indices)),
+        n_items=n_items,
+    )
+    pick = torch.from_numpy(rng.choice(train.nnz, size=64, replace=False))
+    users = torch.from_numpy(train.rows())[pick]
+    items = torch.from_numpy(train.indices)[pick]
+    got = objective._positive_pairs(users, items)
+    expected = PositiveSet(train).contains(users.unsqueeze(1).expand(64, 64), items.expand(64, 64))
+    assert torch.equal(got, expected) and bool(got.diagonal().all())
