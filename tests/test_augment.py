@@ -11,18 +11,7 @@ from recsys_cl.graph import BipartiteGraph, build_graph, csr_edges, normalized_a
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Run this module's tiny tensors on one intra-op thread, restoring the count after.
-
-    On a shared 2-core machine the hand-offs between OpenMP and MKL worker threads cost
-    milliseconds per sparse product (measured: 30 SGL steps took 0.1 s on one thread and
-    2-6 s on two), which tiny tensors never win back.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

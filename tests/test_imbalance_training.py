@@ -5,7 +5,6 @@ the long-tail metrics in metrics.json and `recsys-cl evaluate`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 FRAGMENTS = sorted((REPO / "configs" / "imbalance").glob("*.yaml"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny graphs run faster on one thread, and identical arithmetic keeps resumes exact.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _split(seed: int, n_users: int = 200, n_items: int = 300) -> tuple[UserItems, UserItems]:

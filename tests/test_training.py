@@ -3,7 +3,6 @@ contrastive loss falls, a non-finite loss stops training with its epoch and batc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,13 +21,7 @@ USERS_PER, ITEMS_PER, TRAIN_PER, TEST_PER = 40, 30, 12, 4
 METHODS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny graphs run slower on two contended threads than on one (measured on CI boxes).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def planted_split(seed: int = 0) -> tuple[UserItems, UserItems]:

@@ -38,56 +38,54 @@ from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN
 SGLAugmentation = Literal["edge", "node", "random_walk"]
 
 
-class LightGCNRec(Recommender):
+class _NonContrastive(Recommender):
+    """A method without a contrastive term: the objective on the clean pass plus ego L2."""
+
+    encoder_type: type[Encoder] = Encoder
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        reg: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
+        if not isinstance(encoder, self.encoder_type):
+            raise TypeError(
+                f"{type(self).__name__} needs a {self.encoder_type.__name__} encoder, "
+                f"got {type(encoder).__name__}"
+            )
+        super().__init__(encoder, reg, objective, negative_selector)
+
+    def loss(
+        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+    ) -> LossBreakdown:
+        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
+        return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
+
+
+class LightGCNRec(_NonContrastive):
     """LightGCN trained with BPR + ego L2 (He et al., SIGIR 2020, eq. 15).
 
     Args:
         encoder: a :class:`LightGCN`.
         reg: ego L2 weight (1e-4 in the paper).
+        objective, negative_selector: see :class:`Recommender`.
     """
 
-    def __init__(
-        self,
-        encoder: LightGCN,
-        reg: float,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> None:
-        if not isinstance(encoder, LightGCN):
-            raise TypeError(f"LightGCNRec needs a LightGCN encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg, objective, negative_selector)
-
-    def loss(
-        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
-    ) -> LossBreakdown:
-        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
-        return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
+    encoder_type = LightGCN
 
 
-class MFRec(Recommender):
+class MFRec(_NonContrastive):
     """Matrix factorization trained with BPR + ego L2 (Rendle et al., UAI 2009).
 
     Args:
         encoder: an :class:`MF`.
         reg: ego L2 weight.
+        objective, negative_selector: see :class:`Recommender`.
     """
 
-    def __init__(
-        self,
-        encoder: MF,
-        reg: float,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> None:
-        if not isinstance(encoder, MF):
-            raise TypeError(f"MFRec needs an MF encoder, got {type(encoder).__name__}")
-        super().__init__(encoder, reg, objective, negative_selector)
-
-    def loss(
-        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
-    ) -> LossBreakdown:
-        rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
-        return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
+    encoder_type = MF
 
 
 def _check_contrastive(cl_weight: float, tau: float) -> None:
