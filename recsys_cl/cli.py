@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from recsys_cl.errors import RecsysError
+from recsys_cl.optional import require_faiss
 
 EXIT_USER_ERROR = 2
 
@@ -268,6 +269,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return jobs.train(args)
     if args.command == "evaluate":
         return jobs.evaluate(args)
+    if args.command in ("index", "recommend"):
+        require_faiss(f"recsys-cl {args.command}")
     if args.command == "index":
         from recsys_cl.jobs import retrieval
 

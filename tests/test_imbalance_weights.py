@@ -214,3 +214,29 @@ def test_in_batch_positive_mask_matches_a_membership_oracle() -> None:
     got = objective._positive_pairs(users, items)
     expected = PositiveSet(train).contains(users.unsqueeze(1).expand(64, 64), items.expand(64, 64))
     assert torch.equal(got, expected) and bool(got.diagonal().all())
+
+
+def test_weights_average_one_over_the_rows_an_oversampled_epoch_holds() -> None:
+    # IPS weights with tail oversampling: the epoch over-draws exactly the heavily weighted
+    # tail items, so the weights must be normalized over the resampled rows, not the edges.
+    import torch
+
+    from recsys_cl.config.imbalance import ImbalanceConfig
+    from recsys_cl.data.user_items import UserItems
+    from recsys_cl.jobs.build import build_imbalance
+    from tests.conftest import make_long_tail_log
+
+    log = make_long_tail_log(n_users=300, n_items=150, seed=7, mean_activity=20)
+    train = UserItems.from_pairs(log["user"].to_numpy(), log["item"].to_numpy(), 300, 150)
+    cfg = ImbalanceConfig.model_validate(
+        {"weights": {"propensity_gamma": 0.5, "w_min": 0.1, "w_max": 10.0},
+         "positives": {"tail_beta": 0.5}}
+    )
+    parts = build_imbalance(cfg, train)
+    assert parts.edge_sampler is not None and parts.item_weights is not None
+    gen = torch.Generator().manual_seed(0)
+    means = [
+        float(parts.item_weights[parts.edge_sampler.sample_edges(gen).pos_items].mean())
+        for _ in range(20)
+    ]
+    assert abs(np.mean(means) - 1.0) < 0.03, means

@@ -4,13 +4,18 @@ Parquet output complete and atomic."""
 
 from __future__ import annotations
 
+import pytest
+
+# The retrieval stack needs FAISS, an extra (cpu or gpu); without it these tests skip and
+# test_optional.py checks the one-line error instead.
+faiss = pytest.importorskip("faiss", reason="needs FAISS: the cpu or gpu extra")
+
 from pathlib import Path
 
 import hypothesis.strategies as st
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 

@@ -3,6 +3,12 @@ candidates file, metrics equal to `recsys-cl evaluate`, unknown users, and one-l
 
 from __future__ import annotations
 
+import pytest
+
+# The retrieval stack needs FAISS, an extra (cpu or gpu); without it these tests skip and
+# test_optional.py checks the one-line error instead.
+faiss = pytest.importorskip("faiss", reason="needs FAISS: the cpu or gpu extra")
+
 import json
 import re
 import shutil
@@ -10,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 
 from recsys_cl.cli import main
 from recsys_cl.data import load_split
@@ -167,3 +172,29 @@ def test_recommend_refuses_an_index_of_other_embeddings(
     assert "contents do not match" in _user_error(
         capsys, ["recommend", str(run_dir), "--index", str(tmp_path / "orig.faiss")]
     )
+
+
+def test_recommend_on_a_labelled_run_scores_what_evaluate_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A labelled run (imbalance.weights.label_threshold) is scored on its positive test rows
+    # only; the candidates' metrics must match `recsys-cl evaluate` there too.
+    log = tmp_path / "log.csv"
+    make_long_tail_log(n_users=120, n_items=200, seed=9, mean_activity=15).write_csv(log)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"output_dir: {tmp_path / 'run'}\n"
+        f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
+        "model:\n  method: lightgcn\n  dim: 16\n"
+        "train:\n  epochs: 2\n  batch_size: 256\n  progress: false\n"
+        "imbalance:\n  weights:\n    label_threshold: 4\n"
+    )
+    assert main(["train", "-c", str(cfg)]) == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["recommend", str(run), "--no-progress", "--compare-exact"]) == 0
+    got = re.search(r"recall@20 ([0-9.]+)  ndcg@20 ([0-9.]+)", capsys.readouterr().out)
+    assert main(["evaluate", str(run), "--ks", "20"]) == 0
+    table = capsys.readouterr().out
+    recall_row = next(line for line in table.splitlines() if line.startswith("recall"))
+    assert recall_row.split()[1] == got.group(1)

@@ -3,12 +3,16 @@ spec validation, training-size checks, and save/load with every mismatch and cor
 
 from __future__ import annotations
 
+import pytest
+
+# The retrieval stack needs FAISS, an extra (cpu or gpu); without it these tests skip and
+# test_optional.py checks the one-line error instead.
+faiss = pytest.importorskip("faiss", reason="needs FAISS: the cpu or gpu extra")
+
 import json
 from pathlib import Path
 
-import faiss
 import numpy as np
-import pytest
 import torch
 
 from recsys_cl.config import IndexSpec, load_config, validate

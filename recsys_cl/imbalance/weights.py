@@ -143,10 +143,16 @@ def item_loss_weights(
     class_balanced_beta: float | None = None,
     w_min: float,
     w_max: float,
+    rows_per_item: np.ndarray | None = None,
 ) -> np.ndarray:
     """Inverse propensity and class-balanced weights combined: the product of both raw
-    weights, clipped and normalized once to mean 1 over the training edges. Either alone is
+    weights, clipped and normalized once to mean 1 over an epoch's rows. Either alone is
     :func:`inverse_propensity_weights` / :func:`class_balanced_weights`. Returns float64 [I].
+
+    ``rows_per_item`` is how many rows of an epoch hold each item (default: the popularity,
+    i.e. every training edge once). A resampling edge sampler changes it, and the weights
+    must average 1 over the rows actually trained on, or the recommendation term grows against
+    the regularizer and contrastive terms and the tail is corrected twice.
     """
     if not propensity_gamma >= 0:
         raise ValueError(f"propensity_gamma must be >= 0, got {propensity_gamma}")
@@ -156,7 +162,8 @@ def item_loss_weights(
         if not 0.0 <= class_balanced_beta < 1.0:
             raise ValueError(f"class_balanced_beta must be in [0, 1), got {class_balanced_beta}")
         raw = raw * _class_balanced_raw(popularity, class_balanced_beta)
-    return normalize_clipped(raw, popularity, w_min, w_max)
+    counts = popularity if rows_per_item is None else rows_per_item
+    return normalize_clipped(raw, counts, w_min, w_max)
 
 
 @dataclass(frozen=True)

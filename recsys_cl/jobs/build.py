@@ -24,6 +24,7 @@ from recsys_cl.config import (
 )
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import DataError
+from recsys_cl.optional import require_faiss
 from recsys_cl.imbalance import (
     ANNNegativeSampler,
     DNSSelector,
@@ -143,19 +144,6 @@ def build_imbalance(
     popularity = item_popularity(train)
     w = cfg.weights
 
-    item_weights = None
-    if w.item_weighted:
-        weights = item_loss_weights(
-            popularity,
-            propensity_gamma=w.propensity_gamma,
-            class_balanced_beta=w.class_balanced_beta,
-            w_min=w.w_min,
-            w_max=w.w_max,
-        )
-        item_weights = torch.from_numpy(weights).float()
-        live = weights[popularity > 0]
-        summary["item_weights"] = {"min": float(live.min()), "max": float(live.max())}
-
     pos = cfg.positives
     edge_sampler: EdgeSampler | None = None
     if pos.batches == "user" or pos.tail_beta > 0 or pos.item_cap is not None:
@@ -166,6 +154,23 @@ def build_imbalance(
             user_balanced=pos.batches == "user",
             popularity=popularity,
         )
+    item_weights = None
+    if w.item_weighted:
+        weights = item_loss_weights(
+            popularity,
+            propensity_gamma=w.propensity_gamma,
+            class_balanced_beta=w.class_balanced_beta,
+            w_min=w.w_min,
+            w_max=w.w_max,
+            # Mean 1 over the rows an epoch actually holds (resampling shifts them).
+            rows_per_item=None
+            if edge_sampler is None
+            else edge_sampler.item_marginal().numpy() * train.nnz,
+        )
+        item_weights = torch.from_numpy(weights).float()
+        live = weights[popularity > 0]
+        summary["item_weights"] = {"min": float(live.min()), "max": float(live.max())}
+
     if w.label_threshold is not None:
         if explicit_negatives is None:
             raise ValueError("weights.label_threshold needs explicit_negatives")
@@ -194,6 +199,8 @@ def build_imbalance(
     hooks: tuple[EpochHook, ...] = ()
     sampler: NegativeSampler
     if isinstance(neg.hard, ANNConfig):
+        # Fail at start-up, not at epoch 1 after the data is prepared.
+        require_faiss("imbalance.negatives.hard: ann")
         ann = ANNNegativeSampler(
             train, neg.hard.rank_min, neg.hard.rank_max, neg.hard.rebuild_every
         )

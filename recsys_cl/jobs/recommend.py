@@ -20,8 +20,9 @@ import pyarrow as pa
 import torch
 from tqdm.auto import tqdm
 
+from recsys_cl.config import RunConfig, read_yaml, validate
 from recsys_cl.config.retrieval import IndexSpec
-from recsys_cl.data import IdMap, Split
+from recsys_cl.data import IdMap
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.retrieval import (
@@ -42,7 +43,7 @@ from recsys_cl.retrieval import (
 )
 
 from .retrieval import DEFAULT_K, RunEmbeddings, load_run
-from .train import test_exclusions
+from .parts import RunParts, run_parts
 
 ColdStart = Literal["error", "popular"]
 Exclude = Literal["seen", "train", "none"]
@@ -92,7 +93,11 @@ def parse_user_ids(values: Sequence[str], users: IdMap) -> tuple[list[Any], np.n
             raise UnknownUserError(
                 f"user id {text!r} is not an integer, as this run's user ids are"
             ) from None
-    return typed, users.to_index(np.asarray(typed, dtype=np.int64), missing="null")
+    try:
+        ids = np.asarray(typed, dtype=np.int64)
+    except OverflowError:
+        raise UnknownUserError("a user id is outside the 64-bit integer range of this run's ids") from None
+    return typed, users.to_index(ids, missing="null")
 
 
 def read_users_file(path: str | Path) -> list[str]:
@@ -107,17 +112,29 @@ def read_users_file(path: str | Path) -> list[str]:
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataError(f"{p}: needs a readable user_id column ({str(exc).splitlines()[0]})") from None
         return [str(v) for v in frame["user_id"].to_list() if v is not None]
-    lines = (line.strip() for line in p.read_text().splitlines())
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{p}: not a UTF-8 text file of user ids (or a .parquet file with a user_id column)"
+        ) from None
+    lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def _exclusions(split: Split, exclude: Exclude) -> PairSet | None:
+def _exclusions(parts: RunParts, n_users: int, n_items: int, exclude: Exclude) -> PairSet | None:
     if exclude == "none":
         return None
-    tables = [split.user_items("train")]
-    if exclude == "seen" and split.val is not None:
-        tables.append(split.user_items("val"))
-    return PairSet.from_tables(tables, split.n_users, split.n_items)
+    tables = parts.test_exclude if exclude == "seen" else [parts.train_seen]
+    return PairSet.from_tables(tables, n_users, n_items)
+
+
+def _run_parts(run: RunEmbeddings) -> RunParts:
+    """What the run trained and is scored on, as `recsys-cl evaluate` reads it: a labelled run
+    (imbalance.weights.label_threshold) scores only its positive test rows."""
+    cfg_path = run.run_dir / "config.yaml"
+    cfg = validate(read_yaml(cfg_path), RunConfig, str(cfg_path))
+    return run_parts(run.split, cfg.imbalance.weights.label_threshold, str(run.run_dir / "data"))
 
 
 def _open_index(
@@ -166,7 +183,8 @@ def run_recommend(
     index = _open_index(run, index_path, device)
     index.set_search_params(nprobe=nprobe, ef_search=ef_search)
     k_eff = min(k, index.n_items)
-    seen = _exclusions(split, exclude)
+    parts = _run_parts(run)
+    seen = _exclusions(parts, split.n_users, split.n_items, exclude)
 
     if users is None:
         raw_ids: np.ndarray = split.users.to_raw(np.arange(split.n_users))
@@ -186,9 +204,9 @@ def run_recommend(
 
     all_users = users is None
     scorer = None
-    if all_users and exclude == "seen" and split.user_items("test").nnz:
-        scorer = CandidateScorer(split.user_items("test"), ks=(k_eff,))
-    pop_items, pop_scores = most_popular(split.user_items("train"), k_eff)
+    if all_users and exclude == "seen" and parts.test_truth.nnz:
+        scorer = CandidateScorer(parts.test_truth, ks=(k_eff,))
+    pop_items, pop_scores = most_popular(parts.train, k_eff)
     schema = candidate_schema(split.users, split.items)
     out_path = Path(out) if out is not None else run.run_dir / "candidates.parquet"
     counts = {"short": 0, "cold": int((user_idx < 0).sum())}
@@ -213,7 +231,7 @@ def run_recommend(
     n_rows = write_candidates(out_path, tables(), schema)
     seconds = time.perf_counter() - start
 
-    exact = _exact_metrics(run, index.metric, k_eff) if compare_exact else None
+    exact = _exact_metrics(run, parts, index.metric, k_eff) if compare_exact else None
     return RecommendReport(
         out=out_path,
         index=index.describe() if index_path is not None else "exact (flat, in memory)",
@@ -229,15 +247,15 @@ def run_recommend(
     )
 
 
-def _exact_metrics(run: RunEmbeddings, metric: str, k: int) -> dict[str, float]:
+def _exact_metrics(run: RunEmbeddings, parts: RunParts, metric: str, k: int) -> dict[str, float]:
     user, item = run.user_emb, run.item_emb
     if metric == "cosine":
         user, item = normalize_rows(user), normalize_rows(item)
     result = full_ranking(
         torch.from_numpy(user),
         torch.from_numpy(item),
-        run.split.user_items("test"),
-        test_exclusions(run.split),
+        parts.test_truth,
+        parts.test_exclude,
         ks=(k,),
         metrics=("recall", "ndcg"),
     )

@@ -18,7 +18,7 @@ import numpy as np
 from recsys_cl.config import apply_overrides, read_yaml, validate
 from recsys_cl.config.retrieval import IndexSpec
 from recsys_cl.data import Split, load_split
-from recsys_cl.errors import DataError
+from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.retrieval import ItemIndex, ann_recall, build_index, save_index
 
 from .train import _load_embeddings
@@ -139,6 +139,11 @@ def _mib(n_bytes: float) -> str:
 
 
 def index(args: argparse.Namespace) -> int:
+    # Checked before anything is built or written.
+    if args.k < 1:
+        raise RecsysError(f"-k {args.k}: the recall check needs k >= 1")
+    if args.check_queries < 1:
+        raise RecsysError(f"--check-queries {args.check_queries}: needs at least 1 user")
     spec = spec_from_args(args)
     report = run_index(
         args.run_dir,

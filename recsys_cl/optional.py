@@ -1,0 +1,22 @@
+"""Optional dependencies: a clear one-line error instead of an ImportError traceback."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from recsys_cl.errors import RecsysError
+
+
+class MissingDependencyError(RecsysError):
+    """An optional package a requested feature needs is not installed."""
+
+
+def require_faiss(feature: str) -> None:
+    """Raise :class:`MissingDependencyError` unless FAISS can be imported.
+
+    FAISS comes from one of two mutually exclusive extras, so the message names both.
+    """
+    if importlib.util.find_spec("faiss") is None:
+        raise MissingDependencyError(
+            f"{feature} needs FAISS: pip install 'recsys-cl[cpu]' (or 'recsys-cl[gpu]' with a GPU)"
+        )
