@@ -86,6 +86,16 @@ def _train(name: str, config: str, block: str, overrides: list[str], out: Path, 
     return summary
 
 
+def _finished(out: Path, name: str) -> dict | None:
+    """The summary of a finished run of ``name`` under ``out``, or None."""
+    path = out / Path(name).stem / "metrics.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    summary["run_dir"] = str(path.parent)
+    return summary
+
+
 def _rel(value: float, base: float) -> str:
     if not np.isfinite(value) or not np.isfinite(base) or base == 0:
         return "–"
@@ -146,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data-dir", default=None, help="passed to recsys-cl train (else $RECSYS_CL_DATA)"
     )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="take a strategy's finished run from OUT/<name>/metrics.json instead of training "
+        "it again (a sweep cut short continues where it stopped)",
+    )
     args = p.parse_args(argv)
 
     names = args.strategy or list(DEFAULT_STRATEGIES)
@@ -165,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                 [*args.set, *extra.get(name, [])], out, threads, args.data_dir,
             )
             for name in names
+            if not (args.reuse and _finished(out, name))
         }
-        results = {name: f.result() for name, f in futures.items()}
+        results = {
+            name: futures[name].result() if name in futures else _finished(out, name)
+            for name in names
+        }
 
     (out / "results.json").write_text(json.dumps(results, indent=1))
     first = next(iter(results.values()))
