@@ -38,6 +38,15 @@ from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN
 SGLAugmentation = Literal["edge", "node", "random_walk"]
 
 
+def _require_encoder(method: object, encoder: Encoder, kind: type[Encoder]) -> None:
+    # Methods that mix or contrast per-layer outputs need a propagating encoder.
+    if not isinstance(encoder, kind):
+        raise TypeError(
+            f"{type(method).__name__} needs a {kind.__name__} encoder, "
+            f"got {type(encoder).__name__}"
+        )
+
+
 class _NonContrastive(Recommender):
     """A method without a contrastive term: the objective on the clean pass plus ego L2."""
 
@@ -50,11 +59,7 @@ class _NonContrastive(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        if not isinstance(encoder, self.encoder_type):
-            raise TypeError(
-                f"{type(self).__name__} needs a {self.encoder_type.__name__} encoder, "
-                f"got {type(encoder).__name__}"
-            )
+        _require_encoder(self, encoder, self.encoder_type)
         super().__init__(encoder, reg, objective, negative_selector)
 
     def loss(
@@ -133,8 +138,7 @@ class SGL(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        if not isinstance(encoder, LightGCN):
-            raise TypeError(f"SGL needs a LightGCN encoder, got {type(encoder).__name__}")
+        _require_encoder(self, encoder, LightGCN)
         super().__init__(encoder, reg, objective, negative_selector)
         _check_contrastive(cl_weight, tau)
         if not 0.0 <= drop_ratio < 1.0:
@@ -242,8 +246,7 @@ class XSimGCL(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        if not isinstance(encoder, LightGCN):
-            raise TypeError(f"XSimGCL needs a LightGCN encoder, got {type(encoder).__name__}")
+        _require_encoder(self, encoder, LightGCN)
         super().__init__(encoder, reg, objective, negative_selector)
         _check_contrastive(cl_weight, tau)
         if not eps > 0:
