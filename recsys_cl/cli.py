@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from recsys_cl.errors import RecsysError
@@ -21,11 +23,17 @@ _EPILOG = """\
 examples:
   recsys-cl data stats ml-100k
   recsys-cl data prepare --config configs/ml-100k/xsimgcl.yaml --out data/ml-100k
+  recsys-cl main                                   # ml-100k end to end, tracked in MLflow
   recsys-cl train --config configs/ml-100k/xsimgcl.yaml --set train.epochs=20
   recsys-cl train --config configs/gowalla/xsimgcl.yaml --resume
   recsys-cl evaluate runs/ml-100k/xsimgcl
   recsys-cl index runs/ml-100k/xsimgcl --spec hnsw
   recsys-cl recommend runs/ml-100k/xsimgcl --index runs/ml-100k/xsimgcl/index/hnsw.faiss -k 20
+  recsys-cl compare --sweep configs/sweeps/ml-100k-imbalance.yaml
+  recsys-cl compare --experiment ml-100k
+
+Every command but `data` is recorded in MLflow (default store sqlite:///mlruns.db; see
+`mlflow ui --backend-store-uri sqlite:///mlruns.db`); --no-track records nothing.
 
 Benchmark datasets are read from --data-dir or $RECSYS_CL_DATA (a folder holding <name>/<files>)
 when given, else downloaded once into $RECSYS_CL_CACHE (default ~/.cache/recsys_cl) and
@@ -55,6 +63,23 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
         help="folder holding <dataset>/<files> to use instead of downloading "
         "(default: $RECSYS_CL_DATA)",
     )
+
+
+def _add_tracking(p: argparse.ArgumentParser, experiment: bool = True) -> None:
+    group = p.add_argument_group(
+        "tracking", "runs are recorded in MLflow: by default a SQLite store, sqlite:///mlruns.db "
+        "in the working directory (open it with `mlflow ui --backend-store-uri "
+        "sqlite:///mlruns.db`)",
+    )
+    group.add_argument(
+        "--tracking-uri", metavar="URI",
+        help="MLflow tracking store (default: $MLFLOW_TRACKING_URI, else the config's "
+        "tracking.uri, else sqlite:///mlruns.db); an http:// server works the same way",
+    )
+    if experiment:
+        group.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the config's)")
+    group.add_argument("--run-name", metavar="NAME", help="MLflow run name (default: job:method:folder)")
+    group.add_argument("--no-track", action="store_true", help="record nothing in MLflow")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +133,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue from output_dir's last completed epoch (same config and seed give the "
-        "same result as an uninterrupted run)",
+        "same result as an uninterrupted run) and the same MLflow run",
     )
+    _add_tracking(train)
+
+    main_job = sub.add_parser(
+        "main",
+        help="the whole job: prepare, train, evaluate, index, candidates, one MLflow run",
+        description="Prepare the data, train, select the epoch, evaluate on test (and the "
+        "most-popular baseline), build the FAISS index, write every user's top-K candidates and "
+        "log a servable candidate model (mlflow models serve), all recorded in one MLflow run. "
+        "Prints the metrics, the run id and how to open the MLflow UI.",
+    )
+    main_job.add_argument(
+        "--config", "-c", metavar="FILE", help="YAML run config (default: configs/ml-100k/xsimgcl.yaml)"
+    )
+    main_job.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config value by its dotted path (repeatable)",
+    )
+    _add_data_dir(main_job)
+    main_job.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    main_job.add_argument(
+        "--register", metavar="NAME", help="also register the candidate model under NAME in the "
+        "MLflow model registry",
+    )
+    _add_tracking(main_job)
+
+    cmp = sub.add_parser(
+        "compare",
+        help="train imbalance strategies side by side, or print a past comparison",
+        description="With --sweep FILE (configs/sweeps/*.yaml): train every strategy on the same "
+        "split and seed as child runs of one MLflow parent run, then write the comparison table "
+        "(CSV, Markdown) and a bar chart of overall vs tail Recall@20 to the parent and print "
+        "the table. With only --experiment NAME: print the latest comparison in that experiment "
+        "again, from the tracking store.",
+    )
+    cmp.add_argument("--sweep", metavar="FILE", help="sweep YAML: a base config and strategies")
+    cmp.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a base-config value for every strategy, e.g. --set train.epochs=50",
+    )
+    cmp.add_argument("--out", metavar="DIR", help="strategies train in DIR/<name> (default: the sweep's output_dir)")
+    cmp.add_argument("-k", type=int, default=20, help="cut-off of the printed table (default 20)")
+    _add_data_dir(cmp)
+    _add_tracking(cmp)
 
     ev = sub.add_parser(
         "evaluate",
@@ -125,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["most-popular"],
         help="score a baseline on the run's split instead of its embeddings",
     )
+    _add_tracking(ev)
     _add_retrieval_commands(sub)
     return parser
 
@@ -202,6 +271,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         help="users sampled for the recall check (default 2000)",
     )
     _add_device(idx)
+    _add_tracking(idx)
 
     rec = sub.add_parser(
         "recommend",
@@ -255,6 +325,7 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     )
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_device(rec)
+    _add_tracking(rec)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -265,26 +336,37 @@ def _dispatch(args: argparse.Namespace) -> int:
         return jobs.data_stats(args)
     if args.command == "data" and args.data_command == "prepare":
         return jobs.data_prepare(args)
+    from recsys_cl.jobs import tracked
+
     if args.command == "train":
-        return jobs.train(args)
+        return tracked.train_job(args)
     if args.command == "evaluate":
-        return jobs.evaluate(args)
+        return tracked.evaluate_job(args)
+    if args.command == "main":
+        return tracked.main_job(args)
+    if args.command == "compare":
+        from recsys_cl.jobs.compare import compare
+
+        return compare(args)
     if args.command in ("index", "recommend"):
         require_faiss(f"recsys-cl {args.command}")
     if args.command == "index":
-        from recsys_cl.jobs import retrieval
-
-        return retrieval.index(args)
+        return tracked.index_job(args)
     if args.command == "recommend":
-        from recsys_cl.jobs import recommend
-
-        return recommend.recommend(args)
+        return tracked.recommend_job(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     args = build_parser().parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
         return _dispatch(args)
     except RecsysError as exc:
@@ -298,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("recsys-cl: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # No usage telemetry from MLflow in tests (the library's own runs set it in the CLI).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every tracked command in the tests records into one temporary SQLite store (never
+    ``./mlruns.db`` in the checkout); tests that inspect runs read it back from here."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlruns.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
 LogFactory = Callable[..., pl.DataFrame]
 
 

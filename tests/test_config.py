@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from recsys_cl.config import RunConfig, apply_overrides, load_config, parse_override
+from recsys_cl.config import RunConfig, apply_overrides, load_config, load_sweep, parse_override
 from recsys_cl.errors import ConfigError
 
 # configs/index/ holds FAISS index specs, not run configs (loaded in test_retrieval_index.py);
-# configs/imbalance/ holds imbalance: blocks (loaded in test_imbalance_training.py).
+# configs/imbalance/ holds imbalance: blocks (loaded in test_imbalance_training.py);
+# configs/sweeps/ holds strategy sweeps (below).
+CONFIG_DIR = Path(__file__).resolve().parents[1].joinpath("configs")
 CONFIGS = sorted(
-    p
-    for p in Path(__file__).resolve().parents[1].joinpath("configs").glob("*/*.yaml")
-    if p.parent.name not in ("index", "imbalance")
+    p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("index", "imbalance", "sweeps")
 )
+SWEEPS = sorted(CONFIG_DIR.glob("sweeps/*.yaml"))
 BASE = ["data.dataset=ml-100k"]
 
 
@@ -24,6 +25,33 @@ def test_shipped_configs_load(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, RunConfig)
     assert cfg.model.method == path.stem
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_shipped_sweeps_load(path: Path) -> None:
+    runs = load_sweep(path)
+    names = [name for name, _ in runs]
+    assert len(names) >= 3 and "none" in names
+    cfgs = [cfg for _, cfg in runs]
+    # Same data and seed for every strategy; only the imbalance block and folder differ.
+    assert len({(c.data, c.seed, c.model) for c in cfgs}) == 1
+    assert len({c.imbalance for c in cfgs}) == len(cfgs)
+    assert [c.output_dir.name for c in cfgs] == names
+
+
+def test_sweep_errors_name_the_file_and_strategy(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("data: {dataset: ml-100k}\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: base.yaml\nstrategies:\n  typo: {weights: {propensity_gama: 0.5}}\n")
+    with pytest.raises(ConfigError, match=r"sweep.yaml \(strategy typo\): imbalance.weights.propensity_gama: unknown key"):
+        load_sweep(sweep)
+    sweep.write_text("base: base.yaml\nstrategies: {}\n")
+    with pytest.raises(ConfigError, match="strategies: needs at least one strategy"):
+        load_sweep(sweep)
+    sweep.write_text("base: base.yaml\nstrategies: {a: missing.yaml}\n")
+    with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
+        load_sweep(sweep)
 
 
 def test_paper_defaults() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from .imbalance import ImbalanceConfig
+from .retrieval import IndexSpec
 
 
 class _Frozen(BaseModel):
@@ -216,6 +217,33 @@ class EvalConfig(_Frozen):
         return self
 
 
+class RetrievalConfig(_Frozen):
+    """The index and candidates a tracked run builds after training.
+
+    Attributes:
+        index: the FAISS index over the item embeddings (exact ``flat`` by default).
+        k: candidates per user.
+        sample_users: users whose candidates a training run records as a sample artifact.
+    """
+
+    index: IndexSpec = IndexSpec()
+    k: int = Field(default=20, ge=1)
+    sample_users: int = Field(default=100, ge=1)
+
+    @field_serializer("index")
+    def _index(self, spec: IndexSpec) -> dict[str, object]:
+        # Only the fields of the chosen kind, so the resolved config.yaml loads back.
+        return spec.dump()
+
+
+class TrackingConfig(_Frozen):
+    """Where runs are recorded. ``uri`` None: ``$MLFLOW_TRACKING_URI``, else
+    ``sqlite:///mlruns.db`` (``--tracking-uri`` overrides both)."""
+
+    uri: str | None = None
+    run_name: str | None = None
+
+
 DEFAULT_METHOD = "xsimgcl"
 
 
@@ -230,6 +258,8 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     imbalance: ImbalanceConfig = ImbalanceConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="before")
     @classmethod

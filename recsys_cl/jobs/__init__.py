@@ -8,7 +8,8 @@ installed (it is an extra).
 
 from .build import ImbalanceParts, build_imbalance, build_method
 from .data import build_split, data_prepare, data_stats, load_raw
-from .train import TrainReport, evaluate, run_training, train
+from .evaluate import evaluate, score_run
+from .train import TrainReport, run_training, train
 
 __all__ = [
     "ImbalanceParts",
@@ -21,5 +22,6 @@ __all__ = [
     "evaluate",
     "load_raw",
     "run_training",
+    "score_run",
     "train",
 ]

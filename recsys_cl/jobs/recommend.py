@@ -270,7 +270,7 @@ def _requested_users(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def recommend(args: argparse.Namespace) -> int:
+def recommend(args: argparse.Namespace) -> RecommendReport:
     report = run_recommend(
         args.run_dir,
         index_path=args.index,
@@ -310,7 +310,7 @@ def recommend(args: argparse.Namespace) -> int:
                 parts.append(f"{key} {exact:.4f} (candidates {change:+.2f}%)")
             print("exact full ranking:  " + "  ".join(parts))
     print(f"wrote {report.out}")
-    return 0
+    return report
 
 
 __all__ = [

@@ -21,7 +21,7 @@ from recsys_cl.data import Split, load_split
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.retrieval import ItemIndex, ann_recall, build_index, save_index
 
-from .train import _load_embeddings
+from .evaluate import load_embeddings
 
 # Users sampled for the ANN-vs-exact check after a build: enough for ±0.5% on the mean recall.
 DEFAULT_CHECK_QUERIES = 2000
@@ -48,8 +48,8 @@ def load_run(run_dir: str | Path) -> RunEmbeddings:
     if not run.is_dir():
         raise DataError(f"{run}: run folder not found (the output_dir of `recsys-cl train`)")
     split = load_split(run / "data")
-    user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users).numpy()
-    item = _load_embeddings(run / "item_embeddings.parquet", "item_id", split.items).numpy()
+    user = load_embeddings(run / "user_embeddings.parquet", "user_id", split.users).numpy()
+    item = load_embeddings(run / "item_embeddings.parquet", "item_id", split.items).numpy()
     if user.shape[1] != item.shape[1]:
         raise DataError(f"{run}: user D={user.shape[1]} and item D={item.shape[1]} differ")
     return RunEmbeddings(run_dir=run, split=split, user_emb=user, item_emb=item)
@@ -138,7 +138,7 @@ def _mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:,.1f} MiB"
 
 
-def index(args: argparse.Namespace) -> int:
+def index(args: argparse.Namespace) -> IndexReport:
     # Checked before anything is built or written.
     if args.k < 1:
         raise RecsysError(f"-k {args.k}: the recall check needs k >= 1")
@@ -166,7 +166,7 @@ def index(args: argparse.Namespace) -> int:
         f"users ({report.queries_per_second:,.0f} queries/s in one batch)"
     )
     print(f"wrote {report.index_path} (+ {report.meta_path.name})")
-    return 0
+    return report
 
 
 __all__ = [

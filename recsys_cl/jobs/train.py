@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,24 +26,26 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_cl.config import RunConfig, load_config, read_yaml, to_yaml, validate
+from recsys_cl.config import RunConfig, load_config, to_yaml
 from recsys_cl.data import IdMap, Split, load_split, save_split
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.io import atomic_path, write_json
-from recsys_cl.metrics import PopularityReport, format_popularity, most_popular_scores
+from recsys_cl.metrics import PopularityReport, format_popularity
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
+from recsys_cl.tracking.base import NullTracker, Tracker
 from recsys_cl.training import Trainer, load_checkpoint
 
 from .build import build_imbalance, build_method
 from .data import build_split
 from .parts import RunParts, run_parts, score_test, test_exclusions
+from .record import epoch_logger, record_result, record_start
 
 __all__ = [
     "RunParts",
     "TrainReport",
-    "evaluate",
+    "check_output_dir",
     "fingerprint",
     "run_parts",
     "run_training",
@@ -53,8 +56,9 @@ __all__ = [
 
 # Keys of the resolved config that may change between a run and its resume (the device may
 # not: generator states do not move between CPU and CUDA). The long-tail groups only shape
-# the final report.
+# the final report; retrieval and tracking act after training.
 _RESUMABLE_KEYS = (
+    "experiment",
     "output_dir",
     "train.progress",
     "train.epochs",
@@ -62,6 +66,7 @@ _RESUMABLE_KEYS = (
     "eval.groups.head",
     "eval.groups.tail",
 )
+_RESUMABLE_SECTIONS = ("retrieval.", "tracking.")
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """What identifies a run for resuming: the config less the keys a resume may change."""
     flat = _flatten(cfg.model_dump(mode="json"))
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in flat.items() if k not in _RESUMABLE_KEYS}
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in flat.items()
+        if k not in _RESUMABLE_KEYS and not k.startswith(_RESUMABLE_SECTIONS)
+    }
 
 
 def _export_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> None:
@@ -118,36 +127,63 @@ def _export_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> N
         table.write_parquet(tmp)
 
 
-def _split_for_run(cfg: RunConfig, data_dir: str | None, resuming: bool) -> Split:
+def _split_for_run(
+    cfg: RunConfig, data_dir: str | None, resuming: bool, split: Split | None
+) -> Split:
     folder = cfg.output_dir / "data"
     if resuming:
         # The checkpoint's fingerprint (data config and seed included) was checked, so the
         # saved split is the one this config makes.
         return load_split(folder)
-    split = build_split(cfg.data, data_dir, cfg.seed)
+    split = split if split is not None else build_split(cfg.data, data_dir, cfg.seed)
     save_split(split, folder)
     return split
 
 
-def run_training(
-    cfg: RunConfig, *, data_dir: str | None = None, resume: bool = False
-) -> TrainReport:
-    """Train, select, test once and write the run folder. See the module docstring."""
-    out = cfg.output_dir
-    last = out / "checkpoints" / "last.pt"
+def check_output_dir(cfg: RunConfig, resume: bool) -> bool:
+    """Whether this is a resume of ``cfg.output_dir``'s run; refuses a folder that holds a run
+    unless ``resume``, and a checkpoint of another config, before anything is written.
+
+    Raises:
+        RecsysError: the folder holds a run and ``resume`` is False, or its checkpoint is
+            another run's.
+    """
+    last = cfg.output_dir / "checkpoints" / "last.pt"
     if last.exists() and not resume:
         raise RecsysError(
-            f"{out} already holds a run (checkpoints/last.pt); pass --resume to continue it "
-            "or choose another output_dir (--set output_dir=...)"
+            f"{cfg.output_dir} already holds a run (checkpoints/last.pt); pass --resume to "
+            "continue it or choose another output_dir (--set output_dir=...)"
         )
-    resuming = resume and last.exists()
-    if resuming:
-        # Refuse another run's checkpoint before anything in the folder is rewritten.
+    if resume and last.exists():
         load_checkpoint(last, fingerprint(cfg))
+        return True
+    return False
+
+
+def run_training(
+    cfg: RunConfig,
+    *,
+    data_dir: str | None = None,
+    resume: bool = False,
+    tracker: Tracker | None = None,
+    strategy: str | None = None,
+    split: Split | None = None,
+) -> TrainReport:
+    """Train, select, test once and write the run folder. See the module docstring.
+
+    ``split``: the prepared split of ``cfg.data`` and ``cfg.seed`` when the caller already
+    made it (the main job's prepare stage); None builds it. With a ``tracker``, the run is recorded as :mod:`.record` describes (``strategy`` names
+    the imbalance strategy in its tags; default: the non-default imbalance settings).
+    """
+    tracker = tracker or NullTracker()
+    out = cfg.output_dir
+    resuming = check_output_dir(cfg, resume)
     device = resolve_device(cfg.train.device)
-    split = _split_for_run(cfg, data_dir, resuming)
+    split = _split_for_run(cfg, data_dir, resuming, split)
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(to_yaml(cfg))
+    if tracker.enabled:
+        record_start(tracker, cfg, split, out, str(device), strategy)
 
     generator = torch.Generator().manual_seed(cfg.seed)
     device_generator = torch.Generator(device).manual_seed(cfg.seed + 1)
@@ -209,7 +245,7 @@ def run_training(
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
-        on_epoch_end=_print_epoch,
+        on_epoch_end=_epoch_callback(tracker, selected_on),
     )
     fit = trainer.fit(resume=resume)
 
@@ -259,6 +295,8 @@ def run_training(
         "history": fit.history,
     }
     write_json(out / "metrics.json", summary)
+    if tracker.enabled:
+        record_result(tracker, out, summary, long_tail, ks)
     return TrainReport(
         output_dir=out,
         protocol=cfg.train.protocol,
@@ -269,6 +307,18 @@ def run_training(
         summary=summary,
         long_tail=long_tail,
     )
+
+
+def _epoch_callback(tracker: Tracker, selected_on: str) -> Callable[[dict[str, Any]], None]:
+    if not tracker.enabled:
+        return _print_epoch
+    log = epoch_logger(tracker, selected_on)
+
+    def both(record: dict[str, Any]) -> None:
+        _print_epoch(record)
+        log(record)
+
+    return both
 
 
 def _print_epoch(record: dict[str, Any]) -> None:
@@ -307,53 +357,4 @@ def train(args: argparse.Namespace) -> int:
         print()
         print(format_popularity(report.long_tail, cfg.eval.ks))
     print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet)")
-    return 0
-
-
-def _load_embeddings(path: Path, key: str, ids: IdMap) -> torch.Tensor:
-    if not path.is_file():
-        raise DataError(f"{path}: embeddings not found; is this a finished `recsys-cl train` run?")
-    try:
-        table = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{path}: unreadable embeddings ({exc})") from None
-    if key not in table.columns or "embedding" not in table.columns:
-        raise DataError(f"{path}: needs columns {key}, embedding; found {', '.join(table.columns)}")
-    idx = ids.to_index(table[key], source=str(path))
-    if table.height != ids.size or idx.n_unique() != ids.size:
-        raise DataError(f"{path}: {table.height} rows do not cover the run's {ids.size} ids")
-    emb = np.stack(table["embedding"].to_numpy())
-    order = np.argsort(idx.to_numpy())
-    return torch.from_numpy(np.ascontiguousarray(emb[order], dtype=np.float32))
-
-
-def evaluate(args: argparse.Namespace) -> int:
-    run = Path(args.run_dir)
-    cfg = validate(read_yaml(run / "config.yaml"), RunConfig, str(run / "config.yaml"))
-    split = load_split(run / "data")
-    parts = run_parts(split, cfg.imbalance.weights.label_threshold, str(run / "data"))
-    if args.baseline == "most-popular":
-        user, item = most_popular_scores(parts.train)
-        what = "most-popular baseline"
-    else:
-        user = _load_embeddings(run / "user_embeddings.parquet", "user_id", split.users)
-        item = _load_embeddings(run / "item_embeddings.parquet", "item_id", split.items)
-        what = "embeddings"
-    ks = cfg.eval.ks
-    if args.ks:
-        try:
-            ks = tuple(int(k) for k in args.ks.split(","))
-        except ValueError:
-            raise RecsysError(f"--ks {args.ks!r}: expected comma-separated integers") from None
-    groups = cfg.eval.groups
-    result, long_tail = score_test(
-        user, item, parts, ks, args.auc, head=groups.head, tail=groups.tail
-    )
-    print(
-        f"{run}: {what} on test, {result.n_users_evaluated:,} users "
-        f"({result.n_users_skipped:,} without test items)"
-    )
-    print(format_metrics(result.metrics, ks))
-    print()
-    print(format_popularity(long_tail, ks))
     return 0

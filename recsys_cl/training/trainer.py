@@ -149,9 +149,11 @@ class Trainer:
                 state.finished = True
             if state.epoch == self.epochs:
                 state.finished = True
-            self._checkpoint(state, best_model)
+            # The callback (logging) runs before the checkpoint: a run killed in between
+            # repeats this epoch on resume, and a repeated log point beats a missing one.
             if self.on_epoch_end is not None:
                 self.on_epoch_end(record)
+            self._checkpoint(state, best_model)
         if best_model is not None:
             self.method.load_state_dict(best_model)
         return FitResult(

@@ -1,0 +1,185 @@
+"""``recsys-cl compare``: imbalance strategies side by side.
+
+With ``--sweep FILE`` it trains every strategy of a sweep (``configs/sweeps/``) on the same
+split and seed, each as a child run (training record, index and candidate sample) of one
+parent run, then writes the comparison table (CSV and Markdown) and a bar chart of overall vs
+tail Recall@K to the parent and prints the table. With only ``--experiment NAME`` it prints
+the table of the latest comparison in that experiment again, from ``mlflow.search_runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys_cl.config import load_sweep
+from recsys_cl.errors import RecsysError
+from recsys_cl.io import atomic_path
+from recsys_cl.tracking import plots
+from recsys_cl.tracking.base import metric_dict
+
+from .data import build_split
+from .tracked import (
+    TrackingOptions,
+    faiss_installed,
+    open_run,
+    record_candidates,
+    record_index,
+)
+from .train import check_output_dir, run_training
+
+# Table columns: (header, MLflow metric name with {k}).
+_COLUMNS = (
+    ("recall@{k}", "test/recall_at_{k}"),
+    ("ndcg@{k}", "test/ndcg_at_{k}"),
+    ("head_recall@{k}", "test/head_recall_at_{k}"),
+    ("tail_recall@{k}", "test/tail_recall_at_{k}"),
+    ("coverage@{k}", "test/coverage_at_{k}"),
+    ("arp@{k}", "test/arp_at_{k}"),
+    ("best_epoch", "select/best_epoch"),
+    ("s/epoch", "time/median_epoch_seconds"),
+)
+
+
+def comparison_row(strategy: str, metrics: Mapping[str, float], run_id: str | None, k: int) -> dict[str, Any]:
+    """One table row from a run's MLflow-named metrics (missing ones are NaN)."""
+    row: dict[str, Any] = {"strategy": strategy}
+    for header, name in _COLUMNS:
+        value = metrics.get(name.format(k=k))
+        row[header.format(k=k)] = math.nan if value is None else float(value)
+    row["run_id"] = run_id or ""
+    return row
+
+
+def comparison_table(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows))
+
+
+def to_markdown(table: pl.DataFrame) -> str:
+    """A GitHub Markdown table (floats to 4 decimals; ids shortened to 8 characters)."""
+
+    def cell(value: Any, column: str) -> str:
+        if isinstance(value, float):
+            if math.isnan(value):
+                return "n/a"
+            return f"{value:.0f}" if column == "best_epoch" else f"{value:.4f}"
+        return str(value)[:8] if column == "run_id" else str(value)
+
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" if c in ("strategy", "run_id") else "---:" for c in table.columns) + "|"
+    body = ["| " + " | ".join(cell(row[c], c) for c in table.columns) + " |" for row in table.iter_rows(named=True)]
+    return "\n".join([header, rule, *body])
+
+
+def _write_outputs(table: pl.DataFrame, folder: Path, k: int) -> list[Path]:
+    csv, md, png = folder / "comparison.csv", folder / "comparison.md", folder / "comparison.png"
+    with atomic_path(csv) as tmp:
+        table.write_csv(tmp)
+    with atomic_path(md) as tmp:
+        tmp.write_text(to_markdown(table) + "\n")
+    figure = plots.strategy_bars(
+        table["strategy"].to_list(),
+        table[f"recall@{k}"].fill_nan(0.0).to_list(),
+        table[f"tail_recall@{k}"].fill_nan(0.0).to_list(),
+        k,
+    )
+    with atomic_path(png) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plots.close(figure)
+    return [csv, md, png]
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    runs = load_sweep(args.sweep, args.overrides)
+    if args.out is not None:
+        runs = [(name, cfg.model_copy(update={"output_dir": Path(args.out) / name})) for name, cfg in runs]
+    for _, cfg in runs:
+        check_output_dir(cfg, resume=False)
+    base = runs[0][1]
+    folder = base.output_dir.parent
+    ks = base.eval.ks
+    k = 20 if 20 in ks else ks[0]
+    split = build_split(base.data, args.data_dir, base.seed)
+    opts = TrackingOptions.from_args(args)
+    with open_run(
+        opts,
+        experiment=base.experiment,
+        configured_uri=base.tracking.uri,
+        run_name=f"compare:{Path(args.sweep).stem}",
+        tags={"job": "compare", "sweep": str(args.sweep), "strategies": ",".join(n for n, _ in runs)},
+    ) as parent:
+        index_stages = parent.enabled and faiss_installed()
+        rows = []
+        for name, cfg in runs:
+            print(f"== {name}", flush=True)
+            with parent.child(name, tags={"job": "train"}) as child:
+                report = run_training(cfg, tracker=child, strategy=name, split=split)
+                if index_stages:
+                    index = record_index(child, cfg)
+                    record_candidates(child, cfg, index.index_path, every_user=False)
+                metrics = {
+                    **metric_dict(report.test, "test"),
+                    **(metric_dict(report.long_tail.metrics, "test") if report.long_tail else {}),
+                    "select/best_epoch": float(report.best_epoch),
+                    "time/median_epoch_seconds": report.summary["median_epoch_seconds"] or math.nan,
+                }
+                rows.append(comparison_row(name, metrics, child.run_id, k))
+        table = comparison_table(rows)
+        for path in _write_outputs(table, folder, k):
+            parent.log_artifact(path, "comparison")
+        print()
+        print(to_markdown(table))
+        print(f"\nwrote {folder}/comparison.csv, comparison.md, comparison.png")
+        if parent.enabled:
+            print(f"MLflow parent run {parent.run_id}; again: recsys-cl compare --experiment {opts.experiment or base.experiment}")
+    return 0
+
+
+def print_from_mlflow(args: argparse.Namespace) -> int:
+    """Rebuild the latest comparison of ``--experiment`` from ``mlflow.search_runs``."""
+    import mlflow
+
+    from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
+    if mlflow.get_experiment_by_name(args.experiment) is None:
+        raise RecsysError(f"--experiment {args.experiment!r}: no such experiment in {mlflow.get_tracking_uri()}")
+    parents = mlflow.search_runs(
+        experiment_names=[args.experiment],
+        filter_string="tags.job = 'compare'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if parents.empty:
+        raise RecsysError(f"--experiment {args.experiment!r}: no comparison runs (recsys-cl compare --sweep ...)")
+    parent = parents.iloc[0]
+    children = mlflow.search_runs(
+        experiment_names=[args.experiment],
+        filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    k = args.k
+    rows = []
+    for _, child in children.iterrows():
+        metrics = {c[len("metrics.") :]: child[c] for c in children.columns if c.startswith("metrics.")}
+        strategy = child.get("tags.imbalance_strategy") or child.get("tags.mlflow.runName")
+        rows.append(comparison_row(str(strategy), metrics, child["run_id"], k))
+    print(f"comparison {parent['run_id']} ({parent.get('tags.sweep', '?')}), {len(rows)} strategies")
+    print(to_markdown(comparison_table(rows)))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    if args.sweep is not None:
+        return run_sweep(args)
+    if args.experiment is None:
+        raise RecsysError("compare needs --sweep FILE (run a comparison) or --experiment NAME (print one)")
+    return print_from_mlflow(args)
+
+
+__all__ = ["compare", "comparison_row", "comparison_table", "print_from_mlflow", "run_sweep", "to_markdown"]

@@ -1,0 +1,408 @@
+"""Tracked jobs: every command a user runs leaves an MLflow run they can compare in the UI.
+
+- ``train``: train → test → index → a sample of candidates, one run.
+- ``main``: prepare → train → evaluate (saved embeddings re-scored, most-popular baseline) →
+  index → candidates for every user → a servable candidate model, one run; prints the
+  metrics, the run id and how to open the UI.
+- ``evaluate`` / ``index`` / ``recommend`` on a finished run folder: one run each, tagged with
+  the training run they read (``source_run_id``).
+
+Tracking is on by default (``sqlite:///mlruns.db``); ``--no-track`` gives a
+:class:`~recsys_cl.tracking.base.NullTracker` and the same outputs. The MLflow code is imported
+only when a run is tracked, and the FAISS stages only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from recsys_cl.config import RunConfig, load_config
+from recsys_cl.data import format_profile, load_split, profile
+from recsys_cl.errors import RecsysError
+from recsys_cl.io import write_json
+from recsys_cl.metrics import format_popularity
+from recsys_cl.optional import require_faiss
+from recsys_cl.tracking.base import NullTracker, Tracker, metric_dict
+
+from .data import build_split
+from .evaluate import parse_ks, print_score, score_run
+from .train import TrainReport, check_output_dir, format_metrics, run_training
+
+if TYPE_CHECKING:
+    from .recommend import RecommendReport
+    from .retrieval import IndexReport
+
+TRACKING_FILE = "tracking.json"
+DEFAULT_MAIN_CONFIG = "configs/ml-100k/xsimgcl.yaml"
+# The saved embeddings must reproduce the in-memory test metrics (float32 round trip).
+_RESCORE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """The command line's tracking flags."""
+
+    enabled: bool = True
+    uri: str | None = None
+    experiment: str | None = None
+    run_name: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrackingOptions:
+        return cls(
+            enabled=not getattr(args, "no_track", False),
+            uri=getattr(args, "tracking_uri", None),
+            experiment=getattr(args, "experiment", None),
+            run_name=getattr(args, "run_name", None),
+        )
+
+
+def _previous_run(run_dir: Path, uri: str) -> str | None:
+    """The run id a resumed run folder was recorded under, if it was recorded in ``uri``."""
+    path = run_dir / TRACKING_FILE
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved.get("run_id") if saved.get("tracking_uri") == uri else None
+
+
+def source_run_id(run_dir: Path) -> str | None:
+    """The id of the MLflow run that trained ``run_dir``, when it was tracked."""
+    try:
+        return json.loads((run_dir / TRACKING_FILE).read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+@contextlib.contextmanager
+def open_run(
+    opts: TrackingOptions,
+    *,
+    experiment: str,
+    configured_uri: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+) -> Iterator[Tracker]:
+    """A tracked run (or the null tracker with ``--no-track``), ended with its status.
+
+    With ``run_dir``, the run's id is written to ``run_dir/tracking.json``, so ``--resume``
+    continues the same MLflow run and later stages tag their runs with it.
+    """
+    if not opts.enabled:
+        yield NullTracker()
+        return
+    from recsys_cl.tracking.mlflow_tracker import mlflow_run, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(opts.uri, configured_uri)
+    resume_id = _previous_run(run_dir, uri) if (resume and run_dir is not None) else None
+    with mlflow_run(
+        uri,
+        opts.experiment or experiment,
+        run_name=opts.run_name or run_name,
+        tags=tags,
+        resume_run_id=resume_id,
+    ) as tracker:
+        if run_dir is not None:
+            write_json(run_dir / TRACKING_FILE, {"tracking_uri": uri, "run_id": tracker.run_id})
+        yield tracker
+
+
+def _run_name(cfg: RunConfig, job: str) -> str:
+    return cfg.tracking.run_name or f"{job}:{cfg.model.method}:{cfg.output_dir.name}"
+
+
+# ------------------------------------------------------------------------- retrieval stages
+
+
+def record_index(tracker: Tracker, cfg: RunConfig) -> IndexReport:
+    """Build, save and check the configured index over the run's items; record it."""
+    from .retrieval import run_index
+
+    report = run_index(cfg.output_dir, cfg.retrieval.index, check_k=cfg.retrieval.k)
+    _log_index(tracker, report)
+    return report
+
+
+def _log_index(tracker: Tracker, report: IndexReport) -> None:
+    tracker.log_metrics(
+        {
+            "time/index_build_seconds": report.index.meta.build_seconds,
+            "index/ann_recall_vs_exact": report.recall,
+            "index/queries_per_second": report.queries_per_second,
+            "index/file_bytes": float(report.file_bytes),
+        }
+    )
+    tracker.set_tags({"index": report.index.describe()})
+    tracker.log_artifact(report.index_path, "index")
+    tracker.log_artifact(report.meta_path, "index")
+
+
+def _sample_users(cfg: RunConfig) -> list[str]:
+    users = load_split(cfg.output_dir / "data").users
+    n = min(cfg.retrieval.sample_users, users.size)
+    return [str(u) for u in users.raw.head(n).to_list()]
+
+
+def record_candidates(
+    tracker: Tracker, cfg: RunConfig, index_path: Path, *, every_user: bool
+) -> RecommendReport:
+    """Candidates through the saved index: for every user (``candidates.parquet``, with their
+    Recall/NDCG on test) or for the first ``retrieval.sample_users`` users; the sample of
+    ``sample_users`` users is recorded either way."""
+    from .recommend import run_recommend
+
+    out = cfg.output_dir
+    k = cfg.retrieval.k
+    report = run_recommend(
+        out,
+        index_path=index_path,
+        users=None if every_user else _sample_users(cfg),
+        k=k,
+        out=out / ("candidates.parquet" if every_user else "candidates_sample.parquet"),
+        progress=cfg.train.progress,
+    )
+    sample = out / "candidates_sample.parquet"
+    if every_user:
+        frame = pl.read_parquet(report.out)
+        keep = frame["user_id"].unique(maintain_order=True).head(cfg.retrieval.sample_users)
+        frame.filter(pl.col("user_id").is_in(keep.implode())).write_parquet(sample)
+    tracker.log_artifact(sample, "candidates")
+    tracker.log_metrics({"time/candidates_seconds": report.seconds})
+    if report.quality is not None:
+        tracker.log_metrics(metric_dict(report.quality.metrics, "candidates"))
+    return report
+
+
+# ------------------------------------------------------------------------------- the jobs
+
+
+def faiss_installed() -> bool:
+    try:
+        require_faiss("the index stage")
+    except RecsysError:
+        return False
+    return True
+
+
+def train_job(args: argparse.Namespace) -> int:
+    """``recsys-cl train``: one run with the training record, the index and a candidate
+    sample (the index stages are skipped, and said so, when FAISS is not installed)."""
+    cfg: RunConfig = load_config(args.config, args.overrides)
+    resuming = check_output_dir(cfg, args.resume)
+    opts = TrackingOptions.from_args(args)
+    with open_run(
+        opts,
+        experiment=cfg.experiment,
+        configured_uri=cfg.tracking.uri,
+        run_name=_run_name(cfg, "train"),
+        tags={"job": "train"},
+        run_dir=cfg.output_dir,
+        resume=resuming,
+    ) as tracker:
+        report = run_training(cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker)
+        if tracker.enabled:
+            if faiss_installed():
+                index = record_index(tracker, cfg)
+                record_candidates(tracker, cfg, index.index_path, every_user=False)
+            else:
+                tracker.set_tags({"index": "skipped: FAISS is not installed"})
+        _print_training(cfg, report)
+        _print_tracking(tracker)
+    return 0
+
+
+def main_job(args: argparse.Namespace) -> int:
+    """``recsys-cl main``: prepare → train → evaluate → index → candidates → model."""
+    require_faiss("recsys-cl main")
+    cfg: RunConfig = load_config(args.config or DEFAULT_MAIN_CONFIG, args.overrides)
+    resuming = check_output_dir(cfg, args.resume)
+    opts = TrackingOptions.from_args(args)
+    out = cfg.output_dir
+    with open_run(
+        opts,
+        experiment=cfg.experiment,
+        configured_uri=cfg.tracking.uri,
+        run_name=_run_name(cfg, "main"),
+        tags={"job": "main"},
+        run_dir=out,
+        resume=resuming,
+    ) as tracker:
+        _stage("prepare")
+        start = time.perf_counter()
+        split = None if resuming else build_split(cfg.data, args.data_dir, cfg.seed)
+        if split is not None:
+            print(format_profile(profile(split), cfg.data.dataset or str(cfg.data.path)))
+        tracker.log_metrics({"time/prepare_seconds": time.perf_counter() - start})
+
+        _stage("train")
+        report = run_training(
+            cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker, split=split
+        )
+
+        _stage("evaluate")
+        start = time.perf_counter()
+        rescored = score_run(out)
+        _check_rescore(report.test, rescored.result.metrics, out)
+        baseline = score_run(out, baseline="most-popular")
+        tracker.log_metrics(metric_dict(baseline.result.metrics, "baseline_most_popular"))
+        tracker.log_metrics({"time/evaluate_seconds": time.perf_counter() - start})
+
+        _stage("index")
+        index = record_index(tracker, cfg)
+        print(f"{index.index.describe()}: ANN recall@{index.recall_k} vs exact {index.recall:.4f}")
+
+        _stage("candidates")
+        cands = record_candidates(tracker, cfg, index.index_path, every_user=True)
+        print(f"top-{cands.k} candidates for {cands.n_users:,} users -> {cands.out}")
+
+        model_uri = None
+        if tracker.enabled:
+            model_uri = _log_model(tracker, cfg, index.index_path, args.register)
+
+        print()
+        _print_training(cfg, report)
+        k = 20 if 20 in cfg.eval.ks else cfg.eval.ks[0]
+        print(
+            f"most-popular baseline: recall@{k} {baseline.result.metrics[f'recall@{k}']:.4f}  "
+            f"ndcg@{k} {baseline.result.metrics[f'ndcg@{k}']:.4f}"
+        )
+        if model_uri is not None:
+            print(f"candidate model: {model_uri}")
+        _print_tracking(tracker)
+    return 0
+
+
+def _stage(name: str) -> None:
+    print(f"== {name}", flush=True)
+
+
+def _check_rescore(trained: dict[str, float], rescored: dict[str, float], run_dir: Path) -> None:
+    worst = max(abs(trained[k] - rescored[k]) for k in trained)
+    if worst > _RESCORE_TOLERANCE:
+        raise RecsysError(
+            f"{run_dir}: the saved embeddings score {worst:.2e} away from the trained model's "
+            "test metrics; the run folder was changed while the job ran"
+        )
+
+
+def _log_model(tracker: Tracker, cfg: RunConfig, index_path: Path, register: str | None) -> str:
+    from recsys_cl.tracking.candidate_model import write_candidate_bundle
+    from recsys_cl.tracking.pyfunc import log_candidate_model
+
+    bundle = write_candidate_bundle(
+        cfg.output_dir, cfg.output_dir / "candidate_model", index_path=index_path, k=cfg.retrieval.k
+    )
+    info = log_candidate_model(
+        bundle, tracking_uri=tracker.uri, run_id=tracker.run_id, register=register  # type: ignore[attr-defined]
+    )
+    if info.registered_version is not None:
+        print(f"registered {info.registered_name} version {info.registered_version}")
+    return info.model_uri
+
+
+def _print_training(cfg: RunConfig, report: TrainReport) -> None:
+    s = report.summary
+    print(
+        f"{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
+        f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
+    )
+    print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
+    print(format_metrics(report.test, cfg.eval.ks))
+    if report.long_tail is not None:
+        print()
+        print(format_popularity(report.long_tail, cfg.eval.ks))
+    print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet, plots/)")
+
+
+def _print_tracking(tracker: Tracker) -> None:
+    if not tracker.enabled:
+        return
+    uri = getattr(tracker, "uri", "")
+    print(f"MLflow run {tracker.run_id} in {uri}")
+    print(f"open the UI: mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
+
+
+# ----------------------------------------------------------- stages on a finished run folder
+
+
+def _folder_run(args: argparse.Namespace, job: str) -> contextlib.AbstractContextManager[Tracker]:
+    run_dir = Path(args.run_dir)
+    cfg_path = run_dir / "config.yaml"
+    cfg = load_config(cfg_path) if cfg_path.is_file() else None
+    tags: dict[str, Any] = {"job": job, "run_dir": str(run_dir)}
+    source = source_run_id(run_dir)
+    if source is not None:
+        tags["source_run_id"] = source
+    return open_run(
+        TrackingOptions.from_args(args),
+        experiment=cfg.experiment if cfg is not None else "recsys_cl",
+        configured_uri=cfg.tracking.uri if cfg is not None else None,
+        run_name=f"{job}:{run_dir.name}",
+        tags=tags,
+    )
+
+
+def evaluate_job(args: argparse.Namespace) -> int:
+    """``recsys-cl evaluate``: re-score a run folder; the metrics go to a run of their own
+    (``test/...``, tagged with the baseline when one was scored)."""
+    report = score_run(args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc)
+    with _folder_run(args, "evaluate") as tracker:
+        tracker.set_tags({"scored": report.what})
+        tracker.log_metrics(metric_dict(report.result.metrics, "test"))
+        tracker.log_metrics(metric_dict(report.long_tail.metrics, "test"))
+        print_score(report)
+        _print_tracking(tracker)
+    return 0
+
+
+def index_job(args: argparse.Namespace) -> int:
+    from .retrieval import index
+
+    with _folder_run(args, "index") as tracker:
+        _log_index(tracker, index(args))
+        _print_tracking(tracker)
+    return 0
+
+
+def recommend_job(args: argparse.Namespace) -> int:
+    from .recommend import recommend
+
+    with _folder_run(args, "recommend") as tracker:
+        report = recommend(args)
+        tracker.log_metrics({"time/candidates_seconds": report.seconds})
+        tracker.set_tags({"index": report.index, "candidates_file": str(report.out)})
+        if report.quality is not None:
+            tracker.log_metrics(metric_dict(report.quality.metrics, "candidates"))
+        _print_tracking(tracker)
+    return 0
+
+
+__all__ = [
+    "DEFAULT_MAIN_CONFIG",
+    "TRACKING_FILE",
+    "TrackingOptions",
+    "evaluate_job",
+    "faiss_installed",
+    "index_job",
+    "main_job",
+    "open_run",
+    "record_candidates",
+    "record_index",
+    "recommend_job",
+    "source_run_id",
+    "train_job",
+]

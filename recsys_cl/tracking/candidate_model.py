@@ -1,0 +1,398 @@
+"""A self-contained "candidate bundle" of a trained run, and the model that serves it.
+
+:func:`write_candidate_bundle` freezes what ``recsys-cl recommend`` reads from a run folder into
+one folder that needs neither the run nor its config::
+
+    bundle.json               format, default k, cold-start policy, metric, id types, counts
+    user_embeddings.parquet   user_id (raw) + embedding, in index order (= the run's id map)
+    item_embeddings.parquet   item_id (raw) + embedding, in index order
+    seen.parquet              user_id, item_id: the train + validation pairs evaluation masks
+    popular.parquet           item_id, score: every item, most training users first
+    index.faiss, index.json   the FAISS index and its metadata (:mod:`recsys_cl.retrieval.store`)
+
+:class:`CandidateModel` loads a bundle and answers ``predict(frame)`` with the lists
+``recsys-cl recommend --exclude seen`` writes through the same index. Nothing is pickled, and
+this module never imports ``mlflow``: the MLflow model (:mod:`.pyfunc_code`) is a thin shell
+around it, so the model is tested and usable without a tracking server.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from recsys_cl.config import RunConfig, read_yaml, validate
+from recsys_cl.config.retrieval import IndexSpec
+from recsys_cl.data import IdMap, UserItems
+from recsys_cl.errors import DataError, RecsysError
+from recsys_cl.io import atomic_dir, write_json
+from recsys_cl.retrieval import (
+    DEFAULT_CHUNK_USERS,
+    ItemIndex,
+    PairSet,
+    UnknownUserError,
+    build_index,
+    candidates_for,
+    index_paths,
+    load_index,
+    most_popular,
+    save_index,
+)
+
+ColdStart = Literal["popular", "error"]
+Device = Literal["auto", "cpu", "gpu"]
+
+FORMAT = "recsys_cl.candidate_bundle"
+FORMAT_VERSION = 1
+DEFAULT_K = 20
+BUNDLE_FILE = "bundle.json"
+USER_FILE = "user_embeddings.parquet"
+ITEM_FILE = "item_embeddings.parquet"
+SEEN_FILE = "seen.parquet"
+POPULAR_FILE = "popular.parquet"
+INDEX_FILE = "index.faiss"
+OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score")
+# (request row, rank, item index, score) of no candidates.
+_NUMPY_DTYPE = {"int64": np.dtype(np.int64), "string": np.dtype(object)}  # object: str on pandas 2 and 3
+_NO_ROWS = tuple(np.zeros(0, dtype=t) for t in (np.int64, np.int32, np.int64, np.float32))
+
+
+class CandidateRequestError(RecsysError, ValueError):
+    """A request the model cannot answer (no ``user_id`` column, a missing id, a bad ``k``). A
+    ValueError too, so generic callers such as a scoring server treat it as bad input."""
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """``bundle.json``: enough to describe the model (its MLflow signature) without loading
+    embeddings or the index. Id dtypes are ``int64`` or ``string``."""
+
+    k: int
+    cold_start: ColdStart
+    metric: str
+    index: str
+    user_id_dtype: str
+    item_id_dtype: str
+    n_users: int
+    n_items: int
+    dim: int
+    n_seen: int
+    source_run: str
+
+    @classmethod
+    def read(cls, bundle_dir: str | Path) -> BundleInfo:
+        """Read and check ``bundle_dir/bundle.json``.
+
+        Raises:
+            DataError: no bundle there, or a file of another format, version or shape.
+        """
+        path = Path(bundle_dir) / BUNDLE_FILE
+        if not path.is_file():
+            raise DataError(f"{path}: not found; is {Path(bundle_dir)} a candidate bundle?")
+        try:
+            raw = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: not JSON ({exc})") from None
+        if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
+            raise DataError(f"{path}: not a {FORMAT} file")
+        if (version := raw.pop("format_version", None)) != FORMAT_VERSION:
+            raise DataError(f"{path}: format_version {version!r}, this version reads {FORMAT_VERSION}")
+        try:
+            info = cls(**raw)
+        except TypeError as exc:
+            raise DataError(f"{path}: unexpected keys ({exc})") from None
+        if info.cold_start not in ("popular", "error") or not _is_positive_int(info.k):
+            raise DataError(f"{path}: needs cold_start popular/error and k >= 1, got {raw}")
+        return info
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def _id_dtype(ids: IdMap) -> str:
+    return "int64" if ids.raw.dtype == pl.Int64 else "string"
+
+
+def write_candidate_bundle(
+    run_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    index_path: str | Path | None = None,
+    k: int = DEFAULT_K,
+    cold_start: ColdStart = "popular",
+) -> Path:
+    """Write the candidate bundle of a finished ``recsys-cl train`` run to ``out_dir``.
+
+    The folder is built next to ``out_dir`` and swapped in only when complete
+    (:func:`recsys_cl.io.atomic_dir`), so a server never loads half a bundle.
+
+    Args:
+        index_path: a saved index of this run (checked against its embeddings and item ids,
+            then copied byte for byte); None builds an exact flat index over the items.
+        k: the list length of a request that names none.
+        cold_start: ids the run never trained on get the most popular training items
+            (``popular``, as ``recsys-cl recommend --cold-start popular``) or an
+            :class:`UnknownUserError` (``error``).
+
+    Raises:
+        RecsysError: a bad ``k`` / ``cold_start``; DataError and the retrieval errors for a
+            run or index that cannot be read or does not match.
+    """
+    if not _is_positive_int(k):
+        raise RecsysError(f"k must be a positive integer, got {k!r}")
+    if cold_start not in ("popular", "error"):
+        raise RecsysError(f"cold_start must be 'popular' or 'error', got {cold_start!r}")
+    # Imported here: the jobs pull in the training stack, which loading and serving a bundle
+    # never need (and which may import tracking modules in turn).
+    from recsys_cl.jobs.parts import run_parts
+    from recsys_cl.jobs.retrieval import load_run
+
+    run = load_run(run_dir)
+    split = run.split
+    cfg_path = run.run_dir / "config.yaml"
+    cfg = validate(read_yaml(cfg_path), RunConfig, str(cfg_path))
+    # As `recsys-cl recommend`: a labelled run's popularity counts only its positive rows, and
+    # every train + validation row is masked (what evaluation masks at test time).
+    parts = run_parts(split, cfg.imbalance.weights.label_threshold, str(run.run_dir / "data"))
+    seen = PairSet.from_tables(parts.test_exclude, split.n_users, split.n_items)
+    pop_items, pop_scores = most_popular(parts.train, split.n_items)
+    if index_path is None:
+        index = build_index(run.item_emb, IndexSpec(), item_ids=split.items, device="cpu")
+    else:
+        index = load_index(index_path, item_emb=run.item_emb, item_ids=split.items, device="cpu")
+    info = BundleInfo(
+        k=k, cold_start=cold_start, metric=index.metric, index=index.meta.factory,
+        user_id_dtype=_id_dtype(split.users), item_id_dtype=_id_dtype(split.items),
+        n_users=split.n_users, n_items=split.n_items, dim=index.dim,
+        n_seen=int(seen.keys.size), source_run=str(run.run_dir.resolve()),
+    )
+    seen_users, seen_items = np.divmod(seen.keys, split.n_items)
+    tables = {
+        USER_FILE: {"user_id": split.users.raw, "embedding": run.user_emb},
+        ITEM_FILE: {"item_id": split.items.raw, "embedding": run.item_emb},
+        SEEN_FILE: {"user_id": split.users.to_raw(seen_users), "item_id": split.items.to_raw(seen_items)},
+        POPULAR_FILE: {"item_id": split.items.to_raw(pop_items), "score": pop_scores},
+    }
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        for name, columns in tables.items():
+            pl.DataFrame(columns).write_parquet(tmp / name)
+        if index_path is None:
+            save_index(index, tmp / INDEX_FILE)
+        else:
+            # A byte copy keeps the saved index's checksum, which every load checks again.
+            for source, target in zip(index_paths(index_path), index_paths(tmp / INDEX_FILE)):
+                shutil.copyfile(source, target)
+        write_json(tmp / BUNDLE_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)})
+    return out
+
+
+def _read_table(path: Path, columns: list[str]) -> pl.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: missing from the candidate bundle")
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+    if frame.columns != columns:
+        raise DataError(f"{path}: needs columns {', '.join(columns)}, found {', '.join(frame.columns)}")
+    return frame
+
+
+def _read_embeddings(path: Path, key: str, n: int, dim: int) -> tuple[IdMap, np.ndarray]:
+    frame = _read_table(path, [key, "embedding"])
+    try:
+        ids = IdMap(frame[key])
+        emb = np.ascontiguousarray(np.stack(frame["embedding"].to_numpy()), dtype=np.float32)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not embeddings in id order ({exc})") from None
+    if emb.shape != (n, dim) or not np.isfinite(emb).all():
+        raise DataError(f"{path}: expected {n} finite rows of D={dim}, found shape {emb.shape}")
+    return ids, emb
+
+
+def _indices(ids: IdMap, values: pl.Series, path: Path) -> np.ndarray:
+    return ids.to_index(values, source=f"{path}: {values.name}").to_numpy().astype(np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateModel:
+    """A loaded bundle: top-K unseen items for raw user ids. Build with :meth:`load`.
+
+    Attributes:
+        info: the bundle's ``bundle.json``. users, items: raw ids in index order.
+        user_emb: float32 [U, D]. index: the item index. seen: the masked (user, item) pairs.
+        pop_items: int64 [I] item indices, most popular first; pop_scores: float32 [I].
+    """
+
+    info: BundleInfo
+    users: IdMap
+    items: IdMap
+    user_emb: np.ndarray
+    index: ItemIndex
+    seen: PairSet
+    pop_items: np.ndarray
+    pop_scores: np.ndarray
+
+    @classmethod
+    def load(cls, bundle_dir: str | Path, *, device: Device = "auto") -> CandidateModel:
+        """Read and check a bundle written by :func:`write_candidate_bundle`.
+
+        Raises:
+            DataError: a missing or inconsistent file (named in the message);
+                IndexFileError / IndexMismatchError: an index that does not match its items.
+        """
+        root = Path(bundle_dir)
+        info = BundleInfo.read(root)
+        users, user_emb = _read_embeddings(root / USER_FILE, "user_id", info.n_users, info.dim)
+        items, item_emb = _read_embeddings(root / ITEM_FILE, "item_id", info.n_items, info.dim)
+        seen = _read_table(root / SEEN_FILE, ["user_id", "item_id"])
+        seen_users = _indices(users, seen["user_id"], root / SEEN_FILE)
+        pairs = UserItems.from_pairs(seen_users, _indices(items, seen["item_id"], root / SEEN_FILE),
+                                     users.size, items.size)
+        popular = _read_table(root / POPULAR_FILE, ["item_id", "score"])
+        pop_items = _indices(items, popular["item_id"], root / POPULAR_FILE)
+        if np.unique(pop_items).size != items.size or pop_items.size != items.size:
+            raise DataError(f"{root / POPULAR_FILE}: must rank each of the {items.size} items once")
+        index = load_index(root / INDEX_FILE, item_emb=item_emb, item_ids=items, device=device)
+        seen_set = PairSet.from_tables(pairs, users.size, items.size)
+        pop_scores = popular["score"].to_numpy().astype(np.float32)
+        return cls(info, users, items, user_emb, index, seen_set, pop_items, pop_scores)
+
+    def predict(self, frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
+        """Each requested user's top-k unseen items, ranked as ``recsys-cl recommend`` ranks them.
+
+        Args:
+            frame: a ``user_id`` column of raw ids typed like the run's (integer runs also take
+                decimal strings and integral floats, as JSON and CSV clients send them) and an
+                optional ``k`` column (per row; a missing value falls back to ``k``).
+            k: the list length of rows without their own; None = the bundle's default.
+
+        Returns:
+            ``user_id, rank, item_id, score``: rows grouped by request row in input order (a
+            repeated row is answered twice), ranks 1..n with n = min(k, unseen items); unknown
+            users get the most popular items (score = training users) under ``popular``.
+
+        Raises:
+            CandidateRequestError: no ``user_id`` column, a missing id or a bad ``k``.
+            UnknownUserError: an id the run never trained on (``cold_start="error"``), or a
+                non-integer id for a run with integer ids.
+        """
+        if not isinstance(frame, pd.DataFrame):
+            raise CandidateRequestError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+        if "user_id" not in frame.columns:
+            found = ", ".join(map(str, frame.columns)) or "none"
+            raise CandidateRequestError(f"the input needs a user_id column of raw user ids (found: {found})")
+        default_k = self.info.k if k is None else _positive_int(k, "k")
+        ks = _row_ks(frame["k"], default_k) if "k" in frame.columns else np.full(len(frame), default_k)
+        raw, user_idx = self._lookup(frame["user_id"])
+        unknown = np.flatnonzero(user_idx < 0)
+        if unknown.size and self.info.cold_start == "error":
+            raise UnknownUserError(
+                f"{unknown.size:,} of {len(raw):,} requested users are unknown to the run (not in "
+                f"its training data), the first {raw[int(unknown[0])]!r}; this model's cold_start "
+                "policy is 'error'"
+            )
+        # The empty piece first gives an empty request typed columns.
+        pieces = [_NO_ROWS] + [
+            self._search(rows, user_idx[rows], int(kk))
+            for kk in np.unique(ks)
+            for rows in (np.flatnonzero(ks == kk),)
+        ]
+        rows, rank, items, scores = (np.concatenate(column) for column in zip(*pieces))
+        order = np.argsort(rows, kind="stable")  # back to request order; ranks stay ascending
+        return pd.DataFrame(
+            {
+                "user_id": pd.Series(raw[rows[order]], dtype=raw.dtype),
+                "rank": rank[order],
+                "item_id": pd.Series(self.items.to_raw(items[order]), dtype=_NUMPY_DTYPE[self.info.item_id_dtype]),
+                "score": scores[order],
+            },
+            columns=list(OUTPUT_COLUMNS),
+        )
+
+    def _search(self, rows: np.ndarray, user_idx: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        """(request row, rank, item index, score) of every candidate of ``rows``, row-major."""
+        k = min(k, self.index.n_items)
+        items = np.empty((len(rows), k), dtype=np.int64)
+        scores = np.empty((len(rows), k), dtype=np.float32)
+        known = user_idx >= 0
+        known_at = np.flatnonzero(known)
+        for start in range(0, len(known_at), DEFAULT_CHUNK_USERS):
+            at = known_at[start : start + DEFAULT_CHUNK_USERS]
+            cands = candidates_for(self.index, self.user_emb, user_idx[at], k, self.seen)
+            items[at], scores[at] = cands.items, cands.scores
+        items[~known], scores[~known] = self.pop_items[:k], self.pop_scores[:k]
+        r, c = np.nonzero(items >= 0)  # a user with fewer unseen items has fewer rows
+        return rows[r], (c + 1).astype(np.int32), items[r, c], scores[r, c]
+
+    def _lookup(self, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """(raw ids typed like the run's [B], int64 indices with -1 for unknown ids [B])."""
+        missing = column.isna().to_numpy()
+        if missing.any():
+            raise CandidateRequestError(f"user_id is missing in request row {int(np.argmax(missing))}")
+        if self.users.raw.dtype == pl.Int64:
+            raw = _as_int_ids(column)
+            return raw, self.users.to_index(raw, missing="null")
+        values = column.tolist()
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (str, int, np.integer))]
+        if bad:
+            raise CandidateRequestError(f"user id {bad[0]!r}: this run's user ids are strings")
+        raw = np.asarray([str(v) for v in values], dtype=object)
+        found = self.users.to_index(pl.Series("raw", raw.tolist(), dtype=pl.String), missing="null")
+        return raw, found.fill_null(-1).to_numpy().astype(np.int64)
+
+
+def _as_int(value: Any) -> Any:
+    """``value`` as an int when it is an integral float or a decimal string; else unchanged."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return value
+
+
+def _as_int_ids(column: pd.Series) -> np.ndarray:
+    """The int64 ids [B] of a run with integer ids, parsed as ``recsys-cl recommend`` does.
+
+    Raises:
+        UnknownUserError: an id that is not an integer, or is outside the int64 range.
+    """
+    if pd.api.types.is_integer_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy().astype(np.int64)
+    values = [_as_int(v) for v in column.tolist()]
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise UnknownUserError(f"user id {bad[0]!r} is not an integer, as this run's user ids are")
+    try:
+        return np.asarray(values, dtype=np.int64)
+    except OverflowError:
+        raise UnknownUserError("a user id is outside the 64-bit integer range of this run's ids") from None
+
+
+def _positive_int(value: Any, what: str) -> int:
+    value = value if isinstance(value, str) else _as_int(value)
+    if not _is_positive_int(value):
+        raise CandidateRequestError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _row_ks(column: pd.Series, default: int) -> np.ndarray:
+    """int64 [B]: the ``k`` column where given, ``default`` where missing."""
+    missing = column.isna().to_numpy()
+    return np.asarray(
+        [default if gone else _positive_int(v, f"k of request row {i}")
+         for i, (v, gone) in enumerate(zip(column.tolist(), missing))],
+        dtype=np.int64,
+    )
+
+
+__all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "write_candidate_bundle"]

@@ -1,0 +1,176 @@
+"""The MLflow tracker: a run in an MLflow tracking store, ended with the right status.
+
+The default store needs no server: a SQLite file, ``sqlite:///mlruns.db`` in the working
+directory, with artifacts in a ``mlruns/`` folder beside it. ``--tracking-uri`` and
+``MLFLOW_TRACKING_URI`` override it, so a remote server works the same way.
+
+A run that raises ends FAILED, one interrupted (Ctrl-C, or SIGTERM turned into an interrupt by
+the command line) ends KILLED, never RUNNING. Under ``mlflow run`` (``MLFLOW_RUN_ID`` set) the
+top-level run is the one MLflow created for the entry point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from recsys_cl.errors import RecsysError
+
+from .base import Tracker
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+_SQLITE = "sqlite:///"
+# MLflow's per-request limits (log_batch): 100 params or 1000 metrics.
+_PARAMS_PER_CALL = 100
+_METRICS_PER_CALL = 1000
+_MAX_PARAM_CHARS = 6000
+PARENT_TAG = "mlflow.parentRunId"
+
+
+class TrackingError(RecsysError):
+    """The tracking store cannot be opened or written (bad URI, unreachable server)."""
+
+
+def resolve_tracking_uri(explicit: str | None = None, configured: str | None = None) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the config's, else the default."""
+    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+
+
+def artifact_root(uri: str) -> str | None:
+    """For a SQLite store, the ``mlruns/`` folder beside the database file (so the store and
+    its artifacts move together); None lets other stores choose."""
+    if not uri.startswith(_SQLITE):
+        return None
+    return str(Path(uri[len(_SQLITE) :]).resolve().parent / "mlruns")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "experiment"
+
+
+def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
+    """The id of experiment ``name``, created (with its artifacts beside a SQLite store) when
+    missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    root = artifact_root(uri)
+    location = f"{root}/{_slug(name)}" if root is not None else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _text(value: Any) -> str:
+    text = "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
+    return text[:_MAX_PARAM_CHARS]
+
+
+class MlflowTracker:
+    """Logs into one existing MLflow run (see :func:`mlflow_run`)."""
+
+    enabled = True
+
+    def __init__(self, client: MlflowClient, run_id: str, uri: str) -> None:
+        self.client = client
+        self.uri = uri
+        self._run_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        items = [Param(key, _text(value)) for key, value in params.items()]
+        for start in range(0, len(items), _PARAMS_PER_CALL):
+            self.client.log_batch(self._run_id, params=items[start : start + _PARAMS_PER_CALL])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self._run_id, tags=[RunTag(k, _text(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for start in range(0, len(items), _METRICS_PER_CALL):
+            self.client.log_batch(self._run_id, metrics=items[start : start + _METRICS_PER_CALL])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        p = Path(path)
+        if p.is_dir():
+            self.client.log_artifacts(self._run_id, str(p), artifact_path)
+        else:
+            self.client.log_artifact(self._run_id, str(p), artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self._run_id, figure, artifact_file)
+
+    @contextlib.contextmanager
+    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
+        run = self.client.get_run(self._run_id)
+        with _ended(self.client, self.client.create_run(
+            run.info.experiment_id, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
+        ).info.run_id, self.uri) as tracker:
+            yield tracker
+
+
+@contextlib.contextmanager
+def _ended(client: MlflowClient, run_id: str, uri: str) -> Iterator[MlflowTracker]:
+    """Yield a tracker for ``run_id``; end the run FINISHED, FAILED or KILLED on leaving."""
+    try:
+        yield MlflowTracker(client, run_id, uri)
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, status="KILLED")
+        raise
+    except SystemExit as exc:
+        client.set_terminated(run_id, status="FINISHED" if exc.code in (0, None) else "FAILED")
+        raise
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    else:
+        client.set_terminated(run_id, status="FINISHED")
+
+
+@contextlib.contextmanager
+def mlflow_run(
+    uri: str,
+    experiment: str,
+    *,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
+) -> Iterator[MlflowTracker]:
+    """Open (or, with ``resume_run_id``, reopen) a top-level run in ``experiment``.
+
+    Raises:
+        TrackingError: the store cannot be opened or the run to resume does not exist.
+    """
+    # MLflow's own helpers (figures, models) resolve the store globally; keep them aligned.
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    adopted = os.environ.get("MLFLOW_RUN_ID")
+    try:
+        if resume_run_id is not None:
+            client.get_run(resume_run_id)
+            client.update_run(resume_run_id, status="RUNNING")
+            run_id = resume_run_id
+        elif adopted:
+            run_id = client.get_run(adopted).info.run_id
+        else:
+            exp = experiment_id(client, uri, experiment)
+            run_id = client.create_run(exp, run_name=run_name).info.run_id
+    except MlflowException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"tracking store {uri}: {first}") from None
+    with _ended(client, run_id, uri) as tracker:
+        if tags:
+            tracker.set_tags(tags)
+        yield tracker

@@ -1,0 +1,98 @@
+"""Figures a person would rather look at than read: loss curves, validation metrics per
+epoch, Recall@K by item-popularity group, and a strategy comparison.
+
+Each function returns a matplotlib ``Figure`` (drawn with the non-interactive Agg canvas, so no
+display is needed); the caller logs or saves it and closes it with :func:`close`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from matplotlib.figure import Figure
+
+LOSS_NAMES = ("rec", "cl", "reg", "total")
+_GROUPS = ("head", "mid", "tail")
+
+
+def close(figure: Figure) -> None:
+    """Free the figure's memory (Agg figures made with ``Figure()`` are not in pyplot's list)."""
+    figure.clear()
+
+
+def loss_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
+    """One panel per loss term (mean over the epoch's batches) against the epoch."""
+    names = [n for n in LOSS_NAMES if any(f"loss/{n}" in r for r in history)]
+    fig = Figure(figsize=(3.2 * max(len(names), 1), 3.0), layout="constrained")
+    axes = fig.subplots(1, max(len(names), 1), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=False):
+        points = [(r["epoch"], r[f"loss/{name}"]) for r in history if f"loss/{name}" in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="C0")
+        ax.set_title(f"{name} loss")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle("training losses")
+    return fig
+
+
+def validation_curves(
+    history: Sequence[Mapping[str, Any]],
+    ks: Sequence[int],
+    *,
+    split: str,
+    best_epoch: int | None = None,
+) -> Figure:
+    """Recall@K and NDCG@K on the selection split against the epoch, one line per K, with
+    the selected epoch marked."""
+    fig = Figure(figsize=(8.0, 3.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("recall", "ndcg"), strict=True):
+        for i, k in enumerate(ks):
+            key = f"{metric}@{k}"
+            points = [(r["epoch"], r[key]) for r in history if key in r]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=f"C{i}", label=f"@{k}")
+        if best_epoch:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"selected ({best_epoch})")
+        ax.set_title(f"{split} {metric}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def recall_by_group(metrics: Mapping[str, float], overall: float, k: int = 20) -> Figure:
+    """Test Recall@K of each item-popularity group (head / mid / tail) beside the overall
+    value: where the long tail is lost."""
+    labels = ["overall", *_GROUPS]
+    values = [overall, *(metrics.get(f"{g}_recall@{k}", math.nan) for g in _GROUPS)]
+    fig = Figure(figsize=(5.0, 3.2), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(labels, [0.0 if math.isnan(v) else v for v in values], color=["C7", "C0", "C1", "C3"])
+    for bar, value in zip(bars, values, strict=True):
+        text = "n/a" if math.isnan(value) else f"{value:.3f}"
+        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(f"test recall@{k}")
+    ax.set_title(f"Recall@{k} by item popularity group")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def strategy_bars(
+    names: Sequence[str], overall: Sequence[float], tail: Sequence[float], k: int = 20
+) -> Figure:
+    """Overall and tail Recall@K per imbalance strategy, side by side."""
+    fig = Figure(figsize=(max(5.0, 1.2 * len(names) + 2), 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.4
+    xs = range(len(names))
+    ax.bar([x - width / 2 for x in xs], overall, width, label=f"recall@{k}", color="C0")
+    ax.bar([x + width / 2 for x in xs], tail, width, label=f"tail recall@{k}", color="C3")
+    ax.set_xticks(list(xs), list(names), rotation=20, ha="right")
+    ax.set_ylabel(f"test recall@{k}")
+    ax.set_title("imbalance strategies: overall vs tail")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
