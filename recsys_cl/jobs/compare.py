@@ -146,7 +146,10 @@ def print_from_mlflow(args: argparse.Namespace) -> int:
 
     from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(args.tracking_uri))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise RecsysError(f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)")
+    mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(args.experiment) is None:
         raise RecsysError(f"--experiment {args.experiment!r}: no such experiment in {mlflow.get_tracking_uri()}")
     parents = mlflow.search_runs(
