@@ -1,0 +1,80 @@
+"""The MLflow entry points: MLproject parameters become the right `recsys-cl` command lines,
+every entry point names a script that exists, and `mlflow run . -e train` records its run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _entry_module():
+    spec = importlib.util.spec_from_file_location("pipelines_entry", REPO / "pipelines" / "_entry.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parameters_become_a_command_line() -> None:
+    entry = _entry_module()
+    argv = ["--config", "c.yaml", "--overrides", "train.epochs=2 model.eps=0.1", "--data-dir", "", "--register", ""]
+    assert entry.command_line("main", ("config", "data-dir", "register"), argv) == [
+        "main", "--config", "c.yaml", "--set", "train.epochs=2", "--set", "model.eps=0.1"
+    ]
+    argv = ["--run-dir", "runs/x", "--k", "5", "--index", "", "--no-progress"]
+    assert entry.command_line("recommend", ("run-dir", "index", "k"), argv) == [
+        "recommend", "runs/x", "-k", "5", "--no-progress"
+    ]
+
+
+def test_every_entry_point_has_its_script_and_flags() -> None:
+    project = yaml.safe_load((REPO / "MLproject").read_text())
+    assert set(project["entry_points"]) == {"main", "train", "evaluate", "build_index", "recommend", "compare"}
+    for name, entry in project["entry_points"].items():
+        command = entry["command"]
+        script = command.split()[1]
+        assert script == f"pipelines/{name}.py" and (REPO / script).is_file()
+        source = (REPO / script).read_text()
+        for param in entry["parameters"]:
+            flag = param.replace("_", "-")
+            assert f"--{flag} {{{param}}}" in command
+            if param != "overrides":
+                assert f'"{flag}"' in source, f"{script} does not pass --{flag}"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_mlflow_run_train_records_into_the_run_mlflow_opened(tmp_path: Path) -> None:
+    pytest.importorskip("faiss", reason="the training record includes the FAISS index")
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import make_long_tail_log
+
+    make_long_tail_log(n_users=120, n_items=200, seed=2).write_csv(tmp_path / "log.csv")
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(
+        f"experiment: mlproject\noutput_dir: {tmp_path / 'run'}\n"
+        f"data: {{path: {tmp_path / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        "model: {method: lightgcn, dim: 8}\ntrain: {epochs: 5, batch_size: 256, progress: false}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    mlflow = Path(sys.executable).with_name("mlflow")
+    done = subprocess.run(
+        [str(mlflow), "run", str(REPO), "-e", "train", "--env-manager", "local", "--experiment-name", "mlproject",
+         "-P", f"config={cfg}", "-P", "overrides=train.epochs=2 train.eval_every=1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("mlproject")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["job"] == "train"
+    assert run.data.params["train.epochs"] == "2" and "test/recall_at_20" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "loss/total")) == 2
