@@ -8,7 +8,6 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -365,9 +364,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow's INFO lines (store creation, migrations, model validation) and its artifact
+    # download bars are noise on a command line; MLflow reads these when it is imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
-    # MLflow's INFO lines (store creation, migrations) are noise on a command line.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:

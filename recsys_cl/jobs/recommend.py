@@ -129,7 +129,7 @@ def _exclusions(parts: RunParts, n_users: int, n_items: int, exclude: Exclude) -
     return PairSet.from_tables(tables, n_users, n_items)
 
 
-def _run_parts(run: RunEmbeddings) -> RunParts:
+def folder_parts(run: RunEmbeddings) -> RunParts:
     """What the run trained and is scored on, as `recsys-cl evaluate` reads it: a labelled run
     (imbalance.weights.label_threshold) scores only its positive test rows."""
     cfg_path = run.run_dir / "config.yaml"
@@ -183,7 +183,7 @@ def run_recommend(
     index = _open_index(run, index_path, device)
     index.set_search_params(nprobe=nprobe, ef_search=ef_search)
     k_eff = min(k, index.n_items)
-    parts = _run_parts(run)
+    parts = folder_parts(run)
     seen = _exclusions(parts, split.n_users, split.n_items, exclude)
 
     if users is None:
@@ -315,6 +315,7 @@ def recommend(args: argparse.Namespace) -> RecommendReport:
 
 __all__ = [
     "RecommendReport",
+    "folder_parts",
     "parse_user_ids",
     "read_users_file",
     "recommend",

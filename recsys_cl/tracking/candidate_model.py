@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from recsys_cl.config import RunConfig, read_yaml, validate
 from recsys_cl.config.retrieval import IndexSpec
 from recsys_cl.data import IdMap, UserItems
 from recsys_cl.errors import DataError, RecsysError
@@ -59,8 +58,9 @@ SEEN_FILE = "seen.parquet"
 POPULAR_FILE = "popular.parquet"
 INDEX_FILE = "index.faiss"
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score")
+# Output id columns: object (Python str) for string ids, the same on pandas 2 and 3.
+_NUMPY_DTYPE = {"int64": np.dtype(np.int64), "string": np.dtype(object)}
 # (request row, rank, item index, score) of no candidates.
-_NUMPY_DTYPE = {"int64": np.dtype(np.int64), "string": np.dtype(object)}  # object: str on pandas 2 and 3
 _NO_ROWS = tuple(np.zeros(0, dtype=t) for t in (np.int64, np.int32, np.int64, np.float32))
 
 
@@ -143,25 +143,24 @@ def write_candidate_bundle(
             :class:`UnknownUserError` (``error``).
 
     Raises:
-        RecsysError: a bad ``k`` / ``cold_start``; DataError and the retrieval errors for a
-            run or index that cannot be read or does not match.
+        RecsysError: a bad ``k`` / ``cold_start``, or ``out_dir`` is something other than a
+            bundle (it is replaced whole: never the run folder); DataError and the retrieval
+            errors for a run or index that cannot be read or does not match.
     """
-    if not _is_positive_int(k):
-        raise RecsysError(f"k must be a positive integer, got {k!r}")
-    if cold_start not in ("popular", "error"):
-        raise RecsysError(f"cold_start must be 'popular' or 'error', got {cold_start!r}")
-    # Imported here: the jobs pull in the training stack, which loading and serving a bundle
-    # never need (and which may import tracking modules in turn).
-    from recsys_cl.jobs.parts import run_parts
+    if not _is_positive_int(k) or cold_start not in ("popular", "error"):
+        raise RecsysError(f"need k >= 1 and cold_start 'popular' or 'error', got {k!r} and {cold_start!r}")
+    out = Path(out_dir)
+    if out.exists() and not (out / BUNDLE_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise RecsysError(f"{out}: exists and is not a candidate bundle; refusing to replace it")
+    # Imported here: the jobs pull in the training and tracking stack; serving never needs it.
+    from recsys_cl.jobs.recommend import folder_parts
     from recsys_cl.jobs.retrieval import load_run
 
     run = load_run(run_dir)
     split = run.split
-    cfg_path = run.run_dir / "config.yaml"
-    cfg = validate(read_yaml(cfg_path), RunConfig, str(cfg_path))
     # As `recsys-cl recommend`: a labelled run's popularity counts only its positive rows, and
     # every train + validation row is masked (what evaluation masks at test time).
-    parts = run_parts(split, cfg.imbalance.weights.label_threshold, str(run.run_dir / "data"))
+    parts = folder_parts(run)
     seen = PairSet.from_tables(parts.test_exclude, split.n_users, split.n_items)
     pop_items, pop_scores = most_popular(parts.train, split.n_items)
     if index_path is None:
@@ -181,7 +180,6 @@ def write_candidate_bundle(
         SEEN_FILE: {"user_id": split.users.to_raw(seen_users), "item_id": split.items.to_raw(seen_items)},
         POPULAR_FILE: {"item_id": split.items.to_raw(pop_items), "score": pop_scores},
     }
-    out = Path(out_dir)
     with atomic_dir(out) as tmp:
         for name, columns in tables.items():
             pl.DataFrame(columns).write_parquet(tmp / name)
@@ -264,8 +262,7 @@ class CandidateModel:
             raise DataError(f"{root / POPULAR_FILE}: must rank each of the {items.size} items once")
         index = load_index(root / INDEX_FILE, item_emb=item_emb, item_ids=items, device=device)
         seen_set = PairSet.from_tables(pairs, users.size, items.size)
-        pop_scores = popular["score"].to_numpy().astype(np.float32)
-        return cls(info, users, items, user_emb, index, seen_set, pop_items, pop_scores)
+        return cls(info, users, items, user_emb, index, seen_set, pop_items, popular["score"].to_numpy())
 
     def predict(self, frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
         """Each requested user's top-k unseen items, ranked as ``recsys-cl recommend`` ranks them.
@@ -309,11 +306,12 @@ class CandidateModel:
         ]
         rows, rank, items, scores = (np.concatenate(column) for column in zip(*pieces))
         order = np.argsort(rows, kind="stable")  # back to request order; ranks stay ascending
+        item_dtype = _NUMPY_DTYPE[self.info.item_id_dtype]
         return pd.DataFrame(
             {
                 "user_id": pd.Series(raw[rows[order]], dtype=raw.dtype),
                 "rank": rank[order],
-                "item_id": pd.Series(self.items.to_raw(items[order]), dtype=_NUMPY_DTYPE[self.info.item_id_dtype]),
+                "item_id": pd.Series(self.items.to_raw(items[order]), dtype=item_dtype),
                 "score": scores[order],
             },
             columns=list(OUTPUT_COLUMNS),
@@ -355,7 +353,7 @@ def _as_int(value: Any) -> Any:
     """``value`` as an int when it is an integral float or a decimal string; else unchanged."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal():
         return int(value)
     return value
 

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import tempfile
+import urllib.parse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-from mlflow.environment_variables import MLFLOW_REGISTRY_URI
+import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PyFuncModel
+from mlflow.store.artifact.utils.models import get_model_name_and_version
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -48,7 +50,7 @@ class CandidateModelInfo:
 
     model_uri: str
     registered_name: str | None = None
-    registered_version: str | None = None
+    registered_version: int | None = None
 
 
 def pip_requirements() -> list[str]:
@@ -113,7 +115,8 @@ def log_candidate_model(
         RecsysError: no such run, or it already holds artifacts at ``artifact_path``.
     """
     bundle = Path(bundle_dir)
-    info = CandidateModel.load(bundle, device="cpu").info  # fail before anything is uploaded
+    model = CandidateModel.load(bundle, device="cpu")  # fail before anything is uploaded
+    info = model.info
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
         run = client.get_run(run_id)
@@ -131,6 +134,9 @@ def log_candidate_model(
             python_model=str(CODE_PATH),
             artifacts={"bundle": str(bundle.resolve())},
             signature=candidate_signature(info),
+            # Saved as serving_input_example.json: the request format, checked by MLflow
+            # predicting it once through the saved model.
+            input_example=(pd.DataFrame({"user_id": model.users.raw[:1].to_list()}), {"k": info.k}),
             pip_requirements=pip_requirements(),
             metadata={"recsys_cl_bundle": asdict(info)},
         )
@@ -146,7 +152,7 @@ def log_candidate_model(
     version = client.create_model_version(
         register, source=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", run_id=run_id
     )
-    return CandidateModelInfo(model_uri, registered_name=register, registered_version=str(version.version))
+    return CandidateModelInfo(model_uri, registered_name=register, registered_version=int(version.version))
 
 
 def load_candidate_model(
@@ -157,21 +163,29 @@ def load_candidate_model(
     dst_path: str | Path | None = None,
 ) -> PyFuncModel:
     """The pyfunc model at ``model_uri`` (``runs:/``, ``models:/`` or a local path), read from
-    ``tracking_uri`` without setting the global tracking URI.
+    ``tracking_uri`` (and ``registry_uri``, default as :class:`MlflowClient` resolves it)
+    without setting the global tracking or registry URI.
 
     The files are downloaded to ``dst_path``, or to a temporary folder removed once the model
     is loaded (the model holds its whole bundle in memory).
     """
-    if dst_path is not None:
-        # download_artifacts resolves a None registry from the global tracking URI, not from
-        # ``tracking_uri`` as MlflowClient does: resolve it here as the client would.
-        registry = registry_uri or MLFLOW_REGISTRY_URI.get() or tracking_uri
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=str(dst_path), tracking_uri=tracking_uri, registry_uri=registry
-        )
-        return mlflow.pyfunc.load_model(local)
-    with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
-        return load_candidate_model(model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp)
+    if dst_path is None:
+        with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
+            return load_candidate_model(model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    source = model_uri
+    if urllib.parse.urlparse(model_uri).scheme == "models":
+        # MLflow 3.17's download_artifacts looks models:/ URIs up in the *global* registry,
+        # ignoring its registry_uri argument: resolve them with our client first.
+        found = get_model_name_and_version(client, model_uri)
+        if len(found) == 1:
+            source = client.get_logged_model(found[0]).artifact_location
+        else:
+            source = client.get_model_version_download_uri(*found)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri
+    )
+    return mlflow.pyfunc.load_model(local)
 
 
 __all__ = [

@@ -11,9 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import set_model
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from recsys_cl.errors import RecsysError
 from recsys_cl.tracking.candidate_model import CandidateModel
 
 
@@ -33,7 +36,12 @@ class CandidatePyfunc(PythonModel):
     ) -> pd.DataFrame:
         if self._model is None:
             raise RuntimeError("the candidate bundle is not loaded (load_context was not called)")
-        return self._model.predict(model_input, k=(params or {}).get("k"))
+        try:
+            return self._model.predict(model_input, k=(params or {}).get("k"))
+        except RecsysError as exc:
+            # MLflow's scoring server answers an MlflowException with its message (HTTP 400);
+            # any other exception becomes a generic "unexpected error" with a stack trace.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 
 
 set_model(CandidatePyfunc())

@@ -1,0 +1,378 @@
+"""The candidate model: a bundle of a trained run answers as a direct filtered search over the
+run's embeddings does (int and string ids, per-row k, cold start), and the MLflow pyfunc built on
+it round-trips through a fresh process, the model registry and `mlflow models serve`."""
+
+from __future__ import annotations
+
+import pytest
+
+# The candidate model searches a FAISS index, an extra (cpu or gpu).
+faiss = pytest.importorskip("faiss", reason="needs FAISS: the cpu or gpu extra")
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from recsys_cl.config import load_config
+from recsys_cl.config.retrieval import IndexSpec
+from recsys_cl.errors import DataError, RecsysError
+from recsys_cl.jobs.parts import test_exclusions as seen_tables
+from recsys_cl.jobs.retrieval import load_run
+from recsys_cl.jobs.train import run_training
+from recsys_cl.retrieval import (
+    PairSet,
+    UnknownUserError,
+    build_index,
+    most_popular,
+    save_index,
+    top_k_candidates,
+)
+from recsys_cl.tracking.candidate_model import (
+    CandidateModel,
+    CandidateRequestError,
+    write_candidate_bundle,
+)
+from tests.conftest import make_long_tail_log
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SERVER_START_TIMEOUT_S = 90
+
+
+def _train(root: Path, string_ids: bool) -> Path:
+    log = root / "log.csv"
+    make_long_tail_log(
+        n_users=150, n_items=300, seed=5, mean_activity=15, string_ids=string_ids
+    ).write_csv(log)
+    cfg = root / "run.yaml"
+    cfg.write_text(
+        f"output_dir: {root / 'run'}\n"
+        f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
+        "model:\n  method: xsimgcl\n  dim: 16\n"
+        "train:\n  epochs: 3\n  batch_size: 256\n  eval_every: 1\n  progress: false\n"
+    )
+    run_training(load_config(cfg, []))
+    return root / "run"
+
+
+@pytest.fixture(scope="module")
+def int_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-epoch XSimGCL run with integer raw ids (about a second)."""
+    return _train(tmp_path_factory.mktemp("cm_int"), string_ids=False)
+
+
+@pytest.fixture(scope="module")
+def str_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same with string raw ids (``u0``, ``i12``)."""
+    return _train(tmp_path_factory.mktemp("cm_str"), string_ids=True)
+
+
+@pytest.fixture(params=["int_run", "str_run"])
+def run_dir(request: pytest.FixtureRequest) -> Path:
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="module")
+def int_bundle(int_run: Path) -> Path:
+    return write_candidate_bundle(int_run, int_run.parent / "bundle", k=5)
+
+
+@pytest.fixture(scope="module")
+def str_bundle(str_run: Path) -> Path:
+    return write_candidate_bundle(str_run, str_run.parent / "bundle", k=4)
+
+
+def _direct(run_dir: Path, users: list[Any], k: int) -> pd.DataFrame:
+    """The oracle: an exact search over the run's embeddings with train + val items masked."""
+    run = load_run(run_dir)
+    split = run.split
+    index = build_index(run.item_emb, IndexSpec(), item_ids=split.items, device="cpu")
+    seen = PairSet.from_tables(seen_tables(split), split.n_users, split.n_items)
+    cands = top_k_candidates(index, run.user_emb, split.users.to_index(np.asarray(users)), k=k, exclude=seen)
+    rows, cols = np.nonzero(cands.items >= 0)
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(users, dtype=object)[rows].tolist(),
+            "rank": cols + 1,
+            "item_id": split.items.to_raw(cands.items[rows, cols]).tolist(),
+            "score": cands.scores[rows, cols],
+        }
+    )
+
+
+def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    assert list(got.columns) == ["user_id", "rank", "item_id", "score"]
+    assert got["user_id"].tolist() == want["user_id"].tolist()
+    assert got["rank"].tolist() == want["rank"].tolist()
+    assert got["item_id"].tolist() == want["item_id"].tolist()
+    assert np.allclose(got["score"].to_numpy(float), want["score"].to_numpy(float), rtol=1e-5, atol=1e-6)
+
+
+def test_bundle_answers_as_direct_search(run_dir: Path) -> None:
+    bundle = write_candidate_bundle(run_dir, run_dir.parent / "bundle_k7", k=7)
+    model = CandidateModel.load(bundle)
+    users = model.users.raw.to_list()
+    got = model.predict(pd.DataFrame({"user_id": users}))
+    _assert_same(got, _direct(run_dir, users, 7))
+
+    # No recommended item is one the user saw in training or validation.
+    split = load_run(run_dir).split
+    seen = PairSet.from_tables(seen_tables(split), split.n_users, split.n_items)
+    u = split.users.to_index(np.asarray(got["user_id"].tolist()))
+    i = split.items.to_index(np.asarray(got["item_id"].tolist()))
+    assert not seen.contains(u, i[:, None]).any()
+    info = json.loads((bundle / "bundle.json").read_text())
+    assert info["k"] == 7 and info["n_users"] == split.n_users and info["n_seen"] == seen.keys.size
+
+
+def test_per_row_k_and_popular_cold_start(int_run: Path, int_bundle: Path) -> None:
+    model = CandidateModel.load(int_bundle)
+    u0, u1 = model.users.raw.to_list()[:2]
+    frame = pd.DataFrame({"user_id": [u1, -7, str(u0), u1], "k": [3, 4, None, 1]})
+    got = model.predict(frame, k=2)
+    assert got["user_id"].tolist() == [u1] * 3 + [-7] * 4 + [u0] * 2 + [u1]
+    assert got["rank"].tolist() == [1, 2, 3, 1, 2, 3, 4, 1, 2, 1]
+    known = _direct(int_run, [u1, u0], 3).iloc[[0, 1, 2, 3, 4, 0]]  # u1 top 3, u0 top 2, u1 top 1
+    _assert_same(got[got["user_id"] != -7], known)
+
+    # The unknown user gets the most popular training items, scored by their training users.
+    split = load_run(int_run).split
+    pop_items, pop_scores = most_popular(split.user_items("train"), 4)
+    cold = got[got["user_id"] == -7]
+    assert cold["item_id"].tolist() == split.items.to_raw(pop_items).tolist()
+    assert cold["score"].tolist() == pop_scores.tolist()
+    # The bundle default applies without k anywhere; k above I is cut to I.
+    assert len(model.predict(pd.DataFrame({"user_id": [u0]}))) == 5
+    assert len(model.predict(pd.DataFrame({"user_id": [-7]}), k=10_000)) == split.n_items
+
+
+def test_same_lists_as_recsys_cl_recommend(int_run: Path, int_bundle: Path, tmp_path: Path) -> None:
+    from recsys_cl.jobs.recommend import run_recommend
+
+    users = [str(u) for u in CandidateModel.load(int_bundle).users.raw.to_list()[:10]] + ["123456"]
+    report = run_recommend(
+        int_run, users=users, k=5, cold_start="popular", out=tmp_path / "c.parquet", progress=False
+    )
+    got = CandidateModel.load(int_bundle).predict(pd.DataFrame({"user_id": users}))
+    _assert_same(got, pl.read_parquet(report.out).to_pandas())
+
+
+def test_string_ids_and_error_cold_start(str_run: Path, tmp_path: Path) -> None:
+    model = CandidateModel.load(write_candidate_bundle(str_run, tmp_path / "b", k=3, cold_start="error"))
+    first = model.users.raw.to_list()[0]
+    assert model.predict(pd.DataFrame({"user_id": [first]}))["user_id"].tolist() == [first] * 3
+    with pytest.raises(UnknownUserError, match="2 of 3 requested users are unknown.*'nobody'"):
+        model.predict(pd.DataFrame({"user_id": [first, "nobody", "else"]}))
+
+
+def test_request_errors(int_bundle: Path) -> None:
+    model = CandidateModel.load(int_bundle)
+    with pytest.raises(CandidateRequestError, match="needs a user_id column.*found: uid"):
+        model.predict(pd.DataFrame({"uid": [1]}))
+    for k in (0, -1, 2.5, True):
+        with pytest.raises(CandidateRequestError, match="k must be a positive integer"):
+            model.predict(pd.DataFrame({"user_id": [0]}), k=k)
+    with pytest.raises(CandidateRequestError, match="k of request row 1 must be"):
+        model.predict(pd.DataFrame({"user_id": [0, 1], "k": [2, 0]}))
+    with pytest.raises(ValueError, match="user_id is missing in request row 1"):
+        model.predict(pd.DataFrame({"user_id": [0, None]}))
+    with pytest.raises(UnknownUserError, match="'abc' is not an integer"):
+        model.predict(pd.DataFrame({"user_id": ["abc"]}))
+    empty = model.predict(pd.DataFrame({"user_id": pd.Series([], dtype="int64")}))
+    assert empty.empty and list(empty.columns) == ["user_id", "rank", "item_id", "score"]
+
+
+def test_saved_index_is_copied_and_bad_bundles_fail_on_load(int_run: Path, tmp_path: Path) -> None:
+    run = load_run(int_run)
+    saved = build_index(run.item_emb, IndexSpec(kind="hnsw"), item_ids=run.split.items, device="cpu")
+    faiss_file, _ = save_index(saved, tmp_path / "idx" / "hnsw.faiss")
+    bundle = write_candidate_bundle(int_run, tmp_path / "b", index_path=faiss_file)
+    assert (bundle / "index.faiss").read_bytes() == faiss_file.read_bytes()
+    model = CandidateModel.load(bundle)
+    assert model.info.index.startswith("HNSW") and len(model.predict(pd.DataFrame({"user_id": [0]}))) == 20
+    # A bundle is replaced whole; anything else at out_dir (the run folder itself) is refused.
+    assert CandidateModel.load(write_candidate_bundle(int_run, bundle)).info.index == "Flat"
+    with pytest.raises(RecsysError, match="is not a candidate bundle; refusing to replace it"):
+        write_candidate_bundle(int_run, int_run)
+    assert (int_run / "model.pt").is_file()
+
+    (bundle / "seen.parquet").unlink()
+    with pytest.raises(DataError, match=r"seen\.parquet: missing from the candidate bundle"):
+        CandidateModel.load(bundle)
+    (bundle / "bundle.json").write_text('{"format": "something else"}')
+    with pytest.raises(DataError, match=r"bundle\.json: not a recsys_cl.candidate_bundle file"):
+        CandidateModel.load(bundle)
+    with pytest.raises(DataError, match="not found; is .* a candidate bundle"):
+        CandidateModel.load(tmp_path / "nothing")
+
+
+def test_candidate_model_does_not_import_mlflow() -> None:
+    code = "import sys, recsys_cl.tracking.candidate_model; print('mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------- MLflow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(tracking URI, experiment id) of a temporary SQLite store, made once (its schema
+    migrations take seconds)."""
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlflow_store")
+    uri = f"sqlite:///{root}/mlruns.db"
+    artifacts = (root / "artifacts").as_uri()
+    return uri, MlflowClient(tracking_uri=uri).create_experiment("candidates", artifact_location=artifacts)
+
+
+@pytest.fixture
+def tracking(store: tuple[str, str]) -> tuple[str, str]:
+    """(tracking URI, id of a new RUNNING run)."""
+    from mlflow.tracking import MlflowClient
+
+    uri, experiment = store
+    return uri, MlflowClient(tracking_uri=uri).create_run(experiment).info.run_id
+
+
+def _env(tracking_uri: str) -> dict[str, str]:
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true")
+    env["OMP_NUM_THREADS"] = "1"
+    # `mlflow models serve` starts `uvicorn` by name: it must be on PATH even when the venv is not
+    # activated.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def test_pyfunc_round_trip_in_a_fresh_process(
+    str_bundle: Path, tracking: tuple[str, str], tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
+
+    uri, run_id = tracking
+    info = log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
+    assert info.model_uri == f"runs:/{run_id}/candidate_model" and info.registered_version is None
+    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+
+    model = CandidateModel.load(str_bundle)
+    users = model.users.raw.to_list()[:4] + ["nobody"]  # string ids; an unknown one
+    want = model.predict(pd.DataFrame({"user_id": users}), k=3)
+    assert want["user_id"].tolist().count("nobody") == 3
+    code = (
+        "import json, sys, mlflow, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "out = model.predict(pd.DataFrame({'user_id': json.loads(sys.argv[2])}), params={'k': 3})\n"
+        "print(json.dumps(out.to_dict(orient='list')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, info.model_uri, json.dumps(users)],
+        check=False, capture_output=True, text=True, env=_env(uri), cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same(pd.DataFrame(json.loads(proc.stdout.strip().splitlines()[-1])), want)
+    in_process = load_candidate_model(info.model_uri, uri)
+    _assert_same(in_process.predict(pd.DataFrame({"user_id": users}), params={"k": 3}), want)
+
+    with pytest.raises(RecsysError, match="already holds artifacts at 'candidate_model'"):
+        log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
+    with pytest.raises(RecsysError, match="run nope not found"):
+        log_candidate_model(str_bundle, tracking_uri=uri, run_id="nope")
+
+
+def test_registered_model_version(int_bundle: Path, tracking: tuple[str, str]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
+
+    uri, run_id = tracking
+    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-test")
+    versions = MlflowClient(uri).search_model_versions("name='recsys-cl-test'")
+    assert [(v.version, v.run_id, v.status) for v in versions] == [(info.registered_version, run_id, "READY")]
+    assert versions[0].source.endswith(f"{run_id}/artifacts/candidate_model")
+    model = load_candidate_model(f"models:/recsys-cl-test/{info.registered_version}", uri)
+    assert len(model.predict(pd.DataFrame({"user_id": [0]}))) == 5
+    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str, stderr: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{stderr.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"mlflow models serve not up after {SERVER_START_TIMEOUT_S} s:\n{stderr.read_text()[-3000:]}")
+
+
+def test_served_model_answers_invocations(
+    int_run: Path, int_bundle: Path, tracking: tuple[str, str], tmp_path: Path
+) -> None:
+    from recsys_cl.tracking.pyfunc import log_candidate_model
+
+    uri, run_id = tracking
+    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    stderr = tmp_path / "serve.err"
+    with open(tmp_path / "serve.out", "wb") as out, open(stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", info.model_uri,
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=err, env=_env(uri), cwd=tmp_path, start_new_session=True,
+        )
+    try:
+        _wait_until_up(proc, f"{base}/ping", stderr)
+        users = CandidateModel.load(int_bundle).users.raw.to_list()[:3]
+        status, body = _post(
+            f"{base}/invocations",
+            {"dataframe_split": {"columns": ["user_id"], "data": [[u] for u in users]}, "params": {"k": 5}},
+        )
+        assert status == 200, body
+        _assert_same(pd.DataFrame(body["predictions"]), _direct(int_run, users, 5))
+
+        status, body = _post(f"{base}/invocations", {"dataframe_records": [{"user_id": users[0], "k": 0}]})
+        assert status == 400 and "k of request row 0 must be a positive integer" in body["message"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
