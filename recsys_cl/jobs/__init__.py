@@ -9,7 +9,7 @@ installed (it is an extra).
 from .build import ImbalanceParts, build_imbalance, build_method
 from .data import build_split, data_prepare, data_stats, load_raw
 from .evaluate import evaluate, score_run
-from .train import TrainReport, run_training, train
+from .train import TrainReport, run_training
 
 __all__ = [
     "ImbalanceParts",
@@ -23,5 +23,4 @@ __all__ = [
     "load_raw",
     "run_training",
     "score_run",
-    "train",
 ]

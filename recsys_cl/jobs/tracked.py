@@ -29,13 +29,12 @@ from recsys_cl.config import RunConfig, load_config
 from recsys_cl.data import format_profile, load_split, profile
 from recsys_cl.errors import RecsysError
 from recsys_cl.io import write_json
-from recsys_cl.metrics import format_popularity
 from recsys_cl.optional import require_faiss
 from recsys_cl.tracking.base import NullTracker, Tracker, metric_dict
 
 from .data import build_split
 from .evaluate import parse_ks, print_score, score_run
-from .train import TrainReport, check_output_dir, format_metrics, run_training
+from .train import check_output_dir, print_training, run_training
 
 if TYPE_CHECKING:
     from .recommend import RecommendReport
@@ -220,7 +219,8 @@ def train_job(args: argparse.Namespace) -> int:
                 record_candidates(tracker, cfg, index.index_path, every_user=False)
             else:
                 tracker.set_tags({"index": "skipped: FAISS is not installed"})
-        _print_training(cfg, report)
+        print()
+        print_training(cfg, report)
         _print_tracking(tracker)
     return 0
 
@@ -274,7 +274,7 @@ def main_job(args: argparse.Namespace) -> int:
             model_uri = _log_model(tracker, cfg, index.index_path, args.register)
 
         print()
-        _print_training(cfg, report)
+        print_training(cfg, report)
         k = 20 if 20 in cfg.eval.ks else cfg.eval.ks[0]
         print(
             f"most-popular baseline: recall@{k} {baseline.result.metrics[f'recall@{k}']:.4f}  "
@@ -312,20 +312,6 @@ def _log_model(tracker: Tracker, cfg: RunConfig, index_path: Path, register: str
     if info.registered_version is not None:
         print(f"registered {info.registered_name} version {info.registered_version}")
     return info.model_uri
-
-
-def _print_training(cfg: RunConfig, report: TrainReport) -> None:
-    s = report.summary
-    print(
-        f"{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
-        f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
-    )
-    print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
-    print(format_metrics(report.test, cfg.eval.ks))
-    if report.long_tail is not None:
-        print()
-        print(format_popularity(report.long_tail, cfg.eval.ks))
-    print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet, plots/)")
 
 
 def _print_tracking(tracker: Tracker) -> None:

@@ -14,7 +14,6 @@ A run folder (``output_dir``) holds::
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from recsys_cl.config import RunConfig, load_config, to_yaml
+from recsys_cl.config import RunConfig, to_yaml
 from recsys_cl.data import IdMap, Split, load_split, save_split
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.graph import build_graph
@@ -34,7 +33,7 @@ from recsys_cl.io import atomic_path, write_json
 from recsys_cl.metrics import PopularityReport, format_popularity
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
-from recsys_cl.tracking.base import NullTracker, Tracker
+from recsys_cl.tracking.base import NullTracker, Tracker, flatten
 from recsys_cl.training import Trainer, load_checkpoint
 
 from .build import build_imbalance, build_method
@@ -49,9 +48,9 @@ __all__ = [
     "fingerprint",
     "run_parts",
     "run_training",
+    "print_training",
     "score_test",
     "test_exclusions",
-    "train",
 ]
 
 # Keys of the resolved config that may change between a run and its resume (the device may
@@ -95,20 +94,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def fingerprint(cfg: RunConfig) -> dict[str, Any]:
     """What identifies a run for resuming: the config less the keys a resume may change."""
-    flat = _flatten(cfg.model_dump(mode="json"))
+    flat = flatten(cfg.model_dump(mode="json"))
     return {
         k: (list(v) if isinstance(v, tuple) else v)
         for k, v in flat.items()
@@ -343,12 +331,11 @@ def format_metrics(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
 _METRIC_ORDER = ["recall", "ndcg", "precision", "hit_rate", "mrr"]
 
 
-def train(args: argparse.Namespace) -> int:
-    cfg: RunConfig = load_config(args.config, args.overrides)
-    report = run_training(cfg, data_dir=args.data_dir, resume=args.resume)
+def print_training(cfg: RunConfig, report: TrainReport) -> None:
+    """The selection, the test metrics table and the long-tail table of a finished run."""
     s = report.summary
     print(
-        f"\n{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
+        f"{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
         f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
     )
     print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
@@ -357,4 +344,3 @@ def train(args: argparse.Namespace) -> int:
         print()
         print(format_popularity(report.long_tail, cfg.eval.ks))
     print(f"\nwrote {report.output_dir}/ (metrics.json, model.pt, *_embeddings.parquet)")
-    return 0

@@ -35,6 +35,7 @@ _PARAMS_PER_CALL = 100
 _METRICS_PER_CALL = 1000
 _MAX_PARAM_CHARS = 6000
 PARENT_TAG = "mlflow.parentRunId"
+_KIND_TAG, _KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 class TrackingError(RecsysError):
@@ -66,7 +67,8 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
         return found.experiment_id
     root = artifact_root(uri)
     location = f"{root}/{_slug(name)}" if root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    # The UI then opens the experiment in its model-training view, not the GenAI one.
+    return client.create_experiment(name, artifact_location=location, tags={_KIND_TAG: _KIND})
 
 
 def _text(value: Any) -> str:
