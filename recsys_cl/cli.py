@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-cl",
         description="Graph contrastive learning for recommendation: prepare interaction logs, "
-        "train LightGCN / SGL / SimGCL / XSimGCL embeddings, evaluate them by full ranking.",
+        "train LightGCN / SGL / SimGCL / XSimGCL embeddings, evaluate them by full ranking, turn "
+        "them into FAISS candidates, and record every run in MLflow.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

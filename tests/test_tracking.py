@@ -308,3 +308,33 @@ def test_the_null_tracker_path_does_not_import_mlflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_main_job_records_every_stage_and_a_registered_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = _write_config(tmp_path, epochs=3)
+    capsys.readouterr()
+    assert main(["main", "-c", str(cfg), "--tracking-uri", uri, "--register", "main-test"]) == 0
+    out = capsys.readouterr().out
+    run_id = _run_id(tmp_path / "run")
+    for stage in ("prepare", "train", "evaluate", "index", "candidates"):
+        assert f"== {stage}\n" in out
+    # Ends with the metrics table, the run id and how to open the UI.
+    assert "\nrecall  " in out and f"MLflow run {run_id} in {uri}" in out
+    assert out.rstrip().splitlines()[-1].startswith(f"open the UI: mlflow ui --backend-store-uri {uri}")
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["job"] == "main"
+    metrics = run.data.metrics
+    for stage in ("prepare", "evaluate", "candidates"):
+        assert metrics[f"time/{stage}_seconds"] >= 0
+    assert 0 < metrics["baseline_most_popular/recall_at_20"] < 1
+    # Every user's candidates through the exact index score what the evaluator scores.
+    assert metrics["candidates/recall_at_20"] == pytest.approx(metrics["test/recall_at_20"], abs=1e-6)
+    assert (tmp_path / "run" / "candidates.parquet").is_file()
+    assert any(a.startswith("candidate_model/") for a in _artifacts(client, run_id))
+    (version,) = client.search_model_versions("name = 'main-test'")
+    assert version.run_id == run_id

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 
 TRACKING_FILE = "tracking.json"
 DEFAULT_MAIN_CONFIG = "configs/ml-100k/xsimgcl.yaml"
+# A source checkout (pip install -e) also finds its configs from outside the checkout.
+_CHECKOUT = Path(__file__).resolve().parents[2]
 # The saved embeddings must reproduce the in-memory test metrics (float32 round trip).
 _RESCORE_TOLERANCE = 1e-5
 
@@ -228,7 +230,7 @@ def train_job(args: argparse.Namespace) -> int:
 def main_job(args: argparse.Namespace) -> int:
     """``recsys-cl main``: prepare → train → evaluate → index → candidates → model."""
     require_faiss("recsys-cl main")
-    cfg: RunConfig = load_config(args.config or DEFAULT_MAIN_CONFIG, args.overrides)
+    cfg: RunConfig = load_config(args.config or _default_config(), args.overrides)
     resuming = check_output_dir(cfg, args.resume)
     opts = TrackingOptions.from_args(args)
     out = cfg.output_dir
@@ -284,6 +286,13 @@ def main_job(args: argparse.Namespace) -> int:
             print(f"candidate model: {model_uri}")
         _print_tracking(tracker)
     return 0
+
+
+def _default_config() -> Path:
+    here = Path(DEFAULT_MAIN_CONFIG)
+    if here.is_file() or not (_CHECKOUT / DEFAULT_MAIN_CONFIG).is_file():
+        return here
+    return _CHECKOUT / DEFAULT_MAIN_CONFIG
 
 
 def _stage(name: str) -> None:
