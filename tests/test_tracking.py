@@ -194,12 +194,15 @@ def test_an_interrupted_run_ends_killed_and_resumes_into_the_same_run(
     assert client.get_run(run_id).info.status == "KILLED"
 
     monkeypatch.setattr(train_job, "_print_epoch", real)
-    assert main(["train", "-c", str(cfg), "--tracking-uri", uri, "--resume"]) == 0
+    # A resume may raise the epoch budget; MLflow params are write-once, so it becomes a tag.
+    resume = ["train", "-c", str(cfg), "--tracking-uri", uri, "--resume", "--set", "train.epochs=5"]
+    assert main(resume) == 0
     assert _run_id(tmp_path / "run") == run_id
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and "test/recall_at_20" in run.data.metrics
+    assert run.data.params["train.epochs"] == "4" and run.data.tags["resumed.train.epochs"] == "5"
     steps = sorted({m.step for m in client.get_metric_history(run_id, "loss/total")})
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 3, 4, 5]
 
 
 def test_a_crashed_run_ends_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,7 +91,14 @@ class MlflowTracker:
         return self._run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        items = [Param(key, _text(value)) for key, value in params.items()]
+        """Params are write-once in MLflow: on a resumed run, keys already logged are
+        skipped, and a value a resume may change (``train.epochs``, say) is recorded as the
+        tag ``resumed.<key>`` instead."""
+        logged = self.client.get_run(self._run_id).data.params
+        changed = {f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != _text(v)}
+        if changed:
+            self.set_tags(changed)
+        items = [Param(key, _text(value)) for key, value in params.items() if key not in logged]
         for start in range(0, len(items), _PARAMS_PER_CALL):
             self.client.log_batch(self._run_id, params=items[start : start + _PARAMS_PER_CALL])
 
