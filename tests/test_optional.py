@@ -43,3 +43,28 @@ def test_ann_negatives_fail_at_start_up_without_faiss(no_faiss: None) -> None:
     # Other strategies build without FAISS.
     plain = load_config(None, ["data.dataset=ml-100k", "imbalance.negatives.hard.kind=dns"])
     build_imbalance(plain.imbalance, train)
+
+
+def test_training_is_tracked_without_faiss_and_main_names_the_extra(
+    no_faiss: None, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import make_long_tail_log
+
+    make_long_tail_log(n_users=60, n_items=80, seed=1).write_csv(tmp_path / "log.csv")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"output_dir: {tmp_path / 'run'}\n"
+        f"data: {{path: {tmp_path / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        "model: {method: mf, dim: 8}\ntrain: {epochs: 1, progress: false}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert main(["train", "-c", str(cfg), "--tracking-uri", uri]) == 0
+    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("recsys_cl").experiment_id])
+    assert run.data.tags["index"] == "skipped: FAISS is not installed"
+    assert "test/recall_at_20" in run.data.metrics and not (tmp_path / "run" / "index").exists()
+    capsys.readouterr()
+    assert main(["main", "-c", str(cfg), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "recsys-cl main needs FAISS: pip install 'recsys-cl[cpu]'" in err
