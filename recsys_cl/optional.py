@@ -11,12 +11,17 @@ class MissingDependencyError(RecsysError):
     """An optional package a requested feature needs is not installed."""
 
 
+def faiss_available() -> bool:
+    """Whether FAISS (the ``cpu`` or ``gpu`` extra) can be imported, without importing it."""
+    return importlib.util.find_spec("faiss") is not None
+
+
 def require_faiss(feature: str) -> None:
     """Raise :class:`MissingDependencyError` unless FAISS can be imported.
 
     FAISS comes from one of two mutually exclusive extras, so the message names both.
     """
-    if importlib.util.find_spec("faiss") is None:
+    if not faiss_available():
         raise MissingDependencyError(
             f"{feature} needs FAISS: pip install 'recsys-cl[cpu]' (or 'recsys-cl[gpu]' with a GPU)"
         )

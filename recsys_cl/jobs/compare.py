@@ -20,13 +20,13 @@ import polars as pl
 from recsys_cl.config import load_sweep
 from recsys_cl.errors import RecsysError
 from recsys_cl.io import atomic_path
+from recsys_cl.optional import faiss_available
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import metric_dict
 
 from .data import build_split
 from .tracked import (
     TrackingOptions,
-    faiss_installed,
     open_run,
     record_candidates,
     record_index,
@@ -113,7 +113,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         run_name=f"compare:{Path(args.sweep).stem}",
         tags={"job": "compare", "sweep": str(args.sweep), "strategies": ",".join(n for n, _ in runs)},
     ) as parent:
-        index_stages = parent.enabled and faiss_installed()
+        index_stages = parent.enabled and faiss_available()
         rows = []
         for name, cfg in runs:
             print(f"== {name}", flush=True)

@@ -29,7 +29,7 @@ from recsys_cl.config import RunConfig, load_config
 from recsys_cl.data import format_profile, load_split, profile
 from recsys_cl.errors import RecsysError
 from recsys_cl.io import write_json
-from recsys_cl.optional import require_faiss
+from recsys_cl.optional import faiss_available, require_faiss
 from recsys_cl.tracking.base import NullTracker, Tracker, metric_dict
 
 from .data import build_split
@@ -191,14 +191,6 @@ def record_candidates(
 # ------------------------------------------------------------------------------- the jobs
 
 
-def faiss_installed() -> bool:
-    try:
-        require_faiss("the index stage")
-    except RecsysError:
-        return False
-    return True
-
-
 def train_job(args: argparse.Namespace) -> int:
     """``recsys-cl train``: one run with the training record, the index and a candidate
     sample (the index stages are skipped, and said so, when FAISS is not installed)."""
@@ -216,7 +208,7 @@ def train_job(args: argparse.Namespace) -> int:
     ) as tracker:
         report = run_training(cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker)
         if tracker.enabled:
-            if faiss_installed():
+            if faiss_available():
                 index = record_index(tracker, cfg)
                 record_candidates(tracker, cfg, index.index_path, every_user=False)
             else:
@@ -270,6 +262,10 @@ def main_job(args: argparse.Namespace) -> int:
         _stage("candidates")
         cands = record_candidates(tracker, cfg, index.index_path, every_user=True)
         print(f"top-{cands.k} candidates for {cands.n_users:,} users -> {cands.out}")
+        if cands.quality is not None:
+            kk = cands.list_length
+            q = cands.quality.metrics
+            print(f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}")
 
         model_uri = None
         if tracker.enabled:
@@ -391,7 +387,6 @@ __all__ = [
     "TRACKING_FILE",
     "TrackingOptions",
     "evaluate_job",
-    "faiss_installed",
     "index_job",
     "main_job",
     "open_run",
