@@ -257,56 +257,97 @@ def _env(tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def _assert_logged_model(uri: str, run_id: str, model_id: str) -> None:
+    """An MLflow 3 logged model: READY, of the run (source and outputs), found by the
+    experiment's model search, and the run still RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    logged = client.get_logged_model(model_id)
+    assert (logged.name, logged.status, logged.source_run_id) == ("candidate_model", "READY", run_id)
+    assert logged.experiment_id == run.info.experiment_id
+    found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert [m.model_id for m in found] == [model_id]
+    assert [o.model_id for o in run.outputs.model_outputs] == [model_id]
+    assert run.info.status == "RUNNING"
+
+
 def test_pyfunc_round_trip_in_a_fresh_process(
     str_bundle: Path, tracking: tuple[str, str], tmp_path: Path
 ) -> None:
-    from mlflow.tracking import MlflowClient
+    import mlflow
 
     from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
 
     uri, run_id = tracking
+    global_uri = mlflow.get_tracking_uri()
     info = log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
-    assert info.model_uri == f"runs:/{run_id}/candidate_model" and info.registered_version is None
-    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+    assert info.model_uri == f"models:/{info.model_id}" and info.model_id.startswith("m-")
+    assert info.registered_version is None
+    _assert_logged_model(uri, run_id, info.model_id)
+    assert mlflow.get_tracking_uri() == global_uri
 
     model = CandidateModel.load(str_bundle)
     users = model.users.raw.to_list()[:4] + ["nobody"]  # string ids; an unknown one
     want = model.predict(pd.DataFrame({"user_id": users}), k=3)
     assert want["user_id"].tolist().count("nobody") == 3
+    # Both URI forms, in one fresh process: the logged model's and the run-relative one (MLflow
+    # resolves runs:/<run_id>/<name> to the run's logged model of that name).
+    run_uri = f"runs:/{run_id}/candidate_model"
     code = (
         "import json, sys, mlflow, pandas as pd\n"
-        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
-        "out = model.predict(pd.DataFrame({'user_id': json.loads(sys.argv[2])}), params={'k': 3})\n"
-        "print(json.dumps(out.to_dict(orient='list')))\n"
+        "for model_uri in sys.argv[2:]:\n"
+        "    model = mlflow.pyfunc.load_model(model_uri)\n"
+        "    out = model.predict(pd.DataFrame({'user_id': json.loads(sys.argv[1])}), params={'k': 3})\n"
+        "    print(json.dumps(out.to_dict(orient='list')))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, info.model_uri, json.dumps(users)],
+        [sys.executable, "-c", code, json.dumps(users), info.model_uri, run_uri],
         check=False, capture_output=True, text=True, env=_env(uri), cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _assert_same(pd.DataFrame(json.loads(proc.stdout.strip().splitlines()[-1])), want)
-    in_process = load_candidate_model(info.model_uri, uri)
-    _assert_same(in_process.predict(pd.DataFrame({"user_id": users}), params={"k": 3}), want)
+    lines = proc.stdout.strip().splitlines()[-2:]
+    for line in lines:
+        _assert_same(pd.DataFrame(json.loads(line)), want)
+    for model_uri in (info.model_uri, run_uri):
+        in_process = load_candidate_model(model_uri, uri)
+        _assert_same(in_process.predict(pd.DataFrame({"user_id": users}), params={"k": 3}), want)
+        # The MLmodel names the logged model it was logged as.
+        assert in_process.metadata.model_id == info.model_id and in_process.metadata.run_id == run_id
 
-    with pytest.raises(RecsysError, match="already holds artifacts at 'candidate_model'"):
+    with pytest.raises(RecsysError, match="already holds a model or artifacts named 'candidate_model'"):
         log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
     with pytest.raises(RecsysError, match="run nope not found"):
         log_candidate_model(str_bundle, tracking_uri=uri, run_id="nope")
+    with pytest.raises(RecsysError, match="not a valid MLflow logged model name"):
+        log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id, artifact_path="models/cand")
+    _assert_logged_model(uri, run_id, info.model_id)  # the refused calls created nothing
 
 
 def test_registered_model_version(int_bundle: Path, tracking: tuple[str, str]) -> None:
+    import mlflow
     from mlflow.tracking import MlflowClient
 
     from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
 
     uri, run_id = tracking
+    global_uri, env_uri = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-test")
-    versions = MlflowClient(uri).search_model_versions("name='recsys-cl-test'")
+    # Registering into the local registry points the global tracking URI at the store for a
+    # moment (MLflow resolves models:/<model_id> through it); it is put back.
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == (global_uri, env_uri)
+    _assert_logged_model(uri, run_id, info.model_id)
+    client = MlflowClient(uri)
+    versions = client.search_model_versions("name='recsys-cl-test'")
     assert [(v.version, v.run_id, v.status) for v in versions] == [(info.registered_version, run_id, "READY")]
-    assert versions[0].source.endswith(f"{run_id}/artifacts/candidate_model")
+    # The version points at the logged model, and the logged model lists the version.
+    assert versions[0].source == info.model_uri
+    tag = json.loads(client.get_logged_model(info.model_id).tags["mlflow.modelVersions"])
+    assert tag == [{"name": "recsys-cl-test", "version": str(info.registered_version)}]
     model = load_candidate_model(f"models:/recsys-cl-test/{info.registered_version}", uri)
+    assert model.metadata.model_id == info.model_id
     assert len(model.predict(pd.DataFrame({"user_id": [0]}))) == 5
-    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
 
 
 def _free_port() -> int:
@@ -347,13 +388,15 @@ def test_served_model_answers_invocations(
     from recsys_cl.tracking.pyfunc import log_candidate_model
 
     uri, run_id = tracking
-    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id)
+    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-serve")
+    # The form the README gives (models:/<id> and runs:/ load in a fresh process above).
+    served_uri = f"models:/recsys-cl-serve/{info.registered_version}"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     stderr = tmp_path / "serve.err"
     with open(tmp_path / "serve.out", "wb") as out, open(stderr, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", info.model_uri,
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", served_uri,
              "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
             stdout=out, stderr=err, env=_env(uri), cwd=tmp_path, start_new_session=True,
         )

@@ -338,6 +338,8 @@ def test_main_job_records_every_stage_and_a_registered_model(
     # Every user's candidates through the exact index score what the evaluator scores.
     assert metrics["candidates/recall_at_20"] == pytest.approx(metrics["test/recall_at_20"], abs=1e-6)
     assert (tmp_path / "run" / "candidates.parquet").is_file()
-    assert any(a.startswith("candidate_model/") for a in _artifacts(client, run_id))
+    (model,) = client.search_logged_models([run.info.experiment_id])
+    assert model.source_run_id == run_id and str(model.status) == "READY"
+    assert f"candidate model: models:/{model.model_id}" in out
     (version,) = client.search_model_versions("name = 'main-test'")
-    assert version.run_id == run_id
+    assert version.run_id == run_id and version.source == f"models:/{model.model_id}"

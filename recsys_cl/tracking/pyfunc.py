@@ -1,29 +1,40 @@
-"""Log a candidate bundle as an MLflow pyfunc model into an existing run, and load it back.
+"""Log a candidate bundle as an MLflow pyfunc model of an existing run, and load it back.
 
 The model is a "model from code" (:mod:`.pyfunc_code`) with the bundle as its one artifact:
 no pickle, and ``mlflow models serve`` answers ``/invocations`` with the lists of
 :meth:`CandidateModel.predict <recsys_cl.tracking.candidate_model.CandidateModel.predict>`.
 
-Everything goes through an explicit ``MlflowClient(tracking_uri)``; no global tracking URI or
-active run is set, so logging into a run never ends it (``mlflow.start_run(run_id=...)`` as a
-context manager would mark it FINISHED) and callers that track elsewhere are not disturbed.
+It is an MLflow 3 *logged model* (``models:/<model_id>``) whose source run is the given run, as
+``mlflow.pyfunc.log_model`` would make it, so the run page lists it under "Logged models" and
+the experiment's Models tab shows it. Everything goes through an explicit
+``MlflowClient(tracking_uri)`` and no active run is set, so logging into a run never ends it
+(``mlflow.start_run(run_id=...)`` as a context manager would mark it FINISHED) and callers that
+track elsewhere are not disturbed; the one exception is registering into a local (database)
+registry, see :func:`_tracking_uri_for_registry`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import json
+import os
 import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Run
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PyFuncModel
+from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.store.artifact.utils.models import get_model_name_and_version
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys_cl.errors import RecsysError
@@ -37,6 +48,11 @@ DEFAULT_ARTIFACT_PATH = "candidate_model"
 _REQUIREMENTS = ("mlflow", "numpy", "pandas", "polars", "pyarrow", "pydantic", "pyyaml", "torch", "tqdm")
 _FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu")
 _MLFLOW_TYPES = {"int64": "long", "string": "string"}
+# Run tags copied onto the logged model, as mlflow.pyfunc.log_model records them for its own.
+_COPIED_RUN_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit")
+# The logged-model tag MLflow's UI reads to list a model's registered versions.
+_MODEL_VERSIONS_TAG = "mlflow.modelVersions"
+_MODEL_TYPE = "recsys_cl.candidate_model"
 
 
 @dataclass(frozen=True)
@@ -44,11 +60,15 @@ class CandidateModelInfo:
     """Where :func:`log_candidate_model` put the model.
 
     Attributes:
-        model_uri: ``runs:/<run_id>/<artifact_path>``.
-        registered_name, registered_version: the registry entry, or None when not registered.
+        model_uri: ``models:/<model_id>``, the logged model (``runs:/<run_id>/<name>`` resolves
+            to it too: MLflow falls back to the run's logged model of that name).
+        model_id: the logged model's id (``m-...``).
+        registered_name, registered_version: the registry entry, or None when not registered;
+            the version's source is ``models:/<model_id>``.
     """
 
     model_uri: str
+    model_id: str
     registered_name: str | None = None
     registered_version: int | None = None
 
@@ -99,60 +119,150 @@ def log_candidate_model(
     register: str | None = None,
     registry_uri: str | None = None,
 ) -> CandidateModelInfo:
-    """Log the bundle at ``bundle_dir`` as a pyfunc model under ``artifact_path`` of run
-    ``run_id``, leaving the run's status as it is; register it as ``register`` when given.
+    """Log the bundle at ``bundle_dir`` as a pyfunc logged model named ``artifact_path`` whose
+    source run is ``run_id``, leaving the run's status as it is; register it as ``register``
+    when given.
 
-    The model is saved to a temporary folder and uploaded with ``log_artifacts``; registering
-    creates a version whose source is the run's artifact folder, as ``mlflow.register_model``
-    does for a ``runs:/`` URI.
+    The steps of ``mlflow.pyfunc.log_model``, through the client: create the logged model
+    (PENDING), record it as an output of the run, save the model with the logged model's id in
+    its MLmodel, upload it to the logged model's artifact location and mark it READY (FAILED
+    when any step raises).
 
     Args:
+        artifact_path: the logged model's name (``runs:/<run_id>/<artifact_path>`` resolves to
+            it); MLflow 3 forbids ``/ : . %`` and quotes in it.
         registry_uri: the model registry; None = MLflow's default (``$MLFLOW_REGISTRY_URI``,
             else the tracking store).
 
     Raises:
         DataError and the retrieval errors: a bundle that does not load.
-        RecsysError: no such run, or it already holds artifacts at ``artifact_path``.
+        RecsysError: a bad name, no such run, or the run already holds a model or artifacts
+            named ``artifact_path``.
     """
     bundle = Path(bundle_dir)
-    model = CandidateModel.load(bundle, device="cpu")  # fail before anything is uploaded
+    if not artifact_path or any(c in artifact_path for c in "/:.%\"'"):
+        raise RecsysError(
+            f"artifact_path {artifact_path!r} is not a valid MLflow logged model name "
+            "(non-empty, none of / : . % or quotes)"
+        )
+    model = CandidateModel.load(bundle, device="cpu")  # fail before anything is created
     info = model.info
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise RecsysError(f"run {run_id} not found in {tracking_uri} ({exc.message})") from None
-    if client.list_artifacts(run_id, artifact_path):
+    # One model per name and run: runs:/<run_id>/<name> resolves to a single one (a FAILED
+    # attempt is superseded: the newest model of a name wins). Checked by hand, since
+    # client.list_artifacts looks the run's logged models up through the global tracking URI.
+    existing = _run_logged_model(client, run, artifact_path)
+    own_files = mlflow.artifacts.list_artifacts(
+        artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", tracking_uri=tracking_uri
+    )
+    if own_files or (existing is not None and existing.status != LoggedModelStatus.FAILED):
         raise RecsysError(
-            f"run {run_id} already holds artifacts at {artifact_path!r}; log under another "
-            "artifact_path (artifacts cannot be replaced in place)"
+            f"run {run_id} already holds a model or artifacts named {artifact_path!r}; log "
+            "under another artifact_path (they cannot be replaced in place)"
         )
-    with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
-        model_dir = Path(tmp) / artifact_path.rsplit("/", 1)[-1]
-        mlflow.pyfunc.save_model(
-            path=str(model_dir),
-            python_model=str(CODE_PATH),
-            artifacts={"bundle": str(bundle.resolve())},
-            signature=candidate_signature(info),
-            # Saved as serving_input_example.json: the request format, checked by MLflow
-            # predicting it once through the saved model.
-            input_example=(pd.DataFrame({"user_id": model.users.raw[:1].to_list()}), {"k": info.k}),
-            pip_requirements=pip_requirements(),
-            metadata={"recsys_cl_bundle": asdict(info)},
-        )
-        client.log_artifacts(run_id, str(model_dir), artifact_path)
-    model_uri = f"runs:/{run_id}/{artifact_path}"
-    if register is None:
-        return CandidateModelInfo(model_uri=model_uri)
+    logged = _create_logged_model(client, run, artifact_path)
+    model_id = logged.model_id
     try:
-        client.create_registered_model(register)
+        # What makes the run page list it under "Logged models" (source_run_id alone does not).
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+        with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
+            model_dir = Path(tmp) / artifact_path
+            mlflow.pyfunc.save_model(
+                path=str(model_dir),
+                python_model=str(CODE_PATH),
+                artifacts={"bundle": str(bundle.resolve())},
+                signature=candidate_signature(info),
+                # Saved as serving_input_example.json: the request format, checked by MLflow
+                # predicting it once through the saved model.
+                input_example=(pd.DataFrame({"user_id": model.users.raw[:1].to_list()}), {"k": info.k}),
+                pip_requirements=pip_requirements(),
+                metadata={"recsys_cl_bundle": asdict(info)},
+                # The MLmodel names its logged model (model_id, model_uuid) and source run, as
+                # log_model writes it; loaders use model_id to attribute traces and metrics.
+                mlflow_model=Model(
+                    artifact_path=logged.artifact_location,
+                    model_uuid=model_id,
+                    run_id=run_id,
+                    model_id=model_id,
+                ),
+            )
+            client.log_model_artifacts(model_id, str(model_dir))
+        client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+    except BaseException:
+        # A PENDING model would look as if still being written; MLflow marks such ones FAILED.
+        with contextlib.suppress(Exception):
+            client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+        raise
+    model_uri = f"models:/{model_id}"
+    if register is None:
+        return CandidateModelInfo(model_uri, model_id)
+    version = _register(client, register, model_id, run_id, tracking_uri)
+    return CandidateModelInfo(model_uri, model_id, registered_name=register, registered_version=version)
+
+
+def _create_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel:
+    """A PENDING logged model in the run's experiment, with the run's params and source tags
+    (what ``log_model`` copies, so the Models tab can compare candidate models by them)."""
+    tags = {key: value for key, value in run.data.tags.items() if key in _COPIED_RUN_TAGS}
+    return client.create_logged_model(
+        experiment_id=run.info.experiment_id,
+        name=name,
+        source_run_id=run.info.run_id,
+        tags=tags or None,
+        params=dict(run.data.params) or None,
+        model_type=_MODEL_TYPE,
+    )
+
+
+def _register(client: MlflowClient, name: str, model_id: str, run_id: str, tracking_uri: str) -> int:
+    """A new version of registered model ``name`` (created when missing) from the logged model,
+    linked both ways as ``mlflow.register_model("models:/<model_id>", name)`` links them."""
+    try:
+        client.create_registered_model(name)
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    version = client.create_model_version(
-        register, source=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", run_id=run_id
-    )
-    return CandidateModelInfo(model_uri, registered_name=register, registered_version=int(version.version))
+    # Source models:/<model_id> is what the UI's version page links back to the logged model
+    # from (it only matches that form); the registry stores the artifact location beside it
+    # for downloads.
+    with _tracking_uri_for_registry(tracking_uri):
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+        )
+    # The other direction: the logged model's page lists the versions in this tag. A registry
+    # server sets it itself; a local registry does not, so set it here (without duplicates).
+    entry = {"name": version.name, "version": str(version.version)}
+    current = client.get_logged_model(model_id).tags.get(_MODEL_VERSIONS_TAG)
+    entries = json.loads(current) if current else []
+    if entry not in entries:
+        client.set_logged_model_tags(model_id, {_MODEL_VERSIONS_TAG: json.dumps([*entries, entry])})
+    return int(version.version)
+
+
+@contextlib.contextmanager
+def _tracking_uri_for_registry(tracking_uri: str) -> Iterator[None]:
+    """The global tracking URI set to ``tracking_uri`` for the duration, when it is not already.
+
+    MLflow 3.17's database registry store resolves a ``models:/<model_id>`` source with a bare
+    ``MlflowClient()`` (the global tracking URI; its own TODO says so), whatever the calling
+    client's tracking URI: without this, registering from a caller whose global URI names
+    another store (or none: ``./mlflow.db``) fails with "Logged model ... not found". Restored on exit, the
+    ``MLFLOW_TRACKING_URI`` variable included (MLflow's own helper unsets it); not thread-safe.
+    """
+    if mlflow.get_tracking_uri() == tracking_uri:  # the recsys-cl commands: nothing to do
+        yield
+        return
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(tracking_uri):
+            yield
+    finally:
+        if saved_env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def load_candidate_model(
@@ -174,18 +284,48 @@ def load_candidate_model(
             return load_candidate_model(model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     source = model_uri
-    if urllib.parse.urlparse(model_uri).scheme == "models":
-        # MLflow 3.17's download_artifacts looks models:/ URIs up in the *global* registry,
-        # ignoring its registry_uri argument: resolve them with our client first.
+    scheme = urllib.parse.urlparse(model_uri).scheme
+    # MLflow 3.17's download_artifacts looks models:/ URIs (and the logged model a runs:/ URI
+    # falls back to) up through the *global* tracking and registry URIs, ignoring its
+    # arguments: resolve them with our client first.
+    if scheme == "models":
         found = get_model_name_and_version(client, model_uri)
         if len(found) == 1:
             source = client.get_logged_model(found[0]).artifact_location
         else:
             source = client.get_model_version_download_uri(*found)
+    elif scheme == "runs":
+        source = _run_logged_model_uri(client, model_uri) or model_uri
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri
     )
     return mlflow.pyfunc.load_model(local)
+
+
+def _run_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel | None:
+    """The run's newest logged model named ``name``: the one MLflow resolves
+    ``runs:/<run_id>/<name>`` to (search results come newest first)."""
+    models = client.search_logged_models(
+        [run.info.experiment_id],
+        filter_string=f"name = '{name}' AND source_run_id = '{run.info.run_id}'",
+        max_results=1,
+    )
+    return models[0] if models else None
+
+
+def _run_logged_model_uri(client: MlflowClient, runs_uri: str) -> str | None:
+    """For ``runs:/<run_id>/<name>[/<path>]``, the artifact location (plus path) of the run's
+    logged model ``name``; None when the run has none (a model logged as plain run artifacts,
+    before MLflow 3)."""
+    run_id, path = RunsArtifactRepository.parse_runs_uri(runs_uri)
+    name, _, rest = (path or "").partition("/")
+    if not name or any(c in name for c in "'\\"):  # not a logged model name; keep the filter valid
+        return None
+    model = _run_logged_model(client, client.get_run(run_id), name)
+    if model is None:
+        return None
+    root = model.artifact_location.rstrip("/")
+    return f"{root}/{rest}" if rest else root
 
 
 __all__ = [
