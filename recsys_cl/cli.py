@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a base-config value for every strategy, e.g. --set train.epochs=50",
     )
     cmp.add_argument("--out", metavar="DIR", help="strategies train in DIR/<name> (default: the sweep's output_dir)")
+    cmp.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted sweep: finished strategies are read back, an interrupted "
+        "one continues from its checkpoint, all under the same MLflow parent run",
+    )
     cmp.add_argument("-k", type=int, default=20, help="cut-off of the printed table (default 20)")
     _add_data_dir(cmp)
     _add_tracking(cmp)

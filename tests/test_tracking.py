@@ -289,6 +289,54 @@ def test_compare_runs_children_under_one_parent(
             assert line in again
 
 
+def test_an_interrupted_compare_resumes_under_the_same_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train_job = importlib.import_module("recsys_cl.jobs.train")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    base = _write_config(tmp_path, epochs=3)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"base: {base.name}\noutput_dir: {tmp_path / 'cmp'}\n"
+        "strategies:\n  none: {}\n  mild_ipw: {weights: {propensity_gamma: 0.2}}\n"
+        "  pop_negatives: {negatives: {alpha: 0.75}}\n"
+    )
+    real = train_job._print_epoch
+    calls = {"n": 0}
+
+    def stop_in_second_strategy(record: dict) -> None:
+        real(record)
+        calls["n"] += 1
+        if calls["n"] == 3 + 2:  # epoch 2 of the second strategy
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_job, "_print_epoch", stop_in_second_strategy)
+    argv = ["compare", "--sweep", str(sweep), "--tracking-uri", uri]
+    assert main(argv) == 130
+    client = MlflowClient(uri)
+    parent_id = _run_id(tmp_path / "cmp")
+    first, second = _run_id(tmp_path / "cmp" / "none"), _run_id(tmp_path / "cmp" / "mild_ipw")
+    assert client.get_run(parent_id).info.status == "KILLED"
+    assert client.get_run(second).info.status == "KILLED"
+    # Without --resume the folders are refused; with it, the same parent and children finish.
+    assert main(argv) == 2
+    monkeypatch.setattr(train_job, "_print_epoch", real)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "== none: finished earlier" in out
+    assert _run_id(tmp_path / "cmp") == parent_id and _run_id(tmp_path / "cmp" / "mild_ipw") == second
+    exp = client.get_run(parent_id).info.experiment_id
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(c.info.run_id for c in children if c.data.tags["imbalance_strategy"] != "pop_negatives") == sorted([first, second])
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    assert client.get_run(parent_id).info.status == "FINISHED"
+    steps = sorted({m.step for m in client.get_metric_history(second, "loss/total")})
+    assert steps == [1, 2, 3]
+    table = (tmp_path / "cmp" / "comparison.csv").read_text().strip().splitlines()
+    assert len(table) == 4 and table[1].startswith("none,")
+
+
 def test_tracking_errors_are_one_line(
     trained: tuple[Path, str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

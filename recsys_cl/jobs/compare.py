@@ -10,6 +10,7 @@ the table of the latest comparison in that experiment again, from ``mlflow.searc
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -17,19 +18,21 @@ from typing import Any
 
 import polars as pl
 
-from recsys_cl.config import load_sweep
+from recsys_cl.config import RunConfig, load_sweep
 from recsys_cl.errors import RecsysError
-from recsys_cl.io import atomic_path
+from recsys_cl.io import atomic_path, write_json
 from recsys_cl.optional import faiss_available
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import metric_dict
 
 from .data import build_split
 from .tracked import (
+    TRACKING_FILE,
     TrackingOptions,
     open_run,
     record_candidates,
     record_index,
+    source_run_id,
 )
 from .train import check_output_dir, run_training
 
@@ -94,12 +97,29 @@ def _write_outputs(table: pl.DataFrame, folder: Path, k: int) -> list[Path]:
     return [csv, md, png]
 
 
+def _finished_row(name: str, cfg: RunConfig, k: int) -> dict[str, Any] | None:
+    """The table row of a strategy whose folder already holds a finished run (resume)."""
+    path = cfg.output_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    metrics = {
+        **metric_dict(summary["test"], "test"),
+        **metric_dict(summary["test_long_tail"], "test"),
+        "select/best_epoch": float(summary["best_epoch"]),
+        "time/median_epoch_seconds": summary["median_epoch_seconds"] or math.nan,
+    }
+    return comparison_row(name, metrics, source_run_id(cfg.output_dir), k)
+
+
 def run_sweep(args: argparse.Namespace) -> int:
+    """Train the sweep's strategies as children of one parent run. With ``--resume``, the
+    parent run is reopened, finished strategies are read back from their folders, and an
+    interrupted one continues from its checkpoint in its own MLflow run."""
     runs = load_sweep(args.sweep, args.overrides)
     if args.out is not None:
         runs = [(name, cfg.model_copy(update={"output_dir": Path(args.out) / name})) for name, cfg in runs]
-    for _, cfg in runs:
-        check_output_dir(cfg, resume=False)
+    resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
     base = runs[0][1]
     folder = base.output_dir.parent
     ks = base.eval.ks
@@ -112,13 +132,23 @@ def run_sweep(args: argparse.Namespace) -> int:
         configured_uri=base.tracking.uri,
         run_name=f"compare:{Path(args.sweep).stem}",
         tags={"job": "compare", "sweep": str(args.sweep), "strategies": ",".join(n for n, _ in runs)},
+        run_dir=folder,
+        resume=args.resume,
     ) as parent:
         index_stages = parent.enabled and faiss_available()
         rows = []
         for name, cfg in runs:
+            done = _finished_row(name, cfg, k) if args.resume else None
+            if done is not None:
+                print(f"== {name}: finished earlier, read from {cfg.output_dir}", flush=True)
+                rows.append(done)
+                continue
             print(f"== {name}", flush=True)
-            with parent.child(name, tags={"job": "train"}) as child:
-                report = run_training(cfg, tracker=child, strategy=name, split=split)
+            previous = source_run_id(cfg.output_dir) if resuming[name] else None
+            with parent.child(name, tags={"job": "train"}, resume_run_id=previous) as child:
+                if child.run_id is not None:
+                    write_json(cfg.output_dir / TRACKING_FILE, {"tracking_uri": child.uri, "run_id": child.run_id})  # type: ignore[attr-defined]
+                report = run_training(cfg, resume=resuming[name], tracker=child, strategy=name, split=split)
                 if index_stages:
                     index = record_index(child, cfg)
                     record_candidates(child, cfg, index.index_path, every_user=False)

@@ -73,8 +73,11 @@ class Tracker(Protocol):
         """A matplotlib figure as a PNG at ``artifact_file`` (e.g. ``plots/losses.png``)."""
         ...
 
-    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> contextlib.AbstractContextManager[Tracker]:
-        """A nested run under this one, ended (FINISHED / FAILED / KILLED) on leaving."""
+    def child(
+        self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None
+    ) -> contextlib.AbstractContextManager[Tracker]:
+        """A nested run under this one (or, with ``resume_run_id``, that earlier child
+        reopened), ended (FINISHED / FAILED / KILLED) on leaving."""
         ...
 
 
@@ -103,5 +106,7 @@ class NullTracker:
         return None
 
     @contextlib.contextmanager
-    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
+    def child(
+        self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None
+    ) -> Iterator[Tracker]:
         yield self

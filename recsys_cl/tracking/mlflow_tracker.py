@@ -122,11 +122,18 @@ class MlflowTracker:
         self.client.log_figure(self._run_id, figure, artifact_file)
 
     @contextlib.contextmanager
-    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
-        run = self.client.get_run(self._run_id)
-        with _ended(self.client, self.client.create_run(
-            run.info.experiment_id, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
-        ).info.run_id, self.uri) as tracker:
+    def child(
+        self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None
+    ) -> Iterator[Tracker]:
+        if resume_run_id is not None:
+            self.client.update_run(resume_run_id, status="RUNNING")
+            run_id = resume_run_id
+        else:
+            experiment = self.client.get_run(self._run_id).info.experiment_id
+            run_id = self.client.create_run(
+                experiment, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
+            ).info.run_id
+        with _ended(self.client, run_id, self.uri) as tracker:
             yield tracker
 
 
