@@ -363,18 +363,25 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+_MLFLOW_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
 def _interrupt(signum: int, frame: object) -> None:
     # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # MLflow's INFO lines (store creation, migrations, model validation) and its artifact
-    # download bars are noise on a command line; MLflow reads these when it is imported.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = build_parser().parse_args(argv)
+    # No telemetry; MLflow's INFO lines (store creation, migrations, model validation) and
+    # artifact download bars are noise on a command line. Restored for in-process callers.
+    saved_env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
+    for name, value in _MLFLOW_ENV.items():
+        os.environ.setdefault(name, value)
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
@@ -393,6 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 if __name__ == "__main__":

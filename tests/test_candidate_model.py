@@ -39,11 +39,8 @@ from recsys_cl.retrieval import (
     save_index,
     top_k_candidates,
 )
-from recsys_cl.tracking.candidate_model import (
-    CandidateModel,
-    CandidateRequestError,
-    write_candidate_bundle,
-)
+from recsys_cl.jobs.bundle import write_candidate_bundle
+from recsys_cl.tracking.candidate_model import CandidateModel, CandidateRequestError
 from tests.conftest import make_long_tail_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -316,8 +313,9 @@ def test_pyfunc_round_trip_in_a_fresh_process(
         # The MLmodel names the logged model it was logged as.
         assert in_process.metadata.model_id == info.model_id and in_process.metadata.run_id == run_id
 
-    with pytest.raises(RecsysError, match="already holds a model or artifacts named 'candidate_model'"):
-        log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
+    # Logging the same run's model again (a resumed job) returns the model already there.
+    again = log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
+    assert again.model_id == info.model_id
     with pytest.raises(RecsysError, match="run nope not found"):
         log_candidate_model(str_bundle, tracking_uri=uri, run_id="nope")
     with pytest.raises(RecsysError, match="not a valid MLflow logged model name"):

@@ -52,6 +52,20 @@ def test_sweep_errors_name_the_file_and_strategy(tmp_path: Path) -> None:
     sweep.write_text("base: base.yaml\nstrategies: {a: missing.yaml}\n")
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         load_sweep(sweep)
+    sweep.write_text("base: base.yaml\nstrategies: {a: {}}\n")
+    with pytest.raises(ConfigError, match="output_dir in the sweep file or with --out"):
+        load_sweep(sweep, ["output_dir=x"])
+
+
+def test_sweep_overrides_reach_every_strategy_block(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("data: {dataset: ml-100k}\noutput_dir: out/base\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: base.yaml\nstrategies:\n  a: {}\n  b: {weights: {propensity_gamma: 0.5}}\n")
+    runs = load_sweep(sweep, ["imbalance.loss.focal_gamma=2", "train.epochs=7"])
+    assert [cfg.imbalance.loss.focal_gamma for _, cfg in runs] == [2, 2]
+    assert [cfg.imbalance.weights.propensity_gamma for _, cfg in runs] == [0.0, 0.5]
+    assert {cfg.train.epochs for _, cfg in runs} == {7}
+    assert [cfg.output_dir for _, cfg in runs] == [Path("out/base/compare/a"), Path("out/base/compare/b")]
 
 
 def test_paper_defaults() -> None:

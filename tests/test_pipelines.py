@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -34,19 +35,59 @@ def test_parameters_become_a_command_line() -> None:
     ]
 
 
-def test_every_entry_point_has_its_script_and_flags() -> None:
+def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
+    """Each MLproject command, with its parameters filled in (defaults, and a value for every
+    empty one), goes through its script's flag list to a command line the real parser takes
+    with every parameter in place."""
+    from recsys_cl.cli import build_parser
+
+    entry = _entry_module()
     project = yaml.safe_load((REPO / "MLproject").read_text())
     assert set(project["entry_points"]) == {"main", "train", "evaluate", "build_index", "recommend", "compare"}
-    for name, entry in project["entry_points"].items():
-        command = entry["command"]
-        script = command.split()[1]
-        assert script == f"pipelines/{name}.py" and (REPO / script).is_file()
-        source = (REPO / script).read_text()
-        for param in entry["parameters"]:
-            flag = param.replace("_", "-")
-            assert f"--{flag} {{{param}}}" in command
-            if param != "overrides":
-                assert f'"{flag}"' in source, f"{script} does not pass --{flag}"
+    samples = {"baseline": "most-popular", "ks": "10,20", "users": "1,2", "index": "x.faiss",
+               "register": "name", "data_dir": "data", "out": "outdir", "overrides": "train.epochs=2"}
+    for name, entry_point in project["entry_points"].items():
+        params = entry_point["parameters"]
+        # MLflow's `path` type resolves against the caller's folder, not the project's.
+        assert all(p["type"] in ("string", "float") for p in params.values()), name
+        values = {p: str(spec.get("default") or samples[p]) for p, spec in params.items()}
+        argv = _as_mlflow_runs_it(entry_point["command"], values)
+        script = argv[1]
+        assert argv[0] == "python" and script == f"pipelines/{name}.py" and (REPO / script).is_file()
+        command, flags = _command_of(REPO / script)
+        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:]))
+        assert args.command == command
+        for param, value in values.items():
+            got = getattr(args, param)
+            if param == "overrides":
+                assert got == value.split(), name
+            else:
+                assert str(got) == value, f"{script}: --{param} {value!r} arrived as {got!r}"
+        # MLflow passes an unset optional parameter as an empty string: it must arrive unset.
+        defaults = {p: str(spec.get("default", "")) for p, spec in params.items()}
+        argv = _as_mlflow_runs_it(entry_point["command"], defaults)
+        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:]))
+        for param, value in defaults.items():
+            if not value:
+                assert getattr(args, param) in (None, []), f"{script}: empty --{param} arrived as {getattr(args, param)!r}"
+
+
+def _as_mlflow_runs_it(command: str, values: dict[str, str]) -> list[str]:
+    """The argv of an entry point's command: MLflow shell-quotes each value into it."""
+    return shlex.split(command.format(**{k: shlex.quote(v) for k, v in values.items()}))
+
+
+def _command_of(script: Path) -> tuple[str, tuple[str, ...]]:
+    """The recsys-cl command and flag list a pipelines/ script passes to ``run``."""
+    import ast
+
+    call = next(
+        node for node in ast.walk(ast.parse(script.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run"
+    )
+    command = call.args[0].value
+    flags = next(k.value for k in call.keywords if k.arg == "flags")
+    return command, tuple(e.value for e in flags.elts)
 
 
 @pytest.mark.usefixtures("one_thread")

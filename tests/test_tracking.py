@@ -20,7 +20,7 @@ pytest.importorskip("faiss", reason="the training record includes the FAISS inde
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from recsys_cl.cli import main  # noqa: E402
-from recsys_cl.tracking.base import NullTracker, metric_key  # noqa: E402
+from recsys_cl.tracking.base import metric_key  # noqa: E402
 from tests.conftest import make_long_tail_log  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -159,7 +159,19 @@ def test_evaluate_and_index_runs_point_back_to_the_training_run(
     ev = client.get_run(eval_id)
     assert ev.data.tags["source_run_id"] == run_id and ev.data.tags["job"] == "evaluate"
     assert ev.data.tags["scored"] == "most-popular baseline"
-    assert 0 < ev.data.metrics["test/recall_at_20"] < 1 and ev.info.status == "FINISHED"
+    assert 0 < ev.data.metrics["baseline_most_popular/recall_at_20"] < 1 and ev.info.status == "FINISHED"
+    assert not any(name.startswith("test/") for name in ev.data.metrics)
+
+    assert main(["index", str(run_dir), "--spec", "hnsw", "--out", str(run_dir / "idx"), "--tracking-uri", uri]) == 0
+    index_id = capsys.readouterr().out.split("MLflow run ")[1].split()[0]
+    idx = client.get_run(index_id)
+    assert idx.data.tags["source_run_id"] == run_id and idx.data.tags["job"] == "index"
+    assert 0.5 < idx.data.metrics["index/ann_recall_vs_exact"] <= 1
+    assert {"index/hnsw.faiss", "index/hnsw.json"} <= _artifacts(client, index_id)
+    # A mistake is refused before a run is opened: no FAILED run is left behind.
+    before = len(client.search_runs([idx.info.experiment_id]))
+    assert main(["index", str(run_dir), "-k", "0", "--tracking-uri", uri]) == 2
+    assert len(client.search_runs([idx.info.experiment_id])) == before
 
 
 def test_no_track_records_nothing(tmp_path: Path) -> None:
@@ -167,10 +179,7 @@ def test_no_track_records_nothing(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, epochs=1)
     assert main(["train", "-c", str(cfg), "--tracking-uri", uri, "--no-track"]) == 0
     assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "run" / "tracking.json").exists()
-    tracker = NullTracker()
-    with tracker.child("x") as child:
-        child.log_metrics({"a": 1.0})
-    assert tracker.run_id is None
+    assert (tmp_path / "run" / "metrics.json").is_file()
 
 
 def test_an_interrupted_run_ends_killed_and_resumes_into_the_same_run(
@@ -391,3 +400,38 @@ def test_main_job_records_every_stage_and_a_registered_model(
     assert f"candidate model: models:/{model.model_id}" in out
     (version,) = client.search_model_versions("name = 'main-test'")
     assert version.run_id == run_id and version.source == f"models:/{model.model_id}"
+
+
+def test_main_with_auc_then_resumed_when_finished_keeps_its_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    argv = ["main", "-c", str(_write_config(tmp_path, epochs=2)), "--tracking-uri", uri, "--set", "eval.auc=true"]
+    assert main(argv) == 0
+    run_id = _run_id(tmp_path / "run")
+    client = MlflowClient(uri)
+    assert 0 < client.get_run(run_id).data.metrics["test/auc"] < 1
+    # Resuming a finished run redoes the stages after training and reuses the logged model.
+    assert main([*argv, "--resume"]) == 0
+    assert _run_id(tmp_path / "run") == run_id and client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.search_logged_models([client.get_run(run_id).info.experiment_id])) == 1
+
+
+def test_register_mistakes_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    cfg = str(_write_config(tmp_path, epochs=1))
+    capsys.readouterr()
+    assert main(["main", "-c", cfg, "--tracking-uri", uri, "--register", "m", "--no-track"]) == 2
+    assert "--register needs tracking" in capsys.readouterr().err
+    assert main(["main", "-c", cfg, "--tracking-uri", uri, "--register", "a/b"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--register 'a/b'" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "mlruns.db").exists()
+
+
+def test_a_relative_store_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("sqlite:///mlruns.db") == f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"

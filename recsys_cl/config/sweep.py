@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .loader import apply_overrides, read_yaml, validate
+from recsys_cl.errors import ConfigError
+
+from .loader import apply_overrides, parse_override, read_yaml, validate
 from .schema import RunConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -58,10 +60,12 @@ def load_sweep(
     """
     sweep_path = Path(path)
     sweep = validate(read_yaml(sweep_path), SweepConfig, str(sweep_path))
+    sets = [*sweep.overrides, *overrides]
+    if any(parse_override(text)[0][0] == "output_dir" for text in sets):
+        raise ConfigError(f"{sweep_path}: set output_dir in the sweep file or with --out, not --set")
     here = sweep_path.parent
     base_path = here / sweep.base
-    base = apply_overrides(read_yaml(base_path), [*sweep.overrides, *overrides])
-    root = sweep.output_dir or Path(validate(base, RunConfig, str(base_path)).output_dir) / "compare"
+    base = read_yaml(base_path)
     runs = []
     for name, strategy in sweep.strategies.items():
         if isinstance(strategy, str):
@@ -70,6 +74,8 @@ def load_sweep(
         else:
             block = strategy
             source = f"{sweep_path} (strategy {name})"
-        raw = {**base, "imbalance": block, "output_dir": str(root / name)}
+        # The overrides go on top of the strategy's block, so --set imbalance.x applies too.
+        raw = apply_overrides({**base, "imbalance": block}, sets)
         runs.append((name, validate(raw, RunConfig, source)))
-    return runs
+    root = sweep.output_dir or runs[0][1].output_dir / "compare"
+    return [(name, cfg.model_copy(update={"output_dir": root / name})) for name, cfg in runs]

@@ -8,7 +8,7 @@ installed (it is an extra).
 
 from .build import ImbalanceParts, build_imbalance, build_method
 from .data import build_split, data_prepare, data_stats, load_raw
-from .evaluate import evaluate, score_run
+from .evaluate import score_run
 from .train import TrainReport, run_training
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "build_split",
     "data_prepare",
     "data_stats",
-    "evaluate",
     "load_raw",
     "run_training",
     "score_run",

@@ -20,20 +20,22 @@ import polars as pl
 
 from recsys_cl.config import RunConfig, load_sweep
 from recsys_cl.errors import RecsysError
-from recsys_cl.io import atomic_path, write_json
+from recsys_cl.io import atomic_path
 from recsys_cl.optional import faiss_available
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import metric_dict
 
 from .data import build_split
-from .tracked import (
-    TRACKING_FILE,
+from .runs import (
     TrackingOptions,
+    headline_k,
     open_run,
-    record_candidates,
-    record_index,
+    previous_run,
+    read_tracking_file,
     source_run_id,
+    write_tracking_file,
 )
+from .tracked import record_candidates, record_index
 from .train import check_output_dir, run_training
 
 # Table columns: (header, MLflow metric name with {k}).
@@ -57,6 +59,17 @@ def comparison_row(strategy: str, metrics: Mapping[str, float], run_id: str | No
         row[header.format(k=k)] = math.nan if value is None else float(value)
     row["run_id"] = run_id or ""
     return row
+
+
+def summary_row(strategy: str, summary: Mapping[str, Any], run_id: str | None, k: int) -> dict[str, Any]:
+    """One table row from a training summary (``metrics.json``, or a report's summary)."""
+    metrics = {
+        **metric_dict(summary["test"], "test"),
+        **metric_dict(summary["test_long_tail"], "test"),
+        "select/best_epoch": float(summary["best_epoch"]),
+        "time/median_epoch_seconds": summary["median_epoch_seconds"] or math.nan,
+    }
+    return comparison_row(strategy, metrics, run_id, k)
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
@@ -97,19 +110,12 @@ def _write_outputs(table: pl.DataFrame, folder: Path, k: int) -> list[Path]:
     return [csv, md, png]
 
 
-def _finished_row(name: str, cfg: RunConfig, k: int) -> dict[str, Any] | None:
-    """The table row of a strategy whose folder already holds a finished run (resume)."""
-    path = cfg.output_dir / "metrics.json"
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
-    metrics = {
-        **metric_dict(summary["test"], "test"),
-        **metric_dict(summary["test_long_tail"], "test"),
-        "select/best_epoch": float(summary["best_epoch"]),
-        "time/median_epoch_seconds": summary["median_epoch_seconds"] or math.nan,
-    }
-    return comparison_row(name, metrics, source_run_id(cfg.output_dir), k)
+def _finished(cfg: RunConfig, tracked: bool) -> bool:
+    """Whether a strategy's folder holds a run whose every stage ended (a resume skips it):
+    tracked, its ``tracking.json`` says so; untracked, its ``metrics.json`` exists."""
+    if tracked:
+        return bool(read_tracking_file(cfg.output_dir).get("finished"))
+    return (cfg.output_dir / "metrics.json").is_file()
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -122,8 +128,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
     base = runs[0][1]
     folder = base.output_dir.parent
-    ks = base.eval.ks
-    k = 20 if 20 in ks else ks[0]
+    k = headline_k(base.eval.ks)
     split = build_split(base.data, args.data_dir, base.seed)
     opts = TrackingOptions.from_args(args)
     with open_run(
@@ -138,27 +143,22 @@ def run_sweep(args: argparse.Namespace) -> int:
         index_stages = parent.enabled and faiss_available()
         rows = []
         for name, cfg in runs:
-            done = _finished_row(name, cfg, k) if args.resume else None
-            if done is not None:
+            if args.resume and _finished(cfg, parent.enabled):
                 print(f"== {name}: finished earlier, read from {cfg.output_dir}", flush=True)
-                rows.append(done)
+                summary = json.loads((cfg.output_dir / "metrics.json").read_text())
+                rows.append(summary_row(name, summary, source_run_id(cfg.output_dir), k))
                 continue
             print(f"== {name}", flush=True)
-            previous = source_run_id(cfg.output_dir) if resuming[name] else None
+            # Reopened only if it was recorded in this store (a new child otherwise).
+            previous = previous_run(cfg.output_dir, parent.uri) if (resuming[name] and parent.uri) else None
             with parent.child(name, tags={"job": "train"}, resume_run_id=previous) as child:
-                if child.run_id is not None:
-                    write_json(cfg.output_dir / TRACKING_FILE, {"tracking_uri": child.uri, "run_id": child.run_id})  # type: ignore[attr-defined]
+                write_tracking_file(cfg.output_dir, child)
                 report = run_training(cfg, resume=resuming[name], tracker=child, strategy=name, split=split)
                 if index_stages:
                     index = record_index(child, cfg)
                     record_candidates(child, cfg, index.index_path, every_user=False)
-                metrics = {
-                    **metric_dict(report.test, "test"),
-                    **(metric_dict(report.long_tail.metrics, "test") if report.long_tail else {}),
-                    "select/best_epoch": float(report.best_epoch),
-                    "time/median_epoch_seconds": report.summary["median_epoch_seconds"] or math.nan,
-                }
-                rows.append(comparison_row(name, metrics, child.run_id, k))
+                rows.append(summary_row(name, report.summary, child.run_id, k))
+            write_tracking_file(cfg.output_dir, child, finished=True)
         table = comparison_table(rows)
         for path in _write_outputs(table, folder, k):
             parent.log_artifact(path, "comparison")
@@ -171,38 +171,12 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def print_from_mlflow(args: argparse.Namespace) -> int:
-    """Rebuild the latest comparison of ``--experiment`` from ``mlflow.search_runs``."""
-    import mlflow
+    """Rebuild the latest comparison of ``--experiment`` from the tracking store."""
+    from recsys_cl.tracking.mlflow_tracker import latest_comparison, resolve_tracking_uri
 
-    from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise RecsysError(f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)")
-    mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(args.experiment) is None:
-        raise RecsysError(f"--experiment {args.experiment!r}: no such experiment in {mlflow.get_tracking_uri()}")
-    parents = mlflow.search_runs(
-        experiment_names=[args.experiment],
-        filter_string="tags.job = 'compare'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if parents.empty:
-        raise RecsysError(f"--experiment {args.experiment!r}: no comparison runs (recsys-cl compare --sweep ...)")
-    parent = parents.iloc[0]
-    children = mlflow.search_runs(
-        experiment_names=[args.experiment],
-        filter_string=f"tags.mlflow.parentRunId = '{parent['run_id']}'",
-        order_by=["attributes.start_time ASC"],
-    )
-    k = args.k
-    rows = []
-    for _, child in children.iterrows():
-        metrics = {c[len("metrics.") :]: child[c] for c in children.columns if c.startswith("metrics.")}
-        strategy = child.get("tags.imbalance_strategy") or child.get("tags.mlflow.runName")
-        rows.append(comparison_row(str(strategy), metrics, child["run_id"], k))
-    print(f"comparison {parent['run_id']} ({parent.get('tags.sweep', '?')}), {len(rows)} strategies")
+    parent, children = latest_comparison(resolve_tracking_uri(args.tracking_uri), args.experiment)
+    rows = [comparison_row(strategy, metrics, run_id, args.k) for strategy, metrics, run_id in children]
+    print(f"comparison {parent['run_id']} ({parent['sweep']}), {len(rows)} strategies")
     print(to_markdown(comparison_table(rows)))
     return 0
 

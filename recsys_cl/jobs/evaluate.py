@@ -3,7 +3,6 @@ its test split, exactly as training scored them."""
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,10 +94,4 @@ def print_score(report: ScoreReport) -> None:
     print(format_popularity(report.long_tail, report.ks))
 
 
-def evaluate(args: argparse.Namespace) -> int:
-    report = score_run(args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc)
-    print_score(report)
-    return 0
-
-
-__all__ = ["ScoreReport", "evaluate", "load_embeddings", "parse_ks", "print_score", "score_run"]
+__all__ = ["ScoreReport", "load_embeddings", "parse_ks", "print_score", "score_run"]

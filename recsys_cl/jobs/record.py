@@ -28,6 +28,8 @@ from recsys_cl.metrics import PopularityReport
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import Tracker, flatten, metric_dict
 
+from .runs import headline_k
+
 _PACKAGES = ("recsys-cl", "torch", "torch-geometric", "numpy", "polars", "pandas", "mlflow")
 _FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss")
 
@@ -162,7 +164,7 @@ def record_result(
     tracker.set_tags({"selected_on": summary["selected_on"], "select_metric": summary["select_metric"]})
 
     history = summary["history"]
-    k = 20 if 20 in ks else ks[0]
+    k = headline_k(ks)
     figures = {
         "plots/losses.png": plots.loss_curves(history),
         "plots/validation.png": plots.validation_curves(

@@ -8,18 +8,16 @@
   the training run they read (``source_run_id``).
 
 Tracking is on by default (``sqlite:///mlruns.db``); ``--no-track`` gives a
-:class:`~recsys_cl.tracking.base.NullTracker` and the same outputs. The MLflow code is imported
-only when a run is tracked, and the FAISS stages only when they run.
+:class:`~recsys_cl.tracking.base.NullTracker`: ``main`` then writes the same files (no model is
+logged), ``train`` skips the index and candidate sample, which exist for the record. The
+MLflow code is imported only when a run is tracked, and the FAISS stages only when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,98 +26,23 @@ import polars as pl
 from recsys_cl.config import RunConfig, load_config
 from recsys_cl.data import format_profile, load_split, profile
 from recsys_cl.errors import RecsysError
-from recsys_cl.io import write_json
 from recsys_cl.optional import faiss_available, require_faiss
-from recsys_cl.tracking.base import NullTracker, Tracker, metric_dict
+from recsys_cl.tracking.base import Tracker, metric_dict
 
 from .data import build_split
-from .evaluate import parse_ks, print_score, score_run
+from .evaluate import ScoreReport, parse_ks, print_score, score_run
+from .runs import TrackingOptions, headline_k, open_run, print_tracking, source_run_id
 from .train import check_output_dir, print_training, run_training
 
 if TYPE_CHECKING:
     from .recommend import RecommendReport
     from .retrieval import IndexReport
 
-TRACKING_FILE = "tracking.json"
 DEFAULT_MAIN_CONFIG = "configs/ml-100k/xsimgcl.yaml"
 # A source checkout (pip install -e) also finds its configs from outside the checkout.
 _CHECKOUT = Path(__file__).resolve().parents[2]
 # The saved embeddings must reproduce the in-memory test metrics (float32 round trip).
 _RESCORE_TOLERANCE = 1e-5
-
-
-@dataclass(frozen=True)
-class TrackingOptions:
-    """The command line's tracking flags."""
-
-    enabled: bool = True
-    uri: str | None = None
-    experiment: str | None = None
-    run_name: str | None = None
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrackingOptions:
-        return cls(
-            enabled=not getattr(args, "no_track", False),
-            uri=getattr(args, "tracking_uri", None),
-            experiment=getattr(args, "experiment", None),
-            run_name=getattr(args, "run_name", None),
-        )
-
-
-def _previous_run(run_dir: Path, uri: str) -> str | None:
-    """The run id a resumed run folder was recorded under, if it was recorded in ``uri``."""
-    path = run_dir / TRACKING_FILE
-    if not path.is_file():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return saved.get("run_id") if saved.get("tracking_uri") == uri else None
-
-
-def source_run_id(run_dir: Path) -> str | None:
-    """The id of the MLflow run that trained ``run_dir``, when it was tracked."""
-    try:
-        return json.loads((run_dir / TRACKING_FILE).read_text()).get("run_id")
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-@contextlib.contextmanager
-def open_run(
-    opts: TrackingOptions,
-    *,
-    experiment: str,
-    configured_uri: str | None = None,
-    run_name: str | None = None,
-    tags: Mapping[str, Any] | None = None,
-    run_dir: Path | None = None,
-    resume: bool = False,
-) -> Iterator[Tracker]:
-    """A tracked run (or the null tracker with ``--no-track``), ended with its status.
-
-    With ``run_dir``, the run's id is written to ``run_dir/tracking.json``, so ``--resume``
-    continues the same MLflow run and later stages tag their runs with it.
-    """
-    if not opts.enabled:
-        yield NullTracker()
-        return
-    from recsys_cl.tracking.mlflow_tracker import mlflow_run, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(opts.uri, configured_uri)
-    resume_id = _previous_run(run_dir, uri) if (resume and run_dir is not None) else None
-    with mlflow_run(
-        uri,
-        opts.experiment or experiment,
-        run_name=opts.run_name or run_name,
-        tags=tags,
-        resume_run_id=resume_id,
-    ) as tracker:
-        if run_dir is not None:
-            write_json(run_dir / TRACKING_FILE, {"tracking_uri": uri, "run_id": tracker.run_id})
-        yield tracker
 
 
 def _run_name(cfg: RunConfig, job: str) -> str:
@@ -215,16 +138,22 @@ def train_job(args: argparse.Namespace) -> int:
                 tracker.set_tags({"index": "skipped: FAISS is not installed"})
         print()
         print_training(cfg, report)
-        _print_tracking(tracker)
+        print_tracking(tracker)
     return 0
 
 
 def main_job(args: argparse.Namespace) -> int:
     """``recsys-cl main``: prepare → train → evaluate → index → candidates → model."""
     require_faiss("recsys-cl main")
+    opts = TrackingOptions.from_args(args)
+    if args.register is not None:
+        if not opts.enabled:
+            raise RecsysError("--register needs tracking: the registry lives in the MLflow store (drop --no-track)")
+        from recsys_cl.tracking.pyfunc import check_model_name
+
+        check_model_name(args.register)
     cfg: RunConfig = load_config(args.config or _default_config(), args.overrides)
     resuming = check_output_dir(cfg, args.resume)
-    opts = TrackingOptions.from_args(args)
     out = cfg.output_dir
     with open_run(
         opts,
@@ -249,8 +178,7 @@ def main_job(args: argparse.Namespace) -> int:
 
         _stage("evaluate")
         start = time.perf_counter()
-        rescored = score_run(out)
-        _check_rescore(report.test, rescored.result.metrics, out)
+        _check_rescore(report.test, score_run(out, auc=cfg.eval.auc), out)
         baseline = score_run(out, baseline="most-popular")
         tracker.log_metrics(metric_dict(baseline.result.metrics, "baseline_most_popular"))
         tracker.log_metrics({"time/evaluate_seconds": time.perf_counter() - start})
@@ -267,20 +195,23 @@ def main_job(args: argparse.Namespace) -> int:
             q = cands.quality.metrics
             print(f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}")
 
-        model_uri = None
-        if tracker.enabled:
-            model_uri = _log_model(tracker, cfg, index.index_path, args.register)
+        from .bundle import write_candidate_bundle
+
+        bundle = write_candidate_bundle(
+            out, out / "candidate_model", index_path=index.index_path, k=cfg.retrieval.k
+        )
+        model_uri = _log_model(tracker, bundle, args.register) if tracker.enabled else None
 
         print()
         print_training(cfg, report)
-        k = 20 if 20 in cfg.eval.ks else cfg.eval.ks[0]
+        k = headline_k(cfg.eval.ks)
         print(
             f"most-popular baseline: recall@{k} {baseline.result.metrics[f'recall@{k}']:.4f}  "
             f"ndcg@{k} {baseline.result.metrics[f'ndcg@{k}']:.4f}"
         )
         if model_uri is not None:
             print(f"candidate model: {model_uri}")
-        _print_tracking(tracker)
+        print_tracking(tracker)
     return 0
 
 
@@ -295,8 +226,9 @@ def _stage(name: str) -> None:
     print(f"== {name}", flush=True)
 
 
-def _check_rescore(trained: dict[str, float], rescored: dict[str, float], run_dir: Path) -> None:
-    worst = max(abs(trained[k] - rescored[k]) for k in trained)
+def _check_rescore(trained: dict[str, float], rescored: ScoreReport, run_dir: Path) -> None:
+    again = rescored.result.metrics
+    worst = max(abs(trained[k] - again[k]) for k in trained.keys() & again.keys())
     if worst > _RESCORE_TOLERANCE:
         raise RecsysError(
             f"{run_dir}: the saved embeddings score {worst:.2e} away from the trained model's "
@@ -304,27 +236,14 @@ def _check_rescore(trained: dict[str, float], rescored: dict[str, float], run_di
         )
 
 
-def _log_model(tracker: Tracker, cfg: RunConfig, index_path: Path, register: str | None) -> str:
-    from recsys_cl.tracking.candidate_model import write_candidate_bundle
+def _log_model(tracker: Tracker, bundle: Path, register: str | None) -> str:
     from recsys_cl.tracking.pyfunc import log_candidate_model
 
-    bundle = write_candidate_bundle(
-        cfg.output_dir, cfg.output_dir / "candidate_model", index_path=index_path, k=cfg.retrieval.k
-    )
-    info = log_candidate_model(
-        bundle, tracking_uri=tracker.uri, run_id=tracker.run_id, register=register  # type: ignore[attr-defined]
-    )
+    assert tracker.uri is not None and tracker.run_id is not None  # a tracked run
+    info = log_candidate_model(bundle, tracking_uri=tracker.uri, run_id=tracker.run_id, register=register)
     if info.registered_version is not None:
         print(f"registered {info.registered_name} version {info.registered_version}")
     return info.model_uri
-
-
-def _print_tracking(tracker: Tracker) -> None:
-    if not tracker.enabled:
-        return
-    uri = getattr(tracker, "uri", "")
-    print(f"MLflow run {tracker.run_id} in {uri}")
-    print(f"open the UI: mlflow ui --backend-store-uri {uri}   (then http://127.0.0.1:5000)")
 
 
 # ----------------------------------------------------------- stages on a finished run folder
@@ -351,48 +270,49 @@ def evaluate_job(args: argparse.Namespace) -> int:
     """``recsys-cl evaluate``: re-score a run folder; the metrics go to a run of their own
     (``test/...``, tagged with the baseline when one was scored)."""
     report = score_run(args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc)
+    # The baseline under its own name, as the main job logs it: test/ is the model's.
+    prefix = "baseline_most_popular" if args.baseline == "most-popular" else "test"
     with _folder_run(args, "evaluate") as tracker:
         tracker.set_tags({"scored": report.what})
-        tracker.log_metrics(metric_dict(report.result.metrics, "test"))
-        tracker.log_metrics(metric_dict(report.long_tail.metrics, "test"))
+        tracker.log_metrics(metric_dict(report.result.metrics, prefix))
+        tracker.log_metrics(metric_dict(report.long_tail.metrics, prefix))
         print_score(report)
-        _print_tracking(tracker)
+        print_tracking(tracker)
     return 0
 
 
 def index_job(args: argparse.Namespace) -> int:
+    """``recsys-cl index``: the index is built first, so a mistake leaves no failed run."""
     from .retrieval import index
 
+    report = index(args)
     with _folder_run(args, "index") as tracker:
-        _log_index(tracker, index(args))
-        _print_tracking(tracker)
+        _log_index(tracker, report)
+        print_tracking(tracker)
     return 0
 
 
 def recommend_job(args: argparse.Namespace) -> int:
+    """``recsys-cl recommend``: candidates first, then their run (a mistake leaves none)."""
     from .recommend import recommend
 
+    report = recommend(args)
     with _folder_run(args, "recommend") as tracker:
-        report = recommend(args)
         tracker.log_metrics({"time/candidates_seconds": report.seconds})
         tracker.set_tags({"index": report.index, "candidates_file": str(report.out)})
         if report.quality is not None:
             tracker.log_metrics(metric_dict(report.quality.metrics, "candidates"))
-        _print_tracking(tracker)
+        print_tracking(tracker)
     return 0
 
 
 __all__ = [
     "DEFAULT_MAIN_CONFIG",
-    "TRACKING_FILE",
-    "TrackingOptions",
     "evaluate_job",
     "index_job",
     "main_job",
-    "open_run",
     "record_candidates",
     "record_index",
     "recommend_job",
-    "source_run_id",
     "train_job",
 ]

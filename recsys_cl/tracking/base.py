@@ -49,10 +49,12 @@ class Tracker(Protocol):
     """Where a run's parameters, tags, metrics and artifacts go.
 
     ``enabled`` is False only for :class:`NullTracker`: callers skip work whose only purpose
-    is the record (plots, artifact copies). ``run_id`` is None when nothing is recorded.
+    is the record (plots, artifact copies). ``run_id`` and ``uri`` (the store) are None when
+    nothing is recorded.
     """
 
     enabled: bool
+    uri: str | None
 
     @property
     def run_id(self) -> str | None: ...
@@ -85,6 +87,7 @@ class NullTracker:
     """Records nothing."""
 
     enabled = False
+    uri = None
 
     @property
     def run_id(self) -> str | None:

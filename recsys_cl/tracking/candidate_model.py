@@ -1,7 +1,7 @@
 """A self-contained "candidate bundle" of a trained run, and the model that serves it.
 
-:func:`write_candidate_bundle` freezes what ``recsys-cl recommend`` reads from a run folder into
-one folder that needs neither the run nor its config::
+:func:`recsys_cl.jobs.bundle.write_candidate_bundle` freezes what ``recsys-cl recommend`` reads
+from a run folder into one folder that needs neither the run nor its config::
 
     bundle.json               format, default k, cold-start policy, metric, id types, counts
     user_embeddings.parquet   user_id (raw) + embedding, in index order (= the run's id map)
@@ -19,8 +19,7 @@ around it, so the model is tested and usable without a tracking server.
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,21 +27,15 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from recsys_cl.config.retrieval import IndexSpec
 from recsys_cl.data import IdMap, UserItems
 from recsys_cl.errors import DataError, RecsysError
-from recsys_cl.io import atomic_dir, write_json
 from recsys_cl.retrieval import (
     DEFAULT_CHUNK_USERS,
     ItemIndex,
     PairSet,
     UnknownUserError,
-    build_index,
     candidates_for,
-    index_paths,
     load_index,
-    most_popular,
-    save_index,
 )
 
 ColdStart = Literal["popular", "error"]
@@ -108,89 +101,17 @@ class BundleInfo:
             info = cls(**raw)
         except TypeError as exc:
             raise DataError(f"{path}: unexpected keys ({exc})") from None
-        if info.cold_start not in ("popular", "error") or not _is_positive_int(info.k):
+        if info.cold_start not in ("popular", "error") or not is_positive_int(info.k):
             raise DataError(f"{path}: needs cold_start popular/error and k >= 1, got {raw}")
         return info
 
 
-def _is_positive_int(value: Any) -> bool:
+def is_positive_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
-def _id_dtype(ids: IdMap) -> str:
+def id_dtype(ids: IdMap) -> str:
     return "int64" if ids.raw.dtype == pl.Int64 else "string"
-
-
-def write_candidate_bundle(
-    run_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    index_path: str | Path | None = None,
-    k: int = DEFAULT_K,
-    cold_start: ColdStart = "popular",
-) -> Path:
-    """Write the candidate bundle of a finished ``recsys-cl train`` run to ``out_dir``.
-
-    The folder is built next to ``out_dir`` and swapped in only when complete
-    (:func:`recsys_cl.io.atomic_dir`), so a server never loads half a bundle.
-
-    Args:
-        index_path: a saved index of this run (checked against its embeddings and item ids,
-            then copied byte for byte); None builds an exact flat index over the items.
-        k: the list length of a request that names none.
-        cold_start: ids the run never trained on get the most popular training items
-            (``popular``, as ``recsys-cl recommend --cold-start popular``) or an
-            :class:`UnknownUserError` (``error``).
-
-    Raises:
-        RecsysError: a bad ``k`` / ``cold_start``, or ``out_dir`` is something other than a
-            bundle (it is replaced whole: never the run folder); DataError and the retrieval
-            errors for a run or index that cannot be read or does not match.
-    """
-    if not _is_positive_int(k) or cold_start not in ("popular", "error"):
-        raise RecsysError(f"need k >= 1 and cold_start 'popular' or 'error', got {k!r} and {cold_start!r}")
-    out = Path(out_dir)
-    if out.exists() and not (out / BUNDLE_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
-        raise RecsysError(f"{out}: exists and is not a candidate bundle; refusing to replace it")
-    # Imported here: the jobs pull in the training and tracking stack; serving never needs it.
-    from recsys_cl.jobs.recommend import folder_parts
-    from recsys_cl.jobs.retrieval import load_run
-
-    run = load_run(run_dir)
-    split = run.split
-    # As `recsys-cl recommend`: a labelled run's popularity counts only its positive rows, and
-    # every train + validation row is masked (what evaluation masks at test time).
-    parts = folder_parts(run)
-    seen = PairSet.from_tables(parts.test_exclude, split.n_users, split.n_items)
-    pop_items, pop_scores = most_popular(parts.train, split.n_items)
-    if index_path is None:
-        index = build_index(run.item_emb, IndexSpec(), item_ids=split.items, device="cpu")
-    else:
-        index = load_index(index_path, item_emb=run.item_emb, item_ids=split.items, device="cpu")
-    info = BundleInfo(
-        k=k, cold_start=cold_start, metric=index.metric, index=index.meta.factory,
-        user_id_dtype=_id_dtype(split.users), item_id_dtype=_id_dtype(split.items),
-        n_users=split.n_users, n_items=split.n_items, dim=index.dim,
-        n_seen=int(seen.keys.size), source_run=str(run.run_dir.resolve()),
-    )
-    seen_users, seen_items = np.divmod(seen.keys, split.n_items)
-    tables = {
-        USER_FILE: {"user_id": split.users.raw, "embedding": run.user_emb},
-        ITEM_FILE: {"item_id": split.items.raw, "embedding": run.item_emb},
-        SEEN_FILE: {"user_id": split.users.to_raw(seen_users), "item_id": split.items.to_raw(seen_items)},
-        POPULAR_FILE: {"item_id": split.items.to_raw(pop_items), "score": pop_scores},
-    }
-    with atomic_dir(out) as tmp:
-        for name, columns in tables.items():
-            pl.DataFrame(columns).write_parquet(tmp / name)
-        if index_path is None:
-            save_index(index, tmp / INDEX_FILE)
-        else:
-            # A byte copy keeps the saved index's checksum, which every load checks again.
-            for source, target in zip(index_paths(index_path), index_paths(tmp / INDEX_FILE)):
-                shutil.copyfile(source, target)
-        write_json(tmp / BUNDLE_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, **asdict(info)})
-    return out
 
 
 def _read_table(path: Path, columns: list[str]) -> pl.DataFrame:
@@ -242,7 +163,7 @@ class CandidateModel:
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, device: Device = "auto") -> CandidateModel:
-        """Read and check a bundle written by :func:`write_candidate_bundle`.
+        """Read and check a bundle written by :func:`recsys_cl.jobs.bundle.write_candidate_bundle`.
 
         Raises:
             DataError: a missing or inconsistent file (named in the message);
@@ -378,7 +299,7 @@ def _as_int_ids(column: pd.Series) -> np.ndarray:
 
 def _positive_int(value: Any, what: str) -> int:
     value = value if isinstance(value, str) else _as_int(value)
-    if not _is_positive_int(value):
+    if not is_positive_int(value):
         raise CandidateRequestError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -393,4 +314,4 @@ def _row_ks(column: pd.Series, default: int) -> np.ndarray:
     )
 
 
-__all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "write_candidate_bundle"]
+__all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "id_dtype", "is_positive_int"]

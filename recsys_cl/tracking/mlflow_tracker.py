@@ -43,8 +43,15 @@ class TrackingError(RecsysError):
 
 
 def resolve_tracking_uri(explicit: str | None = None, configured: str | None = None) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the config's, else the default."""
-    return explicit or os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the config's, else the default.
+
+    A SQLite path is made absolute, so a run folder records the store it was tracked in and
+    ``--resume`` from another working directory reopens the same one.
+    """
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+    if uri.startswith(_SQLITE):
+        return _SQLITE + str(Path(uri[len(_SQLITE) :]).resolve())
+    return uri
 
 
 def artifact_root(uri: str) -> str | None:
@@ -74,6 +81,11 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
 def _text(value: Any) -> str:
     text = "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
     return text[:_MAX_PARAM_CHARS]
+
+
+def _one_line(exc: MlflowException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class MlflowTracker:
@@ -169,8 +181,6 @@ def mlflow_run(
     Raises:
         TrackingError: the store cannot be opened or the run to resume does not exist.
     """
-    # MLflow's own helpers (figures, models) resolve the store globally; keep them aligned.
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     adopted = os.environ.get("MLFLOW_RUN_ID")
     try:
@@ -184,9 +194,54 @@ def mlflow_run(
             exp = experiment_id(client, uri, experiment)
             run_id = client.create_run(exp, run_name=run_name).info.run_id
     except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"tracking store {uri}: {first}") from None
-    with _ended(client, run_id, uri) as tracker:
-        if tags:
-            tracker.set_tags(tags)
-        yield tracker
+        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+    # MLflow's own helpers (figures, models) resolve the store globally: aligned with this
+    # run while it lasts, restored after.
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        with _ended(client, run_id, uri) as tracker:
+            if tags:
+                tracker.set_tags(tags)
+            yield tracker
+    except MlflowException as exc:
+        # The store failing mid-run (a server gone, a name MLflow refuses) is the
+        # environment's or the user's, not a bug: one line, exit 2; the run was ended FAILED.
+        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
+    """The newest ``compare`` parent run of ``experiment`` (its id and sweep) and its children
+    as (strategy, metrics, run id), oldest first, read with ``mlflow.search_runs``.
+
+    Raises:
+        TrackingError: no store at a SQLite path, no such experiment, or no comparison in it.
+    """
+    if uri.startswith(_SQLITE) and not Path(uri[len(_SQLITE) :]).is_file():
+        raise TrackingError(f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)")
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise TrackingError(f"--experiment {experiment!r}: no such experiment in {uri}")
+    parents = client.search_runs(
+        [exp.experiment_id], "tags.job = 'compare'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not parents:
+        raise TrackingError(f"--experiment {experiment!r}: no comparison runs (recsys-cl compare --sweep ...)")
+    parent = parents[0]
+    children = client.search_runs(
+        [exp.experiment_id],
+        f"tags.{PARENT_TAG} = '{parent.info.run_id}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    rows = [
+        (
+            c.data.tags.get("imbalance_strategy") or c.info.run_name or c.info.run_id,
+            dict(c.data.metrics),
+            c.info.run_id,
+        )
+        for c in children
+    ]
+    return {"run_id": parent.info.run_id, "sweep": parent.data.tags.get("sweep", "?")}, rows

@@ -156,6 +156,11 @@ def log_candidate_model(
     # attempt is superseded: the newest model of a name wins). Checked by hand, since
     # client.list_artifacts looks the run's logged models up through the global tracking URI.
     existing = _run_logged_model(client, run, artifact_path)
+    if existing is not None and existing.status == LoggedModelStatus.READY:
+        # A resumed job logging the same run's model again: the model is already there.
+        model_id = existing.model_id
+        version = None if register is None else _register(client, register, model_id, run_id, tracking_uri)
+        return CandidateModelInfo(f"models:/{model_id}", model_id, registered_name=register, registered_version=version)
     own_files = mlflow.artifacts.list_artifacts(
         artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", tracking_uri=tracking_uri
     )
@@ -202,6 +207,16 @@ def log_candidate_model(
         return CandidateModelInfo(model_uri, model_id)
     version = _register(client, register, model_id, run_id, tracking_uri)
     return CandidateModelInfo(model_uri, model_id, registered_name=register, registered_version=version)
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a registered-model name MLflow would refuse, before any work is done.
+
+    Raises:
+        RecsysError: an empty name, or one with ``/`` or ``:`` (MLflow's rule).
+    """
+    if not name.strip() or any(c in name for c in "/:"):
+        raise RecsysError(f"--register {name!r}: a registered model name is non-empty, without '/' or ':'")
 
 
 def _create_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel:
@@ -332,6 +347,7 @@ __all__ = [
     "CODE_PATH",
     "CandidateModelInfo",
     "candidate_signature",
+    "check_model_name",
     "load_candidate_model",
     "log_candidate_model",
     "pip_requirements",
