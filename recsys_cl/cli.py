@@ -181,7 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted sweep: finished strategies are read back, an interrupted "
         "one continues from its checkpoint, all under the same MLflow parent run",
     )
-    cmp.add_argument("-k", type=int, default=20, help="cut-off of the printed table (default 20)")
+    cmp.add_argument(
+        "-k", type=int, default=None,
+        help="cut-off of the table (default 20, else the smallest of eval.ks); one of eval.ks",
+    )
     _add_data_dir(cmp)
     _add_tracking(cmp)
 

@@ -316,7 +316,7 @@ def test_an_interrupted_compare_resumes_under_the_same_parent(
     def stop_in_second_strategy(record: dict) -> None:
         real(record)
         calls["n"] += 1
-        if calls["n"] == 3 + 2:  # epoch 2 of the second strategy
+        if calls["n"] == 3 + 1:  # epoch 1 of the second strategy, before its first checkpoint
             raise KeyboardInterrupt
 
     monkeypatch.setattr(train_job, "_print_epoch", stop_in_second_strategy)
@@ -406,15 +406,25 @@ def test_main_with_auc_then_resumed_when_finished_keeps_its_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    argv = ["main", "-c", str(_write_config(tmp_path, epochs=2)), "--tracking-uri", uri, "--set", "eval.auc=true"]
+    cfg = str(_write_config(tmp_path, epochs=2))
+    argv = ["main", "-c", cfg, "--tracking-uri", uri, "--set", "eval.auc=true", "--register", "resumed"]
     assert main(argv) == 0
+    first = capsys.readouterr().out.split("candidate model: ")[1].split()[0]
     run_id = _run_id(tmp_path / "run")
     client = MlflowClient(uri)
+    experiment = client.get_run(run_id).info.experiment_id
     assert 0 < client.get_run(run_id).data.metrics["test/auc"] < 1
-    # Resuming a finished run redoes the stages after training and reuses the logged model.
+    # Resuming a finished run redoes the stages after training and reuses the logged model
+    # and its registered version.
     assert main([*argv, "--resume"]) == 0
+    assert capsys.readouterr().out.split("candidate model: ")[1].split()[0] == first
     assert _run_id(tmp_path / "run") == run_id and client.get_run(run_id).info.status == "FINISHED"
-    assert len(client.search_logged_models([client.get_run(run_id).info.experiment_id])) == 1
+    assert len(client.search_logged_models([experiment])) == 1
+    assert [str(v.version) for v in client.search_model_versions("name = 'resumed'")] == ["1"]
+    # A resume that changes the candidates (retrieval.k) logs a new model: the newest wins.
+    assert main([*argv, "--resume", "--set", "retrieval.k=5"]) == 0
+    newest = capsys.readouterr().out.split("candidate model: ")[1].split()[0]
+    assert newest != first and len(client.search_logged_models([experiment])) == 2
 
 
 def test_register_mistakes_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -423,9 +433,13 @@ def test_register_mistakes_fail_before_any_work(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["main", "-c", cfg, "--tracking-uri", uri, "--register", "m", "--no-track"]) == 2
     assert "--register needs tracking" in capsys.readouterr().err
-    assert main(["main", "-c", cfg, "--tracking-uri", uri, "--register", "a/b"]) == 2
+    for name in ("a/b", "..x", "."):
+        assert main(["main", "-c", cfg, "--tracking-uri", uri, "--register", name]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--register {name!r}" in err
+    assert main(["train", "-c", cfg, "--tracking-uri", "sqllite:///x.db"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--register 'a/b'" in err
+    assert err.startswith("recsys-cl: error: tracking store sqllite:///x.db") and err.count("\n") == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlruns.db").exists()
 
 

@@ -110,11 +110,13 @@ def _write_outputs(table: pl.DataFrame, folder: Path, k: int) -> list[Path]:
     return [csv, md, png]
 
 
-def _finished(cfg: RunConfig, tracked: bool) -> bool:
+def _finished(cfg: RunConfig, uri: str | None) -> bool:
     """Whether a strategy's folder holds a run whose every stage ended (a resume skips it):
-    tracked, its ``tracking.json`` says so; untracked, its ``metrics.json`` exists."""
-    if tracked:
-        return bool(read_tracking_file(cfg.output_dir).get("finished"))
+    tracked in store ``uri``, its ``tracking.json`` says so for that store (a run finished in
+    another store is trained again here); untracked, its ``metrics.json`` exists."""
+    if uri is not None:
+        saved = read_tracking_file(cfg.output_dir)
+        return bool(saved.get("finished")) and saved.get("tracking_uri") == uri
     return (cfg.output_dir / "metrics.json").is_file()
 
 
@@ -128,7 +130,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
     base = runs[0][1]
     folder = base.output_dir.parent
-    k = headline_k(base.eval.ks)
+    k = args.k or headline_k(base.eval.ks)
+    if k not in base.eval.ks:
+        raise RecsysError(f"-k {k}: the runs are scored at eval.ks {list(base.eval.ks)}")
     split = build_split(base.data, args.data_dir, base.seed)
     opts = TrackingOptions.from_args(args)
     with open_run(
@@ -143,14 +147,15 @@ def run_sweep(args: argparse.Namespace) -> int:
         index_stages = parent.enabled and faiss_available()
         rows = []
         for name, cfg in runs:
-            if args.resume and _finished(cfg, parent.enabled):
+            if args.resume and _finished(cfg, parent.uri):
                 print(f"== {name}: finished earlier, read from {cfg.output_dir}", flush=True)
                 summary = json.loads((cfg.output_dir / "metrics.json").read_text())
                 rows.append(summary_row(name, summary, source_run_id(cfg.output_dir), k))
                 continue
             print(f"== {name}", flush=True)
-            # Reopened only if it was recorded in this store (a new child otherwise).
-            previous = previous_run(cfg.output_dir, parent.uri) if (resuming[name] and parent.uri) else None
+            # Its earlier child reopened (even if killed before its first checkpoint), when it
+            # was recorded in this store; a new child otherwise.
+            previous = previous_run(cfg.output_dir, parent.uri) if (args.resume and parent.uri) else None
             with parent.child(name, tags={"job": "train"}, resume_run_id=previous) as child:
                 write_tracking_file(cfg.output_dir, child)
                 report = run_training(cfg, resume=resuming[name], tracker=child, strategy=name, split=split)
@@ -175,7 +180,8 @@ def print_from_mlflow(args: argparse.Namespace) -> int:
     from recsys_cl.tracking.mlflow_tracker import latest_comparison, resolve_tracking_uri
 
     parent, children = latest_comparison(resolve_tracking_uri(args.tracking_uri), args.experiment)
-    rows = [comparison_row(strategy, metrics, run_id, args.k) for strategy, metrics, run_id in children]
+    k = args.k or 20
+    rows = [comparison_row(strategy, metrics, run_id, k) for strategy, metrics, run_id in children]
     print(f"comparison {parent['run_id']} ({parent['sweep']}), {len(rows)} strategies")
     print(to_markdown(comparison_table(rows)))
     return 0

@@ -140,7 +140,7 @@ def check_output_dir(cfg: RunConfig, resume: bool) -> bool:
     if last.exists() and not resume:
         raise RecsysError(
             f"{cfg.output_dir} already holds a run (checkpoints/last.pt); pass --resume to "
-            "continue it or choose another output_dir (--set output_dir=...)"
+            "continue it or choose another output_dir (--set output_dir=..., or compare --out)"
         )
     if resume and last.exists():
         load_checkpoint(last, fingerprint(cfg))

@@ -19,10 +19,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from recsys_cl.errors import RecsysError
 
@@ -168,6 +168,27 @@ def _ended(client: MlflowClient, run_id: str, uri: str) -> Iterator[MlflowTracke
 
 
 @contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` for the duration, then restored as it was:
+    the explicit global (None included) and the ``MLFLOW_TRACKING_URI`` variable, which
+    MLflow's own ``_use_tracking_uri`` unsets when the global was None. Not thread-safe.
+
+    Some MLflow 3.17 paths ignore the client they are called through and resolve logged
+    models with a bare ``MlflowClient()`` (registering a ``models:/<model_id>`` source, the
+    figure and model helpers); this keeps them on the run's store.
+    """
+    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_env
+
+
+@contextlib.contextmanager
 def mlflow_run(
     uri: str,
     experiment: str,
@@ -181,9 +202,9 @@ def mlflow_run(
     Raises:
         TrackingError: the store cannot be opened or the run to resume does not exist.
     """
-    client = MlflowClient(uri)
     adopted = os.environ.get("MLFLOW_RUN_ID")
     try:
+        client = MlflowClient(uri)  # builds the store: a bad scheme fails here
         if resume_run_id is not None:
             client.get_run(resume_run_id)
             client.update_run(resume_run_id, status="RUNNING")
@@ -195,12 +216,9 @@ def mlflow_run(
             run_id = client.create_run(exp, run_name=run_name).info.run_id
     except MlflowException as exc:
         raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
-    # MLflow's own helpers (figures, models) resolve the store globally: aligned with this
-    # run while it lasts, restored after.
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(uri)
     try:
-        with _ended(client, run_id, uri) as tracker:
+        # MLflow's own helpers (figures, models) resolve the store globally.
+        with global_tracking_uri(uri), _ended(client, run_id, uri) as tracker:
             if tags:
                 tracker.set_tags(tags)
             yield tracker
@@ -208,8 +226,6 @@ def mlflow_run(
         # The store failing mid-run (a server gone, a name MLflow refuses) is the
         # environment's or the user's, not a bug: one line, exit 2; the run was ended FAILED.
         raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
@@ -221,7 +237,15 @@ def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[t
     """
     if uri.startswith(_SQLITE) and not Path(uri[len(_SQLITE) :]).is_file():
         raise TrackingError(f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)")
-    client = MlflowClient(uri)
+    try:
+        return _latest_comparison(MlflowClient(uri), uri, experiment)
+    except MlflowException as exc:
+        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+
+
+def _latest_comparison(
+    client: MlflowClient, uri: str, experiment: str
+) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise TrackingError(f"--experiment {experiment!r}: no such experiment in {uri}")

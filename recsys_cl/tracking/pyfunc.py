@@ -16,12 +16,12 @@ registry, see :func:`_tracking_uri_for_registry`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
+import posixpath
 import json
-import os
 import tempfile
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,12 +34,12 @@ from mlflow.pyfunc import PyFuncModel
 from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from mlflow.store.artifact.utils.models import get_model_name_and_version
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys_cl.errors import RecsysError
 
-from .candidate_model import BundleInfo, CandidateModel
+from .candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
+from .mlflow_tracker import global_tracking_uri
 
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 DEFAULT_ARTIFACT_PATH = "candidate_model"
@@ -53,6 +53,8 @@ _COPIED_RUN_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "
 # The logged-model tag MLflow's UI reads to list a model's registered versions.
 _MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 _MODEL_TYPE = "recsys_cl.candidate_model"
+# On each logged model: which bundle it holds (see bundle_digest).
+_DIGEST_TAG = "recsys_cl.bundle_sha256"
 
 
 @dataclass(frozen=True)
@@ -155,21 +157,28 @@ def log_candidate_model(
     # One model per name and run: runs:/<run_id>/<name> resolves to a single one (a FAILED
     # attempt is superseded: the newest model of a name wins). Checked by hand, since
     # client.list_artifacts looks the run's logged models up through the global tracking URI.
+    digest = bundle_digest(bundle)
     existing = _run_logged_model(client, run, artifact_path)
-    if existing is not None and existing.status == LoggedModelStatus.READY:
-        # A resumed job logging the same run's model again: the model is already there.
+    if existing is not None and existing.status == LoggedModelStatus.READY and existing.tags.get(_DIGEST_TAG) == digest:
+        # A resumed job logging the same bundle again: that model is already there.
         model_id = existing.model_id
         version = None if register is None else _register(client, register, model_id, run_id, tracking_uri)
         return CandidateModelInfo(f"models:/{model_id}", model_id, registered_name=register, registered_version=version)
+    if existing is not None and existing.status == LoggedModelStatus.PENDING:
+        # Left by a process killed while uploading (nothing else writes this run now): it can
+        # never become READY, so it is marked FAILED and a new one logged.
+        client.finalize_logged_model(existing.model_id, LoggedModelStatus.FAILED)
     own_files = mlflow.artifacts.list_artifacts(
         artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", tracking_uri=tracking_uri
     )
-    if own_files or (existing is not None and existing.status != LoggedModelStatus.FAILED):
+    if own_files:
         raise RecsysError(
-            f"run {run_id} already holds a model or artifacts named {artifact_path!r}; log "
-            "under another artifact_path (they cannot be replaced in place)"
+            f"run {run_id} already holds artifacts named {artifact_path!r}; log under another "
+            "artifact_path (they cannot be replaced in place)"
         )
-    logged = _create_logged_model(client, run, artifact_path)
+    # A READY model of another bundle (a resume that changed retrieval.*) stays; the newest
+    # model of a name is the one runs:/<run_id>/<name> resolves to.
+    logged = _create_logged_model(client, run, artifact_path, digest)
     model_id = logged.model_id
     try:
         # What makes the run page list it under "Logged models" (source_run_id alone does not).
@@ -215,19 +224,35 @@ def check_model_name(name: str) -> None:
     Raises:
         RecsysError: an empty name, or one with ``/`` or ``:`` (MLflow's rule).
     """
-    if not name.strip() or any(c in name for c in "/:"):
-        raise RecsysError(f"--register {name!r}: a registered model name is non-empty, without '/' or ':'")
+    path_like = name == "." or name.startswith("..") or posixpath.normpath(name) != name
+    if not name.strip() or any(c in name for c in "/:") or path_like:
+        raise RecsysError(
+            f"--register {name!r}: a registered model name is non-empty, without '/' or ':', "
+            "and not a path such as '.' or '..x'"
+        )
 
 
-def _create_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel:
+def bundle_digest(bundle_dir: Path) -> str:
+    """SHA-256 over the bundle's ``bundle.json`` and what identifies its index (the index
+    file's and the item embeddings' hashes, the spec; not the build time): equal digests,
+    the same model."""
+    index = json.loads((bundle_dir / "index.json").read_text())
+    stable = {key: index.get(key) for key in ("index_sha256", "embeddings_fingerprint", "spec")}
+    sha = hashlib.sha256((bundle_dir / BUNDLE_FILE).read_bytes())
+    sha.update(json.dumps(stable, sort_keys=True).encode())
+    return sha.hexdigest()
+
+
+def _create_logged_model(client: MlflowClient, run: Run, name: str, digest: str) -> LoggedModel:
     """A PENDING logged model in the run's experiment, with the run's params and source tags
     (what ``log_model`` copies, so the Models tab can compare candidate models by them)."""
     tags = {key: value for key, value in run.data.tags.items() if key in _COPIED_RUN_TAGS}
+    tags[_DIGEST_TAG] = digest
     return client.create_logged_model(
         experiment_id=run.info.experiment_id,
         name=name,
         source_run_id=run.info.run_id,
-        tags=tags or None,
+        tags=tags,
         params=dict(run.data.params) or None,
         model_type=_MODEL_TYPE,
     )
@@ -244,10 +269,13 @@ def _register(client: MlflowClient, name: str, model_id: str, run_id: str, track
     # Source models:/<model_id> is what the UI's version page links back to the logged model
     # from (it only matches that form); the registry stores the artifact location beside it
     # for downloads.
-    with _tracking_uri_for_registry(tracking_uri):
-        version = client.create_model_version(
-            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
-        )
+    source = f"models:/{model_id}"
+    # A resumed job registering the same model again gets the version it already has.
+    for known in client.search_model_versions(f"name = '{name}'"):
+        if known.source == source:
+            return int(known.version)
+    with global_tracking_uri(tracking_uri):
+        version = client.create_model_version(name, source=source, run_id=run_id, model_id=model_id)
     # The other direction: the logged model's page lists the versions in this tag. A registry
     # server sets it itself; a local registry does not, so set it here (without duplicates).
     entry = {"name": version.name, "version": str(version.version)}
@@ -256,28 +284,6 @@ def _register(client: MlflowClient, name: str, model_id: str, run_id: str, track
     if entry not in entries:
         client.set_logged_model_tags(model_id, {_MODEL_VERSIONS_TAG: json.dumps([*entries, entry])})
     return int(version.version)
-
-
-@contextlib.contextmanager
-def _tracking_uri_for_registry(tracking_uri: str) -> Iterator[None]:
-    """The global tracking URI set to ``tracking_uri`` for the duration, when it is not already.
-
-    MLflow 3.17's database registry store resolves a ``models:/<model_id>`` source with a bare
-    ``MlflowClient()`` (the global tracking URI; its own TODO says so), whatever the calling
-    client's tracking URI: without this, registering from a caller whose global URI names
-    another store (or none: ``./mlflow.db``) fails with "Logged model ... not found". Restored on exit, the
-    ``MLFLOW_TRACKING_URI`` variable included (MLflow's own helper unsets it); not thread-safe.
-    """
-    if mlflow.get_tracking_uri() == tracking_uri:  # the recsys-cl commands: nothing to do
-        yield
-        return
-    saved_env = os.environ.get("MLFLOW_TRACKING_URI")
-    try:
-        with _use_tracking_uri(tracking_uri):
-            yield
-    finally:
-        if saved_env is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved_env
 
 
 def load_candidate_model(
@@ -345,6 +351,7 @@ def _run_logged_model_uri(client: MlflowClient, runs_uri: str) -> str | None:
 
 __all__ = [
     "CODE_PATH",
+    "bundle_digest",
     "CandidateModelInfo",
     "candidate_signature",
     "check_model_name",
