@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from recsys_cl.errors import RecsysError
+from recsys_cl.interrupts import handle_interrupts
 from recsys_cl.optional import require_faiss
 
 EXIT_USER_ERROR = 2
@@ -373,11 +372,6 @@ _MLFLOW_ENV = {
 }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # No telemetry; MLflow's INFO lines (store creation, migrations, model validation) and
@@ -385,10 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     saved_env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
     for name, value in _MLFLOW_ENV.items():
         os.environ.setdefault(name, value)
-    on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     try:
-        return _dispatch(args)
+        # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
+        with handle_interrupts():
+            return _dispatch(args)
     except RecsysError as exc:
         print(f"recsys-cl: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -401,8 +395,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("recsys-cl: interrupted", file=sys.stderr)
         return 130
     finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)

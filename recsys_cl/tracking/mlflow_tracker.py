@@ -12,12 +12,13 @@ top-level run is the one MLflow created for the entry point.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -25,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from recsys_cl.errors import RecsysError
+from recsys_cl.interrupts import uninterrupted
 
 from .base import Tracker
 
@@ -88,8 +90,24 @@ def _one_line(exc: MlflowException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_call(method: F) -> F:
+    """``method`` run :func:`~recsys_cl.interrupts.uninterrupted` (atomic for Ctrl-C and
+    SIGTERM: see that module)."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with uninterrupted():
+            return method(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
 class MlflowTracker:
-    """Logs into one existing MLflow run (see :func:`mlflow_run`)."""
+    """Logs into one existing MLflow run (see :func:`mlflow_run`); every call is atomic with
+    respect to Ctrl-C and SIGTERM (see :mod:`recsys_cl.interrupts`)."""
 
     enabled = True
 
@@ -102,6 +120,7 @@ class MlflowTracker:
     def run_id(self) -> str:
         return self._run_id
 
+    @store_call
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Params are write-once in MLflow: on a resumed run, keys already logged are
         skipped, and a value a resume may change (``train.epochs``, say) is recorded as the
@@ -114,15 +133,18 @@ class MlflowTracker:
         for start in range(0, len(items), _PARAMS_PER_CALL):
             self.client.log_batch(self._run_id, params=items[start : start + _PARAMS_PER_CALL])
 
+    @store_call
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(self._run_id, tags=[RunTag(k, _text(v)) for k, v in tags.items()])
 
+    @store_call
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
         for start in range(0, len(items), _METRICS_PER_CALL):
             self.client.log_batch(self._run_id, metrics=items[start : start + _METRICS_PER_CALL])
 
+    @store_call
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         p = Path(path)
         if p.is_dir():
@@ -130,6 +152,7 @@ class MlflowTracker:
         else:
             self.client.log_artifact(self._run_id, str(p), artifact_path)
 
+    @store_call
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self.client.log_figure(self._run_id, figure, artifact_file)
 
@@ -137,14 +160,15 @@ class MlflowTracker:
     def child(
         self, name: str, tags: Mapping[str, Any] | None = None, resume_run_id: str | None = None
     ) -> Iterator[Tracker]:
-        if resume_run_id is not None:
-            self.client.update_run(resume_run_id, status="RUNNING")
-            run_id = resume_run_id
-        else:
-            experiment = self.client.get_run(self._run_id).info.experiment_id
-            run_id = self.client.create_run(
-                experiment, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
-            ).info.run_id
+        with uninterrupted():
+            if resume_run_id is not None:
+                self.client.update_run(resume_run_id, status="RUNNING")
+                run_id = resume_run_id
+            else:
+                experiment = self.client.get_run(self._run_id).info.experiment_id
+                run_id = self.client.create_run(
+                    experiment, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
+                ).info.run_id
         with _ended(self.client, run_id, self.uri) as tracker:
             yield tracker
 
@@ -152,19 +176,23 @@ class MlflowTracker:
 @contextlib.contextmanager
 def _ended(client: MlflowClient, run_id: str, uri: str) -> Iterator[MlflowTracker]:
     """Yield a tracker for ``run_id``; end the run FINISHED, FAILED or KILLED on leaving."""
+    def end(status: str) -> None:
+        with uninterrupted():
+            client.set_terminated(run_id, status=status)
+
     try:
         yield MlflowTracker(client, run_id, uri)
     except KeyboardInterrupt:
-        client.set_terminated(run_id, status="KILLED")
+        end("KILLED")
         raise
     except SystemExit as exc:
-        client.set_terminated(run_id, status="FINISHED" if exc.code in (0, None) else "FAILED")
+        end("FINISHED" if exc.code in (0, None) else "FAILED")
         raise
     except BaseException:
-        client.set_terminated(run_id, status="FAILED")
+        end("FAILED")
         raise
     else:
-        client.set_terminated(run_id, status="FINISHED")
+        end("FINISHED")
 
 
 @contextlib.contextmanager
@@ -204,16 +232,17 @@ def mlflow_run(
     """
     adopted = os.environ.get("MLFLOW_RUN_ID")
     try:
-        client = MlflowClient(uri)  # builds the store: a bad scheme fails here
-        if resume_run_id is not None:
-            client.get_run(resume_run_id)
-            client.update_run(resume_run_id, status="RUNNING")
-            run_id = resume_run_id
-        elif adopted:
-            run_id = client.get_run(adopted).info.run_id
-        else:
-            exp = experiment_id(client, uri, experiment)
-            run_id = client.create_run(exp, run_name=run_name).info.run_id
+        with uninterrupted():
+            client = MlflowClient(uri)  # builds the store: a bad scheme fails here
+            if resume_run_id is not None:
+                client.get_run(resume_run_id)
+                client.update_run(resume_run_id, status="RUNNING")
+                run_id = resume_run_id
+            elif adopted:
+                run_id = client.get_run(adopted).info.run_id
+            else:
+                exp = experiment_id(client, uri, experiment)
+                run_id = client.create_run(exp, run_name=run_name).info.run_id
     except MlflowException as exc:
         raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
     try:

@@ -39,7 +39,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from recsys_cl.errors import RecsysError
 
 from .candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
-from .mlflow_tracker import global_tracking_uri
+from .mlflow_tracker import global_tracking_uri, store_call
 
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 DEFAULT_ARTIFACT_PATH = "candidate_model"
@@ -112,6 +112,7 @@ def candidate_signature(info: BundleInfo) -> ModelSignature:
     )
 
 
+@store_call  # an interrupted upload would leave the store locked and the model PENDING
 def log_candidate_model(
     bundle_dir: str | Path,
     *,
