@@ -26,6 +26,7 @@ import polars as pl
 from recsys_cl.config import RunConfig, load_config
 from recsys_cl.data import format_profile, load_split, profile
 from recsys_cl.errors import RecsysError
+from recsys_cl.io import atomic_path
 from recsys_cl.optional import faiss_available, require_faiss
 from recsys_cl.tracking.base import Tracker, metric_dict
 
@@ -45,8 +46,19 @@ _CHECKOUT = Path(__file__).resolve().parents[2]
 _RESCORE_TOLERANCE = 1e-5
 
 
-def _run_name(cfg: RunConfig, job: str) -> str:
-    return cfg.tracking.run_name or f"{job}:{cfg.model.method}:{cfg.output_dir.name}"
+def _training_run(
+    opts: TrackingOptions, cfg: RunConfig, job: str, resuming: bool
+) -> contextlib.AbstractContextManager[Tracker]:
+    """The run a job that trains ``cfg`` records into (its folder's run when resuming)."""
+    return open_run(
+        opts,
+        experiment=cfg.experiment,
+        configured_uri=cfg.tracking.uri,
+        run_name=cfg.tracking.run_name or f"{job}:{cfg.model.method}:{cfg.output_dir.name}",
+        tags={"job": job},
+        run_dir=cfg.output_dir,
+        resume=resuming,
+    )
 
 
 # ------------------------------------------------------------------------- retrieval stages
@@ -101,9 +113,11 @@ def record_candidates(
     )
     sample = out / "candidates_sample.parquet"
     if every_user:
-        frame = pl.read_parquet(report.out)
-        keep = frame["user_id"].unique(maintain_order=True).head(cfg.retrieval.sample_users)
-        frame.filter(pl.col("user_id").is_in(keep.implode())).write_parquet(sample)
+        # The file lists users in index order: the sample is its first users' rows, read
+        # lazily rather than loading every user's candidates back.
+        keep = pl.Series(load_split(out / "data").users.raw.head(cfg.retrieval.sample_users))
+        with atomic_path(sample) as tmp:
+            pl.scan_parquet(report.out).filter(pl.col("user_id").is_in(keep.implode())).sink_parquet(tmp)
     tracker.log_artifact(sample, "candidates")
     tracker.log_metrics({"time/candidates_seconds": report.seconds})
     if report.quality is not None:
@@ -119,16 +133,7 @@ def train_job(args: argparse.Namespace) -> int:
     sample (the index stages are skipped, and said so, when FAISS is not installed)."""
     cfg: RunConfig = load_config(args.config, args.overrides)
     resuming = check_output_dir(cfg, args.resume)
-    opts = TrackingOptions.from_args(args)
-    with open_run(
-        opts,
-        experiment=cfg.experiment,
-        configured_uri=cfg.tracking.uri,
-        run_name=_run_name(cfg, "train"),
-        tags={"job": "train"},
-        run_dir=cfg.output_dir,
-        resume=resuming,
-    ) as tracker:
+    with _training_run(TrackingOptions.from_args(args), cfg, "train", resuming) as tracker:
         report = run_training(cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker)
         if tracker.enabled:
             if faiss_available():
@@ -155,15 +160,7 @@ def main_job(args: argparse.Namespace) -> int:
     cfg: RunConfig = load_config(args.config or _default_config(), args.overrides)
     resuming = check_output_dir(cfg, args.resume)
     out = cfg.output_dir
-    with open_run(
-        opts,
-        experiment=cfg.experiment,
-        configured_uri=cfg.tracking.uri,
-        run_name=_run_name(cfg, "main"),
-        tags={"job": "main"},
-        run_dir=out,
-        resume=resuming,
-    ) as tracker:
+    with _training_run(opts, cfg, "main", resuming) as tracker:
         _stage("prepare")
         start = time.perf_counter()
         split = None if resuming else build_split(cfg.data, args.data_dir, cfg.seed)
