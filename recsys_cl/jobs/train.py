@@ -34,7 +34,7 @@ from recsys_cl.metrics import PopularityReport, format_popularity
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
 from recsys_cl.tracking.base import NullTracker, Tracker, flatten
-from recsys_cl.training import Trainer, load_checkpoint
+from recsys_cl.training import FitResult, Trainer, load_checkpoint
 
 from .build import build_imbalance, build_method
 from .data import build_split
@@ -156,12 +156,19 @@ def run_training(
     tracker: Tracker | None = None,
     strategy: str | None = None,
     split: Split | None = None,
+    test: bool = True,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainReport:
     """Train, select, test once and write the run folder. See the module docstring.
 
     ``split``: the prepared split of ``cfg.data`` and ``cfg.seed`` when the caller already
     made it (the main job's prepare stage); None builds it. With a ``tracker``, the run is recorded as :mod:`.record` describes (``strategy`` names
     the imbalance strategy in its tags; default: the non-default imbalance settings).
+
+    ``test=False`` (a tuning trial) stops after selection: test is never scored and nothing is
+    exported; the report's ``test`` is empty and its summary holds the selection only.
+    ``on_epoch_end`` is called with each epoch's record after it is printed and logged (a
+    tuner reports the validation curve there; an exception it raises stops training).
     """
     tracker = tracker or NullTracker()
     out = cfg.output_dir
@@ -233,9 +240,11 @@ def run_training(
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
-        on_epoch_end=_epoch_callback(tracker, selected_on),
+        on_epoch_end=_epoch_callback(tracker, selected_on, on_epoch_end),
     )
     fit = trainer.fit(resume=resume)
+    if not test:
+        return _selection_report(cfg, out, fit, selected_on)
 
     method.eval()
     start = time.perf_counter()
@@ -253,13 +262,7 @@ def run_training(
 
     epoch_seconds = [r["seconds"] for r in fit.history]
     summary = {
-        "protocol": cfg.train.protocol,
-        "selected_on": selected_on,
-        "select_metric": cfg.train.select_metric,
-        "best_epoch": fit.best_epoch,
-        "best_score": fit.best_score,
-        "epochs_run": fit.epochs_run,
-        "stopped_early": fit.stopped_early,
+        **_selection_summary(cfg, fit, selected_on),
         "test": test.metrics,
         "test_long_tail": long_tail.metrics,
         "long_tail_groups": {
@@ -297,16 +300,37 @@ def run_training(
     )
 
 
-def _epoch_callback(tracker: Tracker, selected_on: str) -> Callable[[dict[str, Any]], None]:
-    if not tracker.enabled:
-        return _print_epoch
-    log = epoch_logger(tracker, selected_on)
+def _selection_summary(cfg: RunConfig, fit: FitResult, selected_on: str) -> dict[str, Any]:
+    return {
+        "protocol": cfg.train.protocol,
+        "selected_on": selected_on,
+        "select_metric": cfg.train.select_metric,
+        "best_epoch": fit.best_epoch,
+        "best_score": fit.best_score,
+        "epochs_run": fit.epochs_run,
+        "stopped_early": fit.stopped_early,
+    }
 
-    def both(record: dict[str, Any]) -> None:
+
+def _selection_report(cfg: RunConfig, out: Path, fit: FitResult, selected_on: str) -> TrainReport:
+    """A tuning trial's report: the selection and the validation history, no test."""
+    summary = {**_selection_summary(cfg, fit, selected_on), "history": fit.history}
+    return TrainReport(out, cfg.train.protocol, fit.best_epoch, selected_on, cfg.train.select_metric, {}, summary)
+
+
+def _epoch_callback(
+    tracker: Tracker, selected_on: str, extra: Callable[[dict[str, Any]], None] | None = None
+) -> Callable[[dict[str, Any]], None]:
+    log = epoch_logger(tracker, selected_on) if tracker.enabled else None
+
+    def each(record: dict[str, Any]) -> None:
         _print_epoch(record)
-        log(record)
+        if log is not None:
+            log(record)
+        if extra is not None:
+            extra(record)
 
-    return both
+    return each
 
 
 def _print_epoch(record: dict[str, Any]) -> None:
