@@ -30,6 +30,7 @@ examples:
   recsys-cl recommend runs/ml-100k/xsimgcl --index runs/ml-100k/xsimgcl/index/hnsw.faiss -k 20
   recsys-cl compare --sweep configs/sweeps/ml-100k-imbalance.yaml
   recsys-cl compare --experiment ml-100k
+  recsys-cl tune --config configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml --final
 
 Every command but `data` is recorded in MLflow (default store sqlite:///mlruns.db; see
 `mlflow ui --backend-store-uri sqlite:///mlruns.db`); --no-track records nothing.
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(cmp)
     _add_tracking(cmp)
+    _add_tune(sub)
 
     ev = sub.add_parser(
         "evaluate",
@@ -204,6 +206,64 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking(ev)
     _add_retrieval_commands(sub)
     return parser
+
+
+_TUNE_EPILOG = """\
+examples:
+  recsys-cl tune -c configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml
+  recsys-cl tune -c configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml \\
+      --trials 10 --timeout 1800 --out runs/ml-100k/tune-quick --final
+  recsys-cl tune -c configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml --resume
+  recsys-cl train -c runs/ml-100k/xsimgcl/tune/best.yaml      # the best config, by hand
+
+The space file (configs/tune/*.yaml) names the run-config keys to sample (float / int with
+low, high, log, step; categorical with choices), the validation metric (default: the config's
+train.select_metric), the TPE sampler's seed, the median pruner's warm-up in epochs (curves of
+contrastive methods dip before they climb: no trial is pruned before it), the default budget
+and overrides fixed for every trial (a shorter train.epochs, say). Only the honest protocol is
+accepted: trials are scored on validation, and test is scored once, by --final.
+"""
+
+
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    tune = sub.add_parser(
+        "tune",
+        help="search hyper-parameters on the validation split (Optuna), one MLflow run per trial",
+        description="Search the keys of a space file with Optuna's seeded TPE sampler, training "
+        "each trial's config and selecting it on validation exactly as `train` does; hopeless "
+        "trials are pruned from their validation curves after a warm-up. Test is never scored "
+        "during the search. Every trial is an MLflow child run of one parent run, which gets "
+        "the study plots, the best parameters and the best config; the best config is also "
+        "written to OUT/best.yaml, a run config `recsys-cl train` takes. The study is kept in "
+        "OUT/study.db, so --resume continues an interrupted search.",
+        epilog=_TUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_config_args(tune, required=True)
+    tune.add_argument("--space", required=True, metavar="FILE", help="search space YAML (see configs/tune/)")
+    tune.add_argument(
+        "--trials", type=int, metavar="N",
+        help="trials to finish, counting those finished before a --resume (default: the space's)",
+    )
+    tune.add_argument(
+        "--timeout", type=float, metavar="SECONDS",
+        help="start no new trial after SECONDS of this invocation (default: the space's, else none)",
+    )
+    tune.add_argument(
+        "--final", action="store_true",
+        help="then train the best config once with the normal job and score test once (a child run tagged tune.final)",
+    )
+    tune.add_argument(
+        "--resume", action="store_true",
+        help="continue the search in --out: same study and parent run; a trial a kill left "
+        "running is marked failed and its parameters queued again",
+    )
+    tune.add_argument(
+        "--out", metavar="DIR",
+        help="search folder: study.db, trials/, best.yaml, plots (default: <output_dir>/tune)",
+    )
+    _add_data_dir(tune)
+    _add_tracking(tune)
 
 
 def _add_device(p: argparse.ArgumentParser) -> None:
@@ -334,6 +394,28 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_device(rec)
     _add_tracking(rec)
+    _add_serve(sub)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    srv = sub.add_parser(
+        "serve",
+        help="serve a logged candidate model over HTTP, refusing bad requests in one line",
+        description="Serve a candidate model logged by `recsys-cl main` (POST /invocations, the\n"
+        "MLflow scoring protocol, as `mlflow models serve` answers it) with a capped body, and\n"
+        "every malformed request (not JSON, a fractional or boolean id, an unknown column, k or\n"
+        "rows over the model's limits) answered 4xx with a one-line message naming the row.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    srv.add_argument("model_uri", help="models:/<model_id>, models:/<name>/<version>, runs:/<run_id>/candidate_model or a folder")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--port", "-p", type=int, default=5001, help="port (default 5001; mlflow ui takes 5000)")
+    srv.add_argument("--workers", "-w", type=int, default=1, help="server processes, each holding the model (default 1)")
+    srv.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body accepted, in MiB (default 16)")
+    srv.add_argument(
+        "--tracking-uri", metavar="URI",
+        help="MLflow store the model is in (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)",
+    )
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -356,12 +438,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         from recsys_cl.jobs.compare import compare
 
         return compare(args)
+    if args.command == "tune":
+        from recsys_cl.jobs.tune import tune
+
+        return tune(args)
     if args.command in ("index", "recommend"):
         require_faiss(f"recsys-cl {args.command}")
     if args.command == "index":
         return tracked.index_job(args)
     if args.command == "recommend":
         return tracked.recommend_job(args)
+    if args.command == "serve":
+        from recsys_cl.jobs.serve import serve_job
+
+        return serve_job(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -11,7 +11,15 @@ from .imbalance import (
     SoftmaxLossConfig,
     WeightsConfig,
 )
-from .loader import apply_overrides, load_config, parse_override, read_yaml, to_yaml, validate
+from .loader import (
+    apply_overrides,
+    load_config,
+    parse_override,
+    read_yaml,
+    set_values,
+    to_yaml,
+    validate,
+)
 from .retrieval import IndexSpec
 from .schema import (
     ColumnsConfig,
@@ -31,6 +39,7 @@ from .schema import (
     XSimGCLConfig,
 )
 from .sweep import SweepConfig, load_sweep
+from .tune import ParamSpace, PrunerSpace, SamplerSpace, TuneSpace, load_space, search_base, trial_config
 
 __all__ = [
     "ANNConfig",
@@ -62,7 +71,15 @@ __all__ = [
     "apply_overrides",
     "load_config",
     "load_sweep",
+    "ParamSpace",
+    "PrunerSpace",
+    "SamplerSpace",
+    "TuneSpace",
+    "load_space",
     "parse_override",
+    "search_base",
+    "set_values",
+    "trial_config",
     "read_yaml",
     "to_yaml",
     "validate",

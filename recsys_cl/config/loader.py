@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,21 +33,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _put(tree: dict[str, Any], parts: Sequence[str], value: Any, source: str) -> None:
+    node = tree
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parts[: depth + 1])
+            raise ConfigError(f"{source}: {where} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with each ``dotted.key=value`` override set (inputs untouched)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         parts, value = parse_override(text)
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise ConfigError(f"--set {text!r}: {where} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        _put(out, parts, value, f"--set {text!r}")
+    return out
+
+
+def set_values(raw: dict[str, Any], values: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Return a copy of ``raw`` with each dotted key set to its already typed value (a tuner's
+    sampled floats never go through YAML, where ``1e-05`` would read as a string)."""
+    out = copy.deepcopy(raw)
+    for key, value in values.items():
+        _put(out, key.split("."), value, source)
     return out
 
 

@@ -1,5 +1,5 @@
 """Figures a person would rather look at than read: loss curves, validation metrics per
-epoch, Recall@K by item-popularity group, and a strategy comparison.
+epoch, Recall@K by item-popularity group, a strategy comparison, and a tuning study.
 
 Each function returns a matplotlib ``Figure`` (drawn with the non-interactive Agg canvas, so no
 display is needed); the caller logs or saves it and closes it with :func:`close`.
@@ -99,4 +99,65 @@ def strategy_bars(
         ax.set_title(f"test {title}")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("imbalance strategies: overall vs tail")
+    return fig
+
+
+def study_history(
+    numbers: Sequence[int], values: Sequence[float], states: Sequence[str], metric: str
+) -> Figure:
+    """A search's trials in order: each finished trial's best validation value (pruned ones
+    at the best value they reached, marked x) and the best-so-far line over completed ones."""
+    fig = Figure(figsize=(7.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for state, marker, color in (("COMPLETE", "o", "C0"), ("PRUNED", "x", "C7")):
+        points = [(n, v) for n, v, s in zip(numbers, values, states, strict=True) if s == state and math.isfinite(v)]
+        if points:
+            ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, color=color,
+                       label=state.lower(), zorder=3)
+    best, steps = -math.inf, []
+    for n, v, s in sorted(zip(numbers, values, states, strict=True)):
+        if s == "COMPLETE" and math.isfinite(v) and v > best:
+            best = v
+        if math.isfinite(best):
+            steps.append((n, best))
+    if steps:
+        ax.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"val {metric}")
+    ax.set_title(f"search history: validation {metric} by trial")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def param_effects(
+    params: Mapping[str, Sequence[Any]],
+    values: Sequence[float],
+    log_scale: Mapping[str, bool],
+    metric: str,
+) -> Figure:
+    """Each sampled parameter against the trial's validation value (one panel per parameter,
+    log axis for log-uniform ones, categories side by side); unfinished trials are left out by
+    the caller."""
+    names = list(params)
+    cols = min(3, max(len(names), 1))
+    rows = math.ceil(max(len(names), 1) / cols)
+    fig = Figure(figsize=(3.4 * cols, 2.9 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, name in zip(axes, names, strict=False):
+        xs = list(params[name])
+        if any(isinstance(x, (str, bool)) for x in xs):
+            labels = sorted({str(x) for x in xs})
+            ax.scatter([labels.index(str(x)) for x in xs], values, color="C0")
+            ax.set_xticks(range(len(labels)), labels)
+        else:
+            ax.scatter(xs, values, color="C0")
+            if log_scale.get(name):
+                ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.set_ylabel(f"val {metric}")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"validation {metric} against each searched parameter")
     return fig
