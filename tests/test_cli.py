@@ -42,6 +42,7 @@ def _config(tmp_path: Path, log: Path, **train: object) -> Path:
 
 
 def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    capsys.readouterr()  # what earlier commands of the test printed
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err

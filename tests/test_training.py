@@ -15,7 +15,7 @@ from recsys_cl.graph import build_graph
 from recsys_cl.jobs import build_method
 from recsys_cl.metrics import evaluate
 from recsys_cl.models import LightGCN, LightGCNRec, LossBreakdown
-from recsys_cl.training import Trainer
+from recsys_cl.training import EarlyStopping, Trainer
 
 USERS_PER, ITEMS_PER, TRAIN_PER, TEST_PER = 40, 30, 12, 4
 METHODS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
@@ -125,7 +125,9 @@ def test_selection_keeps_the_best_epoch_and_stops_early() -> None:
         seen.append(method.encoder.weight.detach().clone())
         return {"ndcg@20": next(scores)}
 
-    trainer = _trainer("lightgcn", train, epochs=6, evaluate=fake_eval, patience=3)
+    trainer = _trainer(
+        "lightgcn", train, epochs=6, evaluate=fake_eval, stopping=EarlyStopping(patience=3)
+    )
     fit = trainer.fit()
     assert (fit.best_epoch, fit.best_score, fit.epochs_run, fit.stopped_early) == (2, 0.5, 5, True)
     torch.testing.assert_close(trainer.method.encoder.weight, seen[1])

@@ -175,6 +175,10 @@ ModelConfig = Annotated[
 ]
 
 
+MIN_STEPS_DEFAULT = 3000
+RECOVERY_DEFAULT = 0.05
+
+
 class TrainConfig(_Frozen):
     """The optimisation loop. Defaults follow LightGCN/SimGCL: Adam lr 1e-3, batch 2048."""
 
@@ -185,7 +189,13 @@ class TrainConfig(_Frozen):
     # published LightGCN/SGL/SimGCL numbers were obtained; only for comparison with them.
     protocol: Literal["honest", "paper"] = "honest"
     eval_every: int = Field(1, gt=0)
+    # Early stopping (recsys_cl.training.stopping): stop after `patience` evaluations without a
+    # new best (0: never stop early), but not before `min_steps` optimizer steps, and not while
+    # the curve climbs back from a dip by more than `recovery` x best score. Contrastive methods
+    # dip for ~500-2000 steps before they improve (benchmarks/RESULTS.md § Stopping).
     patience: int = Field(10, ge=0)
+    min_steps: int = Field(MIN_STEPS_DEFAULT, ge=0)
+    recovery: float = Field(RECOVERY_DEFAULT, ge=0.0)
     select_metric: str = "ndcg@20"
     device: str = "auto"
     progress: bool = True

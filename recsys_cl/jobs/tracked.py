@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +34,7 @@ from recsys_cl.tracking.base import Tracker, metric_dict
 from .data import build_split
 from .evaluate import ScoreReport, parse_ks, print_score, score_run
 from .runs import TrackingOptions, headline_k, open_run, print_tracking, source_run_id
-from .train import check_output_dir, print_training, run_training
+from .train import TrainReport, check_output_dir, print_training, run_training
 
 if TYPE_CHECKING:
     from .recommend import RecommendReport
@@ -143,6 +144,7 @@ def train_job(args: argparse.Namespace) -> int:
                 tracker.set_tags({"index": "skipped: FAISS is not installed"})
         print()
         print_training(cfg, report)
+        guard_baseline(tracker, report, args.config)
         print_tracking(tracker)
     return 0
 
@@ -209,10 +211,31 @@ def main_job(args: argparse.Namespace) -> int:
         if model_uri is not None:
             print(f"candidate model: {model_uri}")
         print_tracking(tracker)
+        guard_baseline(tracker, report, str(args.config or _default_config()))
     return 0
 
 
 def _default_config() -> Path:
+def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:
+    """Whether the selected model beats most-popular where its epoch was selected (validation
+    under the honest protocol); tags the run either way and, when it does not, says so in one
+    line with the next step."""
+    s = report.summary
+    model, floor = float(s["best_score"]), float(s["most_popular_score"])
+    beats = model > floor
+    tracker.set_tags({"quality.beats_most_popular": str(beats).lower()})
+    tracker.log_metrics({"select/most_popular_score": floor})
+    if not beats:
+        print(
+            f"WARNING: the selected model does not beat recommending the most popular items on "
+            f"{s['selected_on']} ({s['select_metric']} {model:.4f} vs {floor:.4f}); tune it on "
+            f"validation: recsys-cl tune --config {config} --space SPACE.yaml (see configs/tune/)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return beats
+
+
     here = Path(DEFAULT_MAIN_CONFIG)
     if here.is_file() or not (_CHECKOUT / DEFAULT_MAIN_CONFIG).is_file():
         return here
@@ -307,6 +330,7 @@ __all__ = [
     "DEFAULT_MAIN_CONFIG",
     "evaluate_job",
     "index_job",
+    "guard_baseline",
     "main_job",
     "record_candidates",
     "record_index",

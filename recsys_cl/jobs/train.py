@@ -30,11 +30,11 @@ from recsys_cl.data import IdMap, Split, load_split, save_split
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.io import atomic_path, write_json
-from recsys_cl.metrics import PopularityReport, format_popularity
+from recsys_cl.metrics import PopularityReport, format_popularity, most_popular_scores
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
 from recsys_cl.tracking.base import NullTracker, Tracker, flatten
-from recsys_cl.training import FitResult, Trainer, load_checkpoint
+from recsys_cl.training import EarlyStopping, FitResult, Trainer, load_checkpoint
 
 from .build import build_imbalance, build_method
 from .data import build_split
@@ -62,6 +62,8 @@ _RESUMABLE_KEYS = (
     "train.progress",
     "train.epochs",
     "train.patience",
+    "train.min_steps",
+    "train.recovery",
     "eval.groups.head",
     "eval.groups.tail",
 )
@@ -235,7 +237,7 @@ def run_training(
         epoch_hooks=strategies.epoch_hooks,
         evaluate=select,
         eval_every=cfg.train.eval_every,
-        patience=cfg.train.patience,
+        stopping=EarlyStopping(cfg.train.patience, cfg.train.min_steps, cfg.train.recovery),
         select_metric=cfg.train.select_metric,
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
@@ -263,6 +265,10 @@ def run_training(
     epoch_seconds = [r["seconds"] for r in fit.history]
     summary = {
         **_selection_summary(cfg, fit, selected_on),
+        # The floor a model must clear, scored where the epoch was selected (the guard).
+        "most_popular_score": full_ranking(
+            *most_popular_scores(train_items), selection_truth, selection_excl, ks=ks
+        ).metrics[cfg.train.select_metric],
         "test": test.metrics,
         "test_long_tail": long_tail.metrics,
         "long_tail_groups": {

@@ -13,9 +13,11 @@ from .sampling import (
     UniformNegativeSampler,
     sample_epoch,
 )
+from .stopping import EarlyStopping
 from .trainer import FitResult, Trainer
 
 __all__ = [
+    "EarlyStopping",
     "EdgeSampler",
     "EdgeUniformSampler",
     "EmbeddingsFn",

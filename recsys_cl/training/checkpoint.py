@@ -27,6 +27,7 @@ class TrainState:
     """Mutable loop state carried across epochs (and across a resume)."""
 
     epoch: int = 0  # epochs completed
+    steps: int = 0  # optimizer steps taken
     best_epoch: int = -1
     best_score: float = float("-inf")
     bad_evals: int = 0

@@ -4,8 +4,9 @@ Per epoch: run the epoch hooks (model-aware samplers refresh), draw the epoch's 
 training edge once, shuffled, unless an edge sampler says otherwise), their negatives and loss
 weights, let the method build its views (SGL augments the graph once per epoch), then minimise
 ``method.loss`` batch by batch. Every ``eval_every`` epochs ``evaluate`` scores the model; the
-best state by ``select_metric`` is kept and training stops after ``patience`` evaluations
-without improvement.
+best state by ``select_metric`` is kept and training stops when the
+:class:`~recsys_cl.training.stopping.EarlyStopping` rule says so (patience that survives the
+contrastive dip).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from recsys_cl.models import Batch, Recommender
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .hooks import EpochHook
 from .sampling import EdgeSampler, NegativeSampler, UniformNegativeSampler, sample_epoch
+from .stopping import EarlyStopping
 
 LOSS_KEYS = ("rec", "cl", "reg", "total")
 EvalFn = Callable[[Recommender], dict[str, float]]
@@ -39,7 +41,8 @@ EpochCallback = Callable[[dict[str, Any]], None]
 class FitResult:
     """What a finished :meth:`Trainer.fit` returns.
 
-    ``history`` holds one dict per epoch: ``epoch`` (1-based), ``seconds``, the mean losses
+    ``history`` holds one dict per epoch: ``epoch`` (1-based), ``seconds``, ``steps`` (optimizer
+    steps taken so far), the mean losses
     under ``loss/<name>`` and, on evaluated epochs, the metrics under their own names.
     """
 
@@ -68,6 +71,7 @@ class Trainer:
         epoch_hooks: called at the start of each epoch with the current model's embeddings
             (model-aware samplers); their state is checkpointed.
         evaluate: returns metrics for the current model; None disables selection.
+        stopping: when to stop early (default: 10 evaluations of patience, no floor).
         checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
     """
@@ -90,7 +94,7 @@ class Trainer:
         epoch_hooks: tuple[EpochHook, ...] | list[EpochHook] = (),
         evaluate: EvalFn | None = None,
         eval_every: int = 1,
-        patience: int = 10,
+        stopping: EarlyStopping | None = None,
         select_metric: str = "ndcg@20",
         checkpoint_dir: str | Path | None = None,
         fingerprint: dict[str, Any] | None = None,
@@ -107,7 +111,7 @@ class Trainer:
         self.num_negatives = num_negatives
         self.evaluate = evaluate
         self.eval_every = eval_every
-        self.patience = patience
+        self.stopping = stopping if stopping is not None else EarlyStopping()
         self.select_metric = select_metric
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.fingerprint = fingerprint or {}
@@ -140,6 +144,8 @@ class Trainer:
         while state.epoch < self.epochs and not state.finished:
             record = self._run_epoch(state.epoch + 1)
             state.epoch += 1
+            state.steps += record["steps"]
+            record["steps"] = state.steps
             if self.evaluate is not None and (
                 state.epoch % self.eval_every == 0 or state.epoch == self.epochs
             ):
@@ -165,7 +171,10 @@ class Trainer:
         )
 
     def _out_of_patience(self, state: TrainState) -> bool:
-        return self.evaluate is not None and self.patience > 0 and state.bad_evals >= self.patience
+        if self.evaluate is None:
+            return False
+        scores = [float(r[self.select_metric]) for r in state.history if self.select_metric in r]
+        return self.stopping.should_stop(scores, state.steps)
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
@@ -216,7 +225,11 @@ class Trainer:
             self.optimizer.step()
             sums += torch.stack([getattr(losses, k).detach() for k in LOSS_KEYS]).double()
         means = (sums / n_batches).tolist()
-        record: dict[str, Any] = {"epoch": epoch, "seconds": time.perf_counter() - start}
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "seconds": time.perf_counter() - start,
+            "steps": n_batches,
+        }
         record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means)})
         return record
 

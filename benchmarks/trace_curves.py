@@ -1,0 +1,130 @@
+"""Long validation/test curves of a config, with no early stopping, to study stopping rules.
+
+    RECSYS_CL_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/trace_curves.py \\
+        --config configs/ml-100k/xsimgcl.yaml --set model.cl_weight=0.2 --epochs 1000 \\
+        --eval-every 5 --out benchmarks/results/curves/ml100k_xsimgcl_paper.json
+
+Trains ``--epochs`` epochs (patience off) and scores the **validation** and the **test** part at
+every ``--eval-every``-th epoch, with the training losses of every epoch, into one JSON file.
+Test is scored only to draw the curve a stopping rule would cut: the rules themselves
+(``benchmarks/stopping_rules.py``) read the validation curve alone. The most-popular baseline
+of the same split is stored beside the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from recsys_cl.config import load_config
+from recsys_cl.graph import build_graph
+from recsys_cl.io import write_json
+from recsys_cl.jobs.build import build_imbalance, build_method
+from recsys_cl.jobs.data import build_split
+from recsys_cl.jobs.parts import run_parts
+from recsys_cl.metrics import evaluate, most_popular_scores
+from recsys_cl.models import Recommender
+from recsys_cl.training import Trainer
+
+
+def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None) -> dict:
+    cfg = load_config(config, overrides)
+    split = build_split(cfg.data, data_dir, cfg.seed)
+    parts = run_parts(split, cfg.imbalance.weights.label_threshold, config)
+    if parts.val_truth is None:
+        raise SystemExit(f"{config}: tracing needs a validation part (data.split.val_ratio > 0)")
+    train = parts.train
+    graph = build_graph(
+        torch.from_numpy(train.rows()), torch.from_numpy(train.indices), split.n_users, split.n_items
+    )
+    strategies = build_imbalance(cfg.imbalance, train, parts.explicit_negatives)
+    method = build_method(
+        cfg.model,
+        split.n_users,
+        split.n_items,
+        generator=torch.Generator().manual_seed(cfg.seed + 2),
+        objective=strategies.objective,
+        negative_selector=strategies.negative_selector,
+    )
+    ks = (20,)
+
+    def score(m: Recommender) -> dict[str, float]:
+        user, item = m.embeddings(graph.adj)
+        val = evaluate(user, item, parts.val_truth, [parts.train_seen], ks=ks).metrics
+        test = evaluate(user, item, parts.test_truth, parts.test_exclude, ks=ks).metrics
+        return {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
+
+    trainer = Trainer(
+        method,
+        graph,
+        train,
+        epochs=epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        device_generator=torch.Generator().manual_seed(cfg.seed + 1),
+        num_negatives=strategies.num_negatives,
+        sampler=strategies.sampler,
+        edge_sampler=strategies.edge_sampler,
+        item_weights=strategies.item_weights,
+        epoch_hooks=strategies.epoch_hooks,
+        evaluate=score,
+        eval_every=eval_every,
+        patience=0,
+        select_metric=f"val/{cfg.train.select_metric}",
+        progress=False,
+        on_epoch_end=_print,
+    )
+    start = time.perf_counter()
+    fit = trainer.fit()
+    pop = evaluate(*most_popular_scores(train), parts.test_truth, parts.test_exclude, ks=ks).metrics
+    pop_val = evaluate(*most_popular_scores(train), parts.val_truth, [parts.train_seen], ks=ks).metrics
+    return {
+        "config": config,
+        "overrides": overrides,
+        "method": cfg.model.method,
+        "select_metric": cfg.train.select_metric,
+        "n_train_rows": int(train.nnz),
+        "batches_per_epoch": -(-int(train.nnz) // cfg.train.batch_size),
+        "eval_every": eval_every,
+        "wall_seconds": time.perf_counter() - start,
+        "most_popular": {"val": pop_val, "test": pop},
+        "threads": torch.get_num_threads(),
+        "history": fit.history,
+    }
+
+
+def _print(record: dict) -> None:
+    if "val/ndcg@20" in record:
+        print(
+            f"epoch {record['epoch']:>4}  loss={record['loss/total']:.4f}  "
+            f"val ndcg@20={record['val/ndcg@20']:.4f} recall@20={record['val/recall@20']:.4f}  "
+            f"test recall@20={record['test/recall@20']:.4f}",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--data-dir", default=os.environ.get("RECSYS_CL_DATA"))
+    p.add_argument("--out", required=True, help="JSON file to write")
+    args = p.parse_args(argv)
+    result = trace(args.config, args.set, args.epochs, args.eval_every, args.data_dir)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(Path(args.out), result)
+    print(f"wrote {args.out} ({result['wall_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
