@@ -23,8 +23,8 @@ from recsys_cl.config import IndexSpec
 from recsys_cl.data import IdMap, UserItems
 from recsys_cl.metrics import evaluate, most_popular_scores
 from recsys_cl.retrieval import (
+    InvalidUserIdError,
     PairSet,
-    UnknownUserError,
     build_index,
     candidate_quality,
     candidate_schema,
@@ -214,8 +214,10 @@ def test_user_ids_are_parsed_like_the_run_map() -> None:
     ints = IdMap.fit([5, 7, 9])
     typed, index = parse_user_ids(["9", " 5", "404", "9", ""], ints)
     assert typed == [9, 5, 404] and index.tolist() == [2, 0, -1]
-    with pytest.raises(UnknownUserError, match="'abc' is not an integer"):
-        parse_user_ids(["abc"], ints)
+    # Read as the served model reads ids: canonical decimal integers in the int64 range only.
+    for bad in ("abc", "1.5", "1e3", "true", "1_0", "9" * 30, "٣"):
+        with pytest.raises(InvalidUserIdError, match=f"^requested user 0: user_id {bad!r} is not an integer"):
+            parse_user_ids([bad], ints)
     strings = IdMap.fit(["a", "b"])
     typed, index = parse_user_ids(["b", "zz"], strings)
     assert typed == ["b", "zz"] and index.tolist() == [1, -1]

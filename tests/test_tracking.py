@@ -399,6 +399,14 @@ def test_main_job_records_every_stage_and_a_registered_model(
     (model,) = client.search_logged_models([run.info.experiment_id])
     assert model.source_run_id == run_id and str(model.status) == "READY"
     assert f"candidate model: models:/{model.model_id}" in out
+    # The run's test and candidate metrics are the model's too (the Models view compares them),
+    # and the run has a Source, which the model copies.
+    linked = {m.key: m.value for m in client.get_logged_model(model.model_id).metrics}
+    assert linked["test/recall_at_20"] == metrics["test/recall_at_20"]
+    assert linked["candidates/ndcg_at_20"] == metrics["candidates/ndcg_at_20"]
+    assert not any(key.startswith(("loss/", "val/", "time/")) for key in linked)
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
+    assert model.tags["mlflow.source.name"] == run.data.tags["mlflow.source.name"]
     (version,) = client.search_model_versions("name = 'main-test'")
     assert version.run_id == run_id and version.source == f"models:/{model.model_id}"
 
@@ -450,3 +458,11 @@ def test_a_relative_store_is_recorded_absolute(tmp_path: Path, monkeypatch: pyte
     monkeypatch.chdir(tmp_path)
     assert resolve_tracking_uri("sqlite:///mlruns.db") == f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert resolve_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_runs_record_the_command_line_as_their_source() -> None:
+    from recsys_cl.tracking.mlflow_tracker import source_tags
+
+    tags = source_tags(["/opt/venv/bin/recsys-cl", "main", "--set", "train.epochs=20", "--run-name", "a b"])
+    assert tags["mlflow.source.name"] == "recsys-cl main --set train.epochs=20 --run-name 'a b'"
+    assert tags["mlflow.source.type"] == "LOCAL"

@@ -232,13 +232,23 @@ class RetrievalConfig(_Frozen):
 
     Attributes:
         index: the FAISS index over the item embeddings (exact ``flat`` by default).
-        k: candidates per user.
+        k: candidates per user (and the served model's list length when a request names none).
         sample_users: users whose candidates a training run records as a sample artifact.
+        max_k, max_rows: the served candidate model's request limits: the longest list and
+            the most rows one request may ask for (`recsys-cl main` writes them into the model).
     """
 
     index: IndexSpec = IndexSpec()
     k: int = Field(default=20, ge=1)
     sample_users: int = Field(default=100, ge=1)
+    max_k: int = Field(default=1000, ge=1)
+    max_rows: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="after")
+    def _k_within_max_k(self) -> RetrievalConfig:
+        if self.k > self.max_k:
+            raise ValueError(f"k ({self.k}) must be at most max_k ({self.max_k})")
+        return self
 
     @field_serializer("index")
     def _index(self, spec: IndexSpec) -> dict[str, object]:

@@ -20,6 +20,8 @@ from recsys_cl.retrieval import PairSet, build_index, index_paths, load_index, m
 from recsys_cl.tracking.candidate_model import (
     BUNDLE_FILE,
     DEFAULT_K,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_ROWS,
     FORMAT,
     FORMAT_VERSION,
     INDEX_FILE,
@@ -30,7 +32,7 @@ from recsys_cl.tracking.candidate_model import (
     BundleInfo,
     ColdStart,
     id_dtype,
-    is_positive_int,
+    limits_ok,
 )
 
 from .recommend import folder_parts
@@ -44,6 +46,8 @@ def write_candidate_bundle(
     index_path: str | Path | None = None,
     k: int = DEFAULT_K,
     cold_start: ColdStart = "popular",
+    max_k: int = DEFAULT_MAX_K,
+    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> Path:
     """Write the candidate bundle of a finished ``recsys-cl train`` run to ``out_dir``.
 
@@ -57,14 +61,19 @@ def write_candidate_bundle(
         cold_start: ids the run never trained on get the most popular training items
             (``popular``, as ``recsys-cl recommend --cold-start popular``) or an
             :class:`UnknownUserError` (``error``).
+        max_k, max_rows: the longest list and the most rows one request may ask for (a request
+            over either is refused, one line naming the row).
 
     Raises:
         RecsysError: a bad ``k`` / ``cold_start``, or ``out_dir`` is something other than a
             bundle (it is replaced whole: never the run folder); DataError and the retrieval
             errors for a run or index that cannot be read or does not match.
     """
-    if not is_positive_int(k) or cold_start not in ("popular", "error"):
-        raise RecsysError(f"need k >= 1 and cold_start 'popular' or 'error', got {k!r} and {cold_start!r}")
+    if not limits_ok(k, max_k, max_rows) or cold_start not in ("popular", "error"):
+        raise RecsysError(
+            f"need 1 <= k <= max_k, max_rows >= 1 and cold_start 'popular' or 'error', got k={k!r}, "
+            f"max_k={max_k!r}, max_rows={max_rows!r}, cold_start={cold_start!r}"
+        )
     out = Path(out_dir)
     if out.exists() and not (out / BUNDLE_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise RecsysError(f"{out}: exists and is not a candidate bundle; refusing to replace it")
@@ -83,7 +92,8 @@ def write_candidate_bundle(
         k=k, cold_start=cold_start, metric=index.metric, index=index.meta.factory,
         user_id_dtype=id_dtype(split.users), item_id_dtype=id_dtype(split.items),
         n_users=split.n_users, n_items=split.n_items, dim=index.dim,
-        n_seen=int(seen.keys.size), source_run=str(run.run_dir.resolve()),
+        n_seen=int(seen.keys.size), source_run=run.run_dir.resolve().name,
+        max_k=max_k, max_rows=max_rows,
     )
     seen_users, seen_items = np.divmod(seen.keys, split.n_items)
     tables = {

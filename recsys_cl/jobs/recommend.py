@@ -39,6 +39,7 @@ from recsys_cl.retrieval import (
     load_index,
     most_popular,
     normalize_rows,
+    typed_user_ids,
     write_candidates,
 )
 
@@ -78,26 +79,19 @@ def parse_user_ids(values: Sequence[str], users: IdMap) -> tuple[list[Any], np.n
     """Raw ids (strings from the command line or a file) → (ids typed like the map, int64
     indices with -1 for ids the run does not know). Duplicates are dropped, order kept.
 
+    Ids are read as the served candidate model reads them (:func:`typed_user_ids`): a run with
+    integer ids takes canonical decimal integers in the 64-bit range only.
+
     Raises:
-        UnknownUserError: an id that is not an integer for a run with integer ids.
+        InvalidUserIdError: the first entry that is not an integer for a run with integer ids.
     """
     texts = list(dict.fromkeys(v.strip() for v in values if v.strip()))
-    if users.raw.dtype != pl.Int64:
-        found = users.to_index(pl.Series("raw", texts, dtype=pl.String), missing="null")
-        return texts, found.fill_null(-1).to_numpy().astype(np.int64)
-    typed: list[Any] = []
-    for text in texts:
-        try:
-            typed.append(int(text))
-        except ValueError:
-            raise UnknownUserError(
-                f"user id {text!r} is not an integer, as this run's user ids are"
-            ) from None
-    try:
-        ids = np.asarray(typed, dtype=np.int64)
-    except OverflowError:
-        raise UnknownUserError("a user id is outside the 64-bit integer range of this run's ids") from None
-    return typed, users.to_index(ids, missing="null")
+    integer = users.raw.dtype == pl.Int64
+    typed = typed_user_ids(texts, integer=integer, where="requested user")
+    if not integer:
+        found = users.to_index(pl.Series("raw", typed, dtype=pl.String), missing="null")
+        return typed, found.fill_null(-1).to_numpy().astype(np.int64)
+    return typed, users.to_index(np.asarray(typed, dtype=np.int64), missing="null")
 
 
 def read_users_file(path: str | Path) -> list[str]:

@@ -197,7 +197,8 @@ def main_job(args: argparse.Namespace) -> int:
         from .bundle import write_candidate_bundle
 
         bundle = write_candidate_bundle(
-            out, out / "candidate_model", index_path=index.index_path, k=cfg.retrieval.k
+            out, out / "candidate_model", index_path=index.index_path, k=cfg.retrieval.k,
+            max_k=cfg.retrieval.max_k, max_rows=cfg.retrieval.max_rows,
         )
         model_uri = _log_model(tracker, bundle, args.register) if tracker.enabled else None
 

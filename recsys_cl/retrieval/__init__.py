@@ -29,6 +29,7 @@ from .errors import (
     RetrievalError,
     UnknownUserError,
 )
+from .ids import InvalidUserIdError, integer_id, typed_user_ids
 from .index import (
     GPU_MAX_K,
     IndexMeta,
@@ -61,6 +62,7 @@ __all__ = [
     "IndexMismatchError",
     "IndexSpec",
     "IndexSpecError",
+    "InvalidUserIdError",
     "ItemIndex",
     "PairSet",
     "RetrievalError",
@@ -75,6 +77,7 @@ __all__ = [
     "exact_top_k",
     "fetch_sizes",
     "gpu_available",
+    "integer_id",
     "index_paths",
     "iter_candidates",
     "load_index",
@@ -83,5 +86,6 @@ __all__ = [
     "recall_vs_exact",
     "save_index",
     "top_k_candidates",
+    "typed_user_ids",
     "write_candidates",
 ]

@@ -35,15 +35,25 @@ from recsys_cl.retrieval import (
     PairSet,
     UnknownUserError,
     candidates_for,
+    integer_id,
     load_index,
+    typed_user_ids,
 )
+from recsys_cl.retrieval.ids import short_repr
 
 ColdStart = Literal["popular", "error"]
 Device = Literal["auto", "cpu", "gpu"]
 
 FORMAT = "recsys_cl.candidate_bundle"
-FORMAT_VERSION = 1
+# 2 added the request limits; a version 1 bundle reads with the default limits.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 DEFAULT_K = 20
+# Request limits: a list longer than a re-ranker reads, or a batch whose answer (rows x k, one
+# JSON object per candidate) would run to hundreds of MB, is refused rather than computed.
+DEFAULT_MAX_K = 1000
+DEFAULT_MAX_ROWS = 1000
+INPUT_COLUMNS = ("user_id", "k")
 BUNDLE_FILE = "bundle.json"
 USER_FILE = "user_embeddings.parquet"
 ITEM_FILE = "item_embeddings.parquet"
@@ -58,14 +68,17 @@ _NO_ROWS = tuple(np.zeros(0, dtype=t) for t in (np.int64, np.int32, np.int64, np
 
 
 class CandidateRequestError(RecsysError, ValueError):
-    """A request the model cannot answer (no ``user_id`` column, a missing id, a bad ``k``). A
-    ValueError too, so generic callers such as a scoring server treat it as bad input."""
+    """A request the model cannot answer (no ``user_id`` column, an unknown column, a missing
+    id, a bad or too large ``k``, too many rows). A ValueError too, so generic callers such as a
+    scoring server treat it as bad input. The message is one line naming the row."""
 
 
 @dataclass(frozen=True)
 class BundleInfo:
     """``bundle.json``: enough to describe the model (its MLflow signature) without loading
-    embeddings or the index. Id dtypes are ``int64`` or ``string``."""
+    embeddings or the index. Id dtypes are ``int64`` or ``string``; ``source_run`` is the run
+    folder's name (not its path: the bundle travels to other machines); ``max_k`` and
+    ``max_rows`` bound a request's list length and rows."""
 
     k: int
     cold_start: ColdStart
@@ -78,6 +91,8 @@ class BundleInfo:
     dim: int
     n_seen: int
     source_run: str
+    max_k: int = DEFAULT_MAX_K
+    max_rows: int = DEFAULT_MAX_ROWS
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -95,19 +110,24 @@ class BundleInfo:
             raise DataError(f"{path}: not JSON ({exc})") from None
         if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
             raise DataError(f"{path}: not a {FORMAT} file")
-        if (version := raw.pop("format_version", None)) != FORMAT_VERSION:
-            raise DataError(f"{path}: format_version {version!r}, this version reads {FORMAT_VERSION}")
+        if (version := raw.pop("format_version", None)) not in _READABLE_VERSIONS:
+            raise DataError(f"{path}: format_version {version!r}, this version reads {_READABLE_VERSIONS}")
         try:
             info = cls(**raw)
         except TypeError as exc:
             raise DataError(f"{path}: unexpected keys ({exc})") from None
-        if info.cold_start not in ("popular", "error") or not is_positive_int(info.k):
-            raise DataError(f"{path}: needs cold_start popular/error and k >= 1, got {raw}")
+        if info.cold_start not in ("popular", "error") or not limits_ok(info.k, info.max_k, info.max_rows):
+            raise DataError(f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, got {raw}")
         return info
 
 
 def is_positive_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+
+
+def limits_ok(k: Any, max_k: Any, max_rows: Any) -> bool:
+    """A default list length ``k`` within ``max_k``, and positive limits."""
+    return all(map(is_positive_int, (k, max_k, max_rows))) and k <= max_k
 
 
 def id_dtype(ids: IdMap) -> str:
@@ -185,14 +205,17 @@ class CandidateModel:
         seen_set = PairSet.from_tables(pairs, users.size, items.size)
         return cls(info, users, items, user_emb, index, seen_set, pop_items, popular["score"].to_numpy())
 
-    def predict(self, frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, k: Any = None) -> pd.DataFrame:
         """Each requested user's top-k unseen items, ranked as ``recsys-cl recommend`` ranks them.
 
         Args:
-            frame: a ``user_id`` column of raw ids typed like the run's (integer runs also take
-                decimal strings and integral floats, as JSON and CSV clients send them) and an
-                optional ``k`` column (per row; a missing value falls back to ``k``).
-            k: the list length of rows without their own; None = the bundle's default.
+            frame: a ``user_id`` column of raw ids, read strictly (:mod:`recsys_cl.retrieval.ids`:
+                an integer run takes integers in the int64 range, integral floats up to 2**53
+                and decimal strings; a string run takes strings), and an optional ``k`` column
+                (per row; a missing value falls back to ``k``). No other column, and at most
+                ``info.max_rows`` rows.
+            k: the list length of rows without their own, 1..``info.max_k``; None = the
+                bundle's default.
 
         Returns:
             ``user_id, rank, item_id, score``: rows grouped by request row in input order (a
@@ -200,17 +223,23 @@ class CandidateModel:
             users get the most popular items (score = training users) under ``popular``.
 
         Raises:
-            CandidateRequestError: no ``user_id`` column, a missing id or a bad ``k``.
-            UnknownUserError: an id the run never trained on (``cold_start="error"``), or a
-                non-integer id for a run with integer ids.
+            CandidateRequestError: no ``user_id`` column, another column, too many rows, a
+                missing id or a bad ``k``; InvalidUserIdError: an id not of the run's kind
+                (both one line, naming the request row).
+            UnknownUserError: an id the run never trained on (``cold_start="error"``).
         """
         if not isinstance(frame, pd.DataFrame):
             raise CandidateRequestError(f"expected a pandas DataFrame, got {type(frame).__name__}")
-        if "user_id" not in frame.columns:
-            found = ", ".join(map(str, frame.columns)) or "none"
-            raise CandidateRequestError(f"the input needs a user_id column of raw user ids (found: {found})")
-        default_k = self.info.k if k is None else _positive_int(k, "k")
-        ks = _row_ks(frame["k"], default_k) if "k" in frame.columns else np.full(len(frame), default_k)
+        self._check_shape(frame)
+        default_k = self.info.k if k is None else self._k(k, "k")
+        if "k" in frame.columns:
+            ks = np.asarray(
+                [default_k if _missing(v) else self._k(v, f"request row {i}: k")
+                 for i, v in enumerate(frame["k"].tolist())],
+                dtype=np.int64,
+            )
+        else:
+            ks = np.full(len(frame), default_k, dtype=np.int64)
         raw, user_idx = self._lookup(frame["user_id"])
         unknown = np.flatnonzero(user_idx < 0)
         if unknown.size and self.info.cold_start == "error":
@@ -253,65 +282,49 @@ class CandidateModel:
         r, c = np.nonzero(items >= 0)  # a user with fewer unseen items has fewer rows
         return rows[r], (c + 1).astype(np.int32), items[r, c], scores[r, c]
 
+    def _check_shape(self, frame: pd.DataFrame) -> None:
+        """The request's columns and row count, before any value is read."""
+        unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
+        if "user_id" not in frame.columns:
+            found = ", ".join(map(str, frame.columns)) or "none"
+            raise CandidateRequestError(f"the input needs a user_id column of raw user ids (found: {found})")
+        if unknown:
+            raise CandidateRequestError(
+                f"unknown column {short_repr(unknown[0])}: this model reads user_id and an optional k"
+            )
+        if len(frame) > self.info.max_rows:
+            raise CandidateRequestError(
+                f"request row {self.info.max_rows}: over the limit of {self.info.max_rows:,} rows "
+                f"per request ({len(frame):,} sent); split the request"
+            )
+
+    def _k(self, value: Any, what: str) -> int:
+        k = integer_id(value)
+        if k is None or not 1 <= k <= self.info.max_k:
+            raise CandidateRequestError(
+                f"{what} must be an integer from 1 to {self.info.max_k:,} (this model's max_k), "
+                f"got {short_repr(value)}"
+            )
+        return k
+
     def _lookup(self, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         """(raw ids typed like the run's [B], int64 indices with -1 for unknown ids [B])."""
         missing = column.isna().to_numpy()
         if missing.any():
-            raise CandidateRequestError(f"user_id is missing in request row {int(np.argmax(missing))}")
+            raise CandidateRequestError(f"request row {int(np.argmax(missing))}: user_id is missing")
         if self.users.raw.dtype == pl.Int64:
-            raw = _as_int_ids(column)
+            if pd.api.types.is_integer_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+                raw = column.to_numpy().astype(np.int64)  # already int64-typed: nothing to check
+            else:
+                raw = np.asarray(typed_user_ids(column.tolist(), integer=True), dtype=np.int64)
             return raw, self.users.to_index(raw, missing="null")
-        values = column.tolist()
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (str, int, np.integer))]
-        if bad:
-            raise CandidateRequestError(f"user id {bad[0]!r}: this run's user ids are strings")
-        raw = np.asarray([str(v) for v in values], dtype=object)
+        raw = np.asarray(typed_user_ids(column.tolist(), integer=False), dtype=object)
         found = self.users.to_index(pl.Series("raw", raw.tolist(), dtype=pl.String), missing="null")
         return raw, found.fill_null(-1).to_numpy().astype(np.int64)
 
 
-def _as_int(value: Any) -> Any:
-    """``value`` as an int when it is an integral float or a decimal string; else unchanged."""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdecimal():
-        return int(value)
-    return value
-
-
-def _as_int_ids(column: pd.Series) -> np.ndarray:
-    """The int64 ids [B] of a run with integer ids, parsed as ``recsys-cl recommend`` does.
-
-    Raises:
-        UnknownUserError: an id that is not an integer, or is outside the int64 range.
-    """
-    if pd.api.types.is_integer_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
-        return column.to_numpy().astype(np.int64)
-    values = [_as_int(v) for v in column.tolist()]
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))]
-    if bad:
-        raise UnknownUserError(f"user id {bad[0]!r} is not an integer, as this run's user ids are")
-    try:
-        return np.asarray(values, dtype=np.int64)
-    except OverflowError:
-        raise UnknownUserError("a user id is outside the 64-bit integer range of this run's ids") from None
-
-
-def _positive_int(value: Any, what: str) -> int:
-    value = value if isinstance(value, str) else _as_int(value)
-    if not is_positive_int(value):
-        raise CandidateRequestError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _row_ks(column: pd.Series, default: int) -> np.ndarray:
-    """int64 [B]: the ``k`` column where given, ``default`` where missing."""
-    missing = column.isna().to_numpy()
-    return np.asarray(
-        [default if gone else _positive_int(v, f"k of request row {i}")
-         for i, (v, gone) in enumerate(zip(column.tolist(), missing))],
-        dtype=np.int64,
-    )
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
 __all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "id_dtype", "is_positive_int"]

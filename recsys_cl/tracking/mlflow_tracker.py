@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import getpass
 import os
 import re
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, SourceType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
 from recsys_cl.errors import RecsysError
 from recsys_cl.interrupts import uninterrupted
@@ -42,6 +46,20 @@ _KIND_TAG, _KIND = "mlflow.experimentKind", "custom_model_development"
 
 class TrackingError(RecsysError):
     """The tracking store cannot be opened or written (bad URI, unreachable server)."""
+
+
+def source_tags(argv: list[str] | None = None) -> dict[str, str]:
+    """The run's Source and User in MLflow's UI, as ``mlflow.start_run`` records them (runs made
+    through ``MlflowClient.create_run`` get none): the command line, e.g.
+    ``recsys-cl main --set train.epochs=20``, of type LOCAL, and the login name."""
+    args = sys.argv if argv is None else argv
+    tags = {
+        MLFLOW_SOURCE_NAME: shlex.join([os.path.basename(args[0]) if args else "python", *args[1:]]),
+        MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
+    }
+    with contextlib.suppress(Exception):  # no login name (a container without a passwd entry)
+        tags[MLFLOW_USER] = getpass.getuser()
+    return tags
 
 
 def resolve_tracking_uri(explicit: str | None = None, configured: str | None = None) -> str:
@@ -167,7 +185,7 @@ class MlflowTracker:
             else:
                 experiment = self.client.get_run(self._run_id).info.experiment_id
                 run_id = self.client.create_run(
-                    experiment, run_name=name, tags={PARENT_TAG: self._run_id, **(tags or {})}
+                    experiment, run_name=name, tags={**source_tags(), PARENT_TAG: self._run_id, **(tags or {})}
                 ).info.run_id
         with _ended(self.client, run_id, self.uri) as tracker:
             yield tracker
@@ -242,7 +260,7 @@ def mlflow_run(
                 run_id = client.get_run(adopted).info.run_id
             else:
                 exp = experiment_id(client, uri, experiment)
-                run_id = client.create_run(exp, run_name=run_name).info.run_id
+                run_id = client.create_run(exp, run_name=run_name, tags=source_tags()).info.run_id
     except MlflowException as exc:
         raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
     try:

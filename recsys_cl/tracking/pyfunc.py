@@ -27,7 +27,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Run
+from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Run
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.pyfunc import PyFuncModel
@@ -55,6 +55,9 @@ _MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 _MODEL_TYPE = "recsys_cl.candidate_model"
 # On each logged model: which bundle it holds (see bundle_digest).
 _DIGEST_TAG = "recsys_cl.bundle_sha256"
+# Run metrics linked to the logged model: its quality on the test split.
+_LINKED_METRIC_PREFIXES = ("test/", "candidates/")
+_METRICS_PER_CALL = 1000  # MLflow's log_batch limit
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,19 @@ def _installed(distribution: str) -> str | None:
 
 
 def candidate_signature(info: BundleInfo) -> ModelSignature:
-    """Input ``user_id`` (the run's id type) and optional per-row ``k``; param ``k`` (default:
-    the bundle's); output ``user_id, rank, item_id, score``."""
+    """Param ``k`` (default: the bundle's); output ``user_id, rank, item_id, score``; no input
+    schema.
+
+    The input (``user_id`` of the run's id type, an optional per-row ``k``) is checked by
+    :meth:`CandidateModel.predict`, not by MLflow: an MLflow input schema makes the scoring
+    server cast each column to its type *before* the model sees it (``astype`` in
+    ``cast_df_types_according_to_schema``: ``1.5`` and ``true`` become user 1, ``1e30`` becomes
+    -2**63) and makes ``PyFuncModel.predict`` drop unknown columns with a warning, so neither
+    could be refused. The input is described in the model's metadata (``recsys_cl_input``).
+    """
     user_type, item_type = _MLFLOW_TYPES[info.user_id_dtype], _MLFLOW_TYPES[info.item_id_dtype]
     return ModelSignature(
-        inputs=Schema([ColSpec(user_type, "user_id"), ColSpec("long", "k", required=False)]),
+        inputs=None,
         outputs=Schema(
             [
                 ColSpec(user_type, "user_id"),
@@ -163,6 +174,7 @@ def log_candidate_model(
     if existing is not None and existing.status == LoggedModelStatus.READY and existing.tags.get(_DIGEST_TAG) == digest:
         # A resumed job logging the same bundle again: that model is already there.
         model_id = existing.model_id
+        link_test_metrics(client, run_id, model_id)
         version = None if register is None else _register(client, register, model_id, run_id, tracking_uri)
         return CandidateModelInfo(f"models:/{model_id}", model_id, registered_name=register, registered_version=version)
     if existing is not None and existing.status == LoggedModelStatus.PENDING:
@@ -195,18 +207,22 @@ def log_candidate_model(
                 # predicting it once through the saved model.
                 input_example=(pd.DataFrame({"user_id": model.users.raw[:1].to_list()}), {"k": info.k}),
                 pip_requirements=pip_requirements(),
-                metadata={"recsys_cl_bundle": asdict(info)},
+                metadata={"recsys_cl_bundle": asdict(info), "recsys_cl_input": input_description(info)},
                 # The MLmodel names its logged model (model_id, model_uuid) and source run, as
                 # log_model writes it; loaders use model_id to attribute traces and metrics.
+                # artifact_path is the run-relative name (runs:/<run_id>/<name> resolves to
+                # this model), not the store's absolute location log_model writes.
                 mlflow_model=Model(
-                    artifact_path=logged.artifact_location,
+                    artifact_path=artifact_path,
                     model_uuid=model_id,
                     run_id=run_id,
                     model_id=model_id,
                 ),
             )
+            _drop_local_paths(model_dir)
             client.log_model_artifacts(model_id, str(model_dir))
         client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+        link_test_metrics(client, run_id, model_id)
     except BaseException:
         # A PENDING model would look as if still being written; MLflow marks such ones FAILED.
         with contextlib.suppress(Exception):
@@ -217,6 +233,47 @@ def log_candidate_model(
         return CandidateModelInfo(model_uri, model_id)
     version = _register(client, register, model_id, run_id, tracking_uri)
     return CandidateModelInfo(model_uri, model_id, registered_name=register, registered_version=version)
+
+
+def input_description(info: BundleInfo) -> dict[str, object]:
+    """What a request may hold (the model has no MLflow input schema; see candidate_signature)."""
+    return {
+        "columns": {"user_id": f"{info.user_id_dtype} raw user id (required)", "k": "list length (optional)"},
+        "params": {"k": f"list length of rows without their own (default {info.k})"},
+        "max_k": info.max_k,
+        "max_rows": info.max_rows,
+    }
+
+
+def _drop_local_paths(model_dir: Path) -> None:
+    """Replace the two absolute paths of the saving machine that ``save_model`` writes into the
+    MLmodel (the code file and the bundle's source folder) with paths inside the model.
+
+    Loading reads neither (MLflow joins the code file's *basename* and each artifact's ``path``
+    to the model folder), so the model loads the same from anywhere; they only leaked where it
+    was trained.
+    """
+    mlmodel = Model.load(str(model_dir))
+    flavor = mlmodel.flavors["python_function"]
+    flavor["model_code_path"] = Path(flavor["model_code_path"]).name
+    for artifact in flavor.get("artifacts", {}).values():
+        artifact["uri"] = artifact["path"]
+    mlmodel.save(str(model_dir / "MLmodel"))
+
+
+def link_test_metrics(client: MlflowClient, run_id: str, model_id: str) -> None:
+    """Record the run's test and candidate metrics (``test/...``, ``candidates/...``) against the
+    logged model too, so the experiment's Models view lists and compares candidate models by
+    Recall/NDCG. Each metric keeps its run step and time, so the run's history is unchanged (the
+    store keeps one row per key, step, time and value). Idempotent."""
+    metrics = []
+    for key in client.get_run(run_id).data.metrics:
+        if key.startswith(_LINKED_METRIC_PREFIXES):
+            # The value the run shows: its latest step, then its latest time.
+            last = max(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+            metrics.append(Metric(key, last.value, last.timestamp, last.step, model_id=model_id, run_id=run_id))
+    for start in range(0, len(metrics), _METRICS_PER_CALL):
+        client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
 
 
 def check_model_name(name: str) -> None:
@@ -304,6 +361,16 @@ def load_candidate_model(
     if dst_path is None:
         with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
             return load_candidate_model(model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp)
+    return mlflow.pyfunc.load_model(
+        download_candidate_model(model_uri, tracking_uri, dst_path, registry_uri=registry_uri)
+    )
+
+
+def download_candidate_model(
+    model_uri: str, tracking_uri: str, dst_path: str | Path, *, registry_uri: str | None = None
+) -> str:
+    """Download the model at ``model_uri`` into ``dst_path`` (see :func:`load_candidate_model`);
+    returns the local folder holding its MLmodel."""
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     source = model_uri
     scheme = urllib.parse.urlparse(model_uri).scheme
@@ -318,10 +385,7 @@ def load_candidate_model(
             source = client.get_model_version_download_uri(*found)
     elif scheme == "runs":
         source = _run_logged_model_uri(client, model_uri) or model_uri
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri
-    )
-    return mlflow.pyfunc.load_model(local)
+    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri)
 
 
 def _run_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel | None:
@@ -356,6 +420,9 @@ __all__ = [
     "CandidateModelInfo",
     "candidate_signature",
     "check_model_name",
+    "download_candidate_model",
+    "input_description",
+    "link_test_metrics",
     "load_candidate_model",
     "log_candidate_model",
     "pip_requirements",
