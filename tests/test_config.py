@@ -11,10 +11,10 @@ from recsys_cl.errors import ConfigError
 
 # configs/index/ holds FAISS index specs, not run configs (loaded in test_retrieval_index.py);
 # configs/imbalance/ holds imbalance: blocks (loaded in test_imbalance_training.py);
-# configs/sweeps/ holds strategy sweeps (below).
+# configs/sweeps/ holds strategy sweeps (below); configs/tune/ holds search spaces (test_tune.py).
 CONFIG_DIR = Path(__file__).resolve().parents[1].joinpath("configs")
 CONFIGS = sorted(
-    p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("index", "imbalance", "sweeps")
+    p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("index", "imbalance", "sweeps", "tune")
 )
 SWEEPS = sorted(CONFIG_DIR.glob("sweeps/*.yaml"))
 BASE = ["data.dataset=ml-100k"]

@@ -43,9 +43,10 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
 
     entry = _entry_module()
     project = yaml.safe_load((REPO / "MLproject").read_text())
-    assert set(project["entry_points"]) == {"main", "train", "evaluate", "build_index", "recommend", "compare"}
+    assert set(project["entry_points"]) == {"main", "train", "evaluate", "build_index", "recommend", "compare", "tune"}
     samples = {"baseline": "most-popular", "ks": "10,20", "users": "1,2", "index": "x.faiss",
-               "register": "name", "data_dir": "data", "out": "outdir", "overrides": "train.epochs=2"}
+               "register": "name", "data_dir": "data", "out": "outdir", "overrides": "train.epochs=2",
+               "trials": "7", "timeout": "90.5"}
     for name, entry_point in project["entry_points"].items():
         params = entry_point["parameters"]
         # MLflow's `path` type resolves against the caller's folder, not the project's.
@@ -54,19 +55,21 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
         argv = _as_mlflow_runs_it(entry_point["command"], values)
         script = argv[1]
         assert argv[0] == "python" and script == f"pipelines/{name}.py" and (REPO / script).is_file()
-        command, flags = _command_of(REPO / script)
-        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:]))
+        command, flags, switches = _command_of(REPO / script)
+        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:], switches))
         assert args.command == command
         for param, value in values.items():
             got = getattr(args, param)
-            if param == "overrides":
+            if param in switches:
+                assert got is (value == "true"), f"{script}: --{param} {value!r} arrived as {got!r}"
+            elif param == "overrides":
                 assert got == value.split(), name
             else:
                 assert str(got) == value, f"{script}: --{param} {value!r} arrived as {got!r}"
         # MLflow passes an unset optional parameter as an empty string: it must arrive unset.
         defaults = {p: str(spec.get("default", "")) for p, spec in params.items()}
         argv = _as_mlflow_runs_it(entry_point["command"], defaults)
-        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:]))
+        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:], switches))
         for param, value in defaults.items():
             if not value:
                 assert getattr(args, param) in (None, []), f"{script}: empty --{param} arrived as {getattr(args, param)!r}"
@@ -77,8 +80,8 @@ def _as_mlflow_runs_it(command: str, values: dict[str, str]) -> list[str]:
     return shlex.split(command.format(**{k: shlex.quote(v) for k, v in values.items()}))
 
 
-def _command_of(script: Path) -> tuple[str, tuple[str, ...]]:
-    """The recsys-cl command and flag list a pipelines/ script passes to ``run``."""
+def _command_of(script: Path) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """The recsys-cl command, flag list and switch list a pipelines/ script passes to ``run``."""
     import ast
 
     call = next(
@@ -86,8 +89,18 @@ def _command_of(script: Path) -> tuple[str, tuple[str, ...]]:
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "run"
     )
     command = call.args[0].value
-    flags = next(k.value for k in call.keywords if k.arg == "flags")
-    return command, tuple(e.value for e in flags.elts)
+    lists = {k.arg: tuple(e.value for e in k.value.elts) for k in call.keywords}
+    return command, lists["flags"], lists.get("switches", ())
+
+
+def test_switches_become_bare_flags() -> None:
+    entry = _entry_module()
+    argv = ["--config", "c.yaml", "--space", "s.yaml", "--final", "true", "--resume", "false"]
+    assert entry.command_line("tune", ("config", "space"), argv, ("final", "resume")) == [
+        "tune", "--config", "c.yaml", "--space", "s.yaml", "--final"
+    ]
+    with pytest.raises(SystemExit):
+        entry.command_line("tune", ("config",), ["--final", "maybe"], ("final",))
 
 
 @pytest.mark.usefixtures("one_thread")
