@@ -1,10 +1,15 @@
 """Training speed and memory: seconds per epoch, full-ranking evaluation time, peak memory.
 
 Measures one method per invocation (so peak RSS belongs to that method alone) on a benchmark
-dataset with the paper settings (64 dims, batch 2048, 2 layers):
+dataset with the paper settings (64 dims, batch 2048, 2 layers). A dataset with its own
+train/test files (gowalla, yelp2018, amazon-book) is timed on that split; a single log
+(ml-100k, ml-1m) on the split of configs/<dataset>/<method>.yaml, else of the default config:
 
     RECSYS_CL_DATA=../shared/datasets python benchmarks/bench_train.py --method xsimgcl
+    RECSYS_CL_DATA=../shared/datasets python benchmarks/bench_train.py --dataset ml-100k
     python benchmarks/bench_train.py --method lightgcn --device cuda --epochs 5
+
+A bad argument or a dataset that cannot be read is one line on stderr, exit code 2.
 
 Prints one table row and, with --json, a JSON record. Results go in benchmarks/RESULTS.md.
 """
@@ -19,11 +24,14 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from recsys_cl.config import load_config
+from recsys_cl.config import RunConfig, load_config
+from recsys_cl.data import dataset_names, get_spec
+from recsys_cl.errors import RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.jobs import build_method, build_split
 from recsys_cl.metrics import evaluate
@@ -35,34 +43,63 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with a mistake reported in one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def bench_config(dataset: str, method: str, layers: int) -> RunConfig:
+    """The paper settings on ``dataset``: its given split (paper protocol) when it ships one,
+    else the split of ``configs/<dataset>/<method>.yaml`` (or of the default config)."""
+    common = [f"data.dataset={dataset}", f"model.method={method}", f"model.layers={0 if method == 'mf' else layers}"]
+    if get_spec(dataset).given_split:
+        return load_config(
+            None, [*common, "data.split.kind=given", "data.split.val_ratio=0", "train.protocol=paper"]
+        )
+    shipped = CONFIGS / dataset / f"{method}.yaml"
+    return load_config(shipped if shipped.is_file() else None, common)
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="xsimgcl", choices=["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"])
-    p.add_argument("--dataset", default="gowalla", help="registered dataset (default gowalla)")
+    p.add_argument("--dataset", default="gowalla", choices=dataset_names(), help="registered dataset (default gowalla)")
     p.add_argument("--data-dir", default=None, help="folder with <dataset>/ (default $RECSYS_CL_DATA)")
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs; the median is reported")
-    p.add_argument("--eval-repeats", type=int, default=3, help="timed full-ranking evaluations")
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--epochs", type=positive_int, default=3, help="timed epochs; the median is reported")
+    p.add_argument("--eval-repeats", type=positive_int, default=3, help="timed full-ranking evaluations")
+    p.add_argument("--batch-size", type=positive_int, default=2048)
+    p.add_argument("--layers", type=positive_int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="also print a JSON record")
     args = p.parse_args(argv)
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        p.error(f"--device {args.device!r}: cpu, or cuda on a machine with a CUDA GPU")
+    try:
+        return _bench(args)
+    except RecsysError as exc:  # a dataset that is missing, unreadable or fails its checksum
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
+
+def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cfg = load_config(
-        None,
-        [
-            f"data.dataset={args.dataset}",
-            "data.split.kind=given",
-            "data.split.val_ratio=0",
-            "train.protocol=paper",
-            f"model.method={args.method}",
-            f"model.layers={0 if args.method == 'mf' else args.layers}",
-        ],
-    )
+    cfg = bench_config(args.dataset, args.method, args.layers)
     split = build_split(cfg.data, args.data_dir, cfg.seed)
     train = split.user_items("train")
     graph = build_graph(
@@ -84,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     fit = trainer.fit()
     epoch_s = [r["seconds"] for r in fit.history]
 
-    test, excl = split.user_items("test"), [train]
+    # Test is ranked with the training (and validation, when the split has one) items masked.
+    test = split.user_items("test")
+    excl = [train] + ([split.user_items("val")] if "val" in split.parts() else [])
     eval_s = []
     for _ in range(args.eval_repeats + 1):  # the first is a warm-up
         if device.type == "cuda":
@@ -98,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "method": args.method,
         "dataset": args.dataset,
+        "split": cfg.data.split.kind,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
         "epochs_timed": args.epochs,
