@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from recsys_cl.cli import main  # noqa: E402
 from recsys_cl.config import load_config, load_space  # noqa: E402
-from recsys_cl.jobs.tune import STUDY_FILE, STUDY_NAME  # noqa: E402
+from recsys_cl.jobs.study import STUDY_FILE, STUDY_NAME  # noqa: E402
 from tests.conftest import make_long_tail_log  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -17,14 +17,14 @@ The search folder (``--out``) holds::
     best.yaml         the best trial's full run config (``recsys-cl train --config`` takes it)
     final-<n>/        the --final run of best trial n
 
-Optuna is imported here only (like FAISS and MLflow, elsewhere), when a search runs.
+The study itself (opening, resuming, the budget) is :mod:`.study`; Optuna is imported there
+only, when a search runs (as FAISS and MLflow are imported only where they are used).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import shutil
 import time
@@ -35,138 +35,26 @@ from typing import Any
 
 import polars as pl
 
-from recsys_cl.config import RunConfig, TuneSpace, load_space, search_base, to_yaml, trial_config
+from recsys_cl.config import RunConfig, TuneSpace, load_space, search_base, to_yaml
 from recsys_cl.data import Split
 from recsys_cl.errors import ConfigError, RecsysError
 from recsys_cl.io import atomic_path
 from recsys_cl.tracking import plots
-from recsys_cl.tracking.base import Tracker, flatten, metric_key
+from recsys_cl.tracking.base import Tracker, metric_key
 
 from .data import build_split
 from .runs import TrackingOptions, open_run, previous_run, print_tracking, write_tracking_file
+from .study import (
+    Search,
+    best_trial,
+    counted,
+    open_study,
+    optuna_module,
+    requeue_interrupted,
+    requeued,
+)
 from .train import check_output_dir, format_metrics, run_training
 
-STUDY_FILE = "study.db"
-STUDY_NAME = "recsys_cl-tune"
-_SEARCH_ATTR = "search"
-# Keys a resumed search may change: the budget, and where the folders and runs go.
-_FREE_KEYS = ("experiment", "output_dir", "train.progress")
-_FREE_PREFIXES = ("tracking.", "retrieval.")
-
-
-class _Interrupted(Exception):
-    """Ends a killed trial's reopened MLflow run FAILED (see :func:`_requeue_interrupted`)."""
-
-
-def _optuna() -> Any:
-    import optuna
-
-    return optuna
-
-
-@dataclass(frozen=True)
-class Search:
-    """What every trial shares: the base config (raw and validated), the space and its file."""
-
-    space: TuneSpace
-    space_path: Path
-    raw: dict[str, Any]
-    base: RunConfig
-    out: Path
-
-    @property
-    def metric(self) -> str:
-        return self.base.train.select_metric
-
-    def config(self, values: Mapping[str, Any], folder: Path) -> RunConfig:
-        return trial_config(self.raw, values, folder, f"{self.space_path} (trial values {dict(values)})")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What a resumed search must share with the one it continues."""
-        flat = flatten(self.base.model_dump(mode="json"))
-        config = {
-            k: (list(v) if isinstance(v, tuple) else v)
-            for k, v in flat.items()
-            if k not in _FREE_KEYS and not k.startswith(_FREE_PREFIXES)
-        }
-        space = self.space.model_dump(mode="json", exclude={"trials", "timeout", "overrides"})
-        return {"config": config, "space": space}
-
-
-# -- the study --------------------------------------------------------------------------------
-
-
-def _open_study(optuna: Any, search: Search, resume: bool) -> Any:
-    """A new study in ``out/study.db``, or with ``resume`` the one there (checked to be this
-    search). Its sampler is seeded with the space's seed plus the trials it already holds, so
-    a resumed search does not redraw its first random points."""
-    db = search.out / STUDY_FILE
-    if db.exists() and not resume:
-        raise RecsysError(f"{search.out} already holds a search ({STUDY_FILE}); pass --resume to continue it or choose another --out")
-    if not db.exists() and (search.out / "trials").exists():
-        raise RecsysError(f"{search.out}/trials exists without {STUDY_FILE}: choose another --out")
-    search.out.mkdir(parents=True, exist_ok=True)
-    pruner_cfg = search.space.pruner
-    pruner = (
-        optuna.pruners.NopPruner()
-        if pruner_cfg.kind == "none"
-        else optuna.pruners.MedianPruner(
-            n_startup_trials=pruner_cfg.startup_trials, n_warmup_steps=pruner_cfg.warmup_epochs
-        )
-    )
-    storage = f"sqlite:///{db.resolve()}"
-    study = optuna.create_study(
-        storage=storage, study_name=STUDY_NAME, direction="maximize", pruner=pruner, load_if_exists=True
-    )
-    wanted = json.dumps(search.fingerprint(), sort_keys=True)
-    saved = study.user_attrs.get(_SEARCH_ATTR)
-    if saved is None:
-        study.set_user_attr(_SEARCH_ATTR, wanted)
-    elif saved != wanted:
-        raise RecsysError(f"{db}: holds another search ({_first_difference(json.loads(saved), json.loads(wanted))}); choose another --out")
-    seed = search.space.sampler.seed if search.space.sampler.seed is not None else search.base.seed
-    study.sampler = optuna.samplers.TPESampler(
-        seed=seed + len(study.trials), n_startup_trials=search.space.sampler.startup_trials
-    )
-    return study
-
-
-def _first_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
-    a, b = flatten(saved), flatten(wanted)
-    for key in sorted(set(a) | set(b)):
-        if a.get(key) != b.get(key):
-            return f"{key}: {a.get(key)!r} there, {b.get(key)!r} now"
-    return "the same settings in another order"
-
-
-def _requeued(study: Any) -> set[int]:
-    """Numbers of the trials an interruption failed (their parameters were queued again)."""
-    return {t.user_attrs["requeued_from"] for t in study.get_trials(deepcopy=False) if "requeued_from" in t.user_attrs}
-
-
-def _counted(optuna: Any, study: Any) -> list[Any]:
-    """Trials that count toward the budget: finished, and not failed by an interruption (its
-    parameters count once, in the trial that re-runs them)."""
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    requeued = _requeued(study)
-    return [t for t in study.get_trials(deepcopy=False, states=done) if t.number not in requeued]
-
-
-def _requeue_interrupted(optuna: Any, study: Any, parent: Tracker) -> None:
-    """Trials a kill left RUNNING: marked failed (``interrupted``), their parameters queued
-    again, and their MLflow runs (reopened when in this store) ended FAILED."""
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    for trial in running:
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        # Killed before its first suggestion, it has no parameters: the queued trial samples.
-        study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
-        print(f"trial {trial.number}: interrupted earlier; marked failed, its parameters queued again", flush=True)
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and parent.enabled and trial.user_attrs.get("tracking_uri") == parent.uri:
-            with contextlib.suppress(_Interrupted):
-                with parent.child(f"trial-{trial.number}", resume_run_id=run_id) as child:
-                    child.set_tags({"tune.state": "FAIL", "tune.interrupted": "true"})
-                    raise _Interrupted
 
 
 # -- one trial --------------------------------------------------------------------------------
@@ -243,18 +131,13 @@ def _run_trial(optuna: Any, study: Any, search: Search, split: Split, parent: Tr
     states = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED,
               "FAIL": optuna.trial.TrialState.FAIL}
     study.tell(trial, report.summary["best_score"] if state == "COMPLETE" and report is not None else None, state=states[state])
-    best = _best(optuna, study)
+    best = best_trial(optuna, study)
     print(_trial_line(trial.number, state, attrs, values, search.metric, best), flush=True)
     if parent.enabled:
         step = {f"tune/trial_{metric_key(search.metric)}": curve.best} if math.isfinite(curve.best) else {}
         if best is not None:
             step[f"tune/best_so_far_{metric_key(search.metric)}"] = best.value
         parent.log_metrics(step, step=trial.number)
-
-
-def _best(optuna: Any, study: Any) -> Any:
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return max(complete, key=lambda t: t.value) if complete else None
 
 
 def _fmt(value: Any) -> str:
@@ -277,7 +160,7 @@ def _trial_line(number: int, state: str, attrs: Mapping[str, Any], values: Mappi
 def trials_table(optuna: Any, study: Any, search: Search) -> pl.DataFrame:
     """One row per finished trial (number, state, best validation value, selection, time and
     the sampled values), in trial order."""
-    rows, requeued = [], _requeued(study)
+    rows, again = [], requeued(study)
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.RUNNING:
             continue
@@ -285,7 +168,7 @@ def trials_table(optuna: Any, study: Any, search: Search) -> pl.DataFrame:
         best_value = attrs.get("best_value")
         row: dict[str, Any] = {
             "trial": t.number,
-            "state": "FAIL (interrupted)" if t.number in requeued else t.state.name,
+            "state": "FAIL (interrupted)" if t.number in again else t.state.name,
             f"val {search.metric}": math.nan if best_value is None else float(best_value),
             "best_epoch": attrs.get("best_epoch"),
             "epochs": attrs.get("epochs_run", attrs.get("last_epoch")),
@@ -346,7 +229,7 @@ def _write_record(optuna: Any, study: Any, search: Search, parent: Tracker) -> p
     return table
 
 
-def write_best(search: Search, best: Any, n_trials: int) -> RunConfig:
+def writebest_trial(search: Search, best: Any, n_trials: int) -> RunConfig:
     """``out/best.yaml``: the best trial's full run config, its run folder ``out/final-<n>``."""
     cfg = search.config(best.params, search.out / f"final-{best.number}")
     header = (
@@ -358,7 +241,7 @@ def write_best(search: Search, best: Any, n_trials: int) -> RunConfig:
     return cfg
 
 
-def _record_best(search: Search, best: Any, parent: Tracker) -> None:
+def _recordbest_trial(search: Search, best: Any, parent: Tracker) -> None:
     parent.log_params({f"best.{k}": v for k, v in best.params.items()})
     metrics = {f"best/{k}": float(v) for k, v in best.params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics.update({f"best/val_{metric_key(search.metric)}": best.value, "best/trial": best.number})
@@ -415,9 +298,9 @@ def tune(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else search.space.timeout
     if budget <= 0 or (timeout is not None and timeout <= 0):
         raise ConfigError("--trials and --timeout must be positive")
-    optuna = _optuna()
+    optuna = optuna_module()
     with _quiet_optuna(optuna):
-        study = _open_study(optuna, search, resume=args.resume)
+        study = open_study(optuna, search, resume=args.resume)
         split = build_split(search.base.data, args.data_dir, search.base.seed)
         opts = TrackingOptions.from_args(args)
         with open_run(
@@ -430,11 +313,11 @@ def tune(args: argparse.Namespace) -> int:
             resume=args.resume,
         ) as parent:
             parent.log_params(_search_params(search, args, budget, timeout))
-            _requeue_interrupted(optuna, study, parent)
+            requeue_interrupted(optuna, study, parent)
             start = time.monotonic()
             print(f"search {search.out}: {budget} trials on val {search.metric}"
-                  f"{f', {timeout:.0f}s' if timeout else ''}; {len(_counted(optuna, study))} finished earlier", flush=True)
-            while len(_counted(optuna, study)) < budget:
+                  f"{f', {timeout:.0f}s' if timeout else ''}; {len(counted(optuna, study))} finished earlier", flush=True)
+            while len(counted(optuna, study)) < budget:
                 if timeout is not None and time.monotonic() - start >= timeout:
                     print(f"timeout: {timeout:.0f}s passed; no new trial started", flush=True)
                     break
@@ -442,14 +325,14 @@ def tune(args: argparse.Namespace) -> int:
             table = _write_record(optuna, study, search, parent)
             print()
             print(to_markdown(table))
-            best = _best(optuna, study)
+            best = best_trial(optuna, study)
             if best is None:
                 raise RecsysError(
                     f"no trial of {search.out} completed (see its trials.md for each trial's "
                     "state and error); widen the space, or set pruner.kind none"
                 )
-            cfg = write_best(search, best, len(_counted(optuna, study)))
-            _record_best(search, best, parent)
+            cfg = writebest_trial(search, best, len(counted(optuna, study)))
+            _recordbest_trial(search, best, parent)
             print(f"\nbest: trial {best.number}, val {search.metric} {best.value:.4f}: "
                   + " ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
             print(f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), trials.md, plots/")
