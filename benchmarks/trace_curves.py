@@ -30,7 +30,7 @@ from recsys_cl.jobs.data import build_split
 from recsys_cl.jobs.parts import run_parts
 from recsys_cl.metrics import evaluate, most_popular_scores
 from recsys_cl.models import Recommender
-from recsys_cl.training import Trainer
+from recsys_cl.training import EarlyStopping, Trainer
 
 
 def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None) -> dict:
@@ -76,7 +76,7 @@ def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_
         epoch_hooks=strategies.epoch_hooks,
         evaluate=score,
         eval_every=eval_every,
-        patience=0,
+        stopping=EarlyStopping(patience=0),
         select_metric=f"val/{cfg.train.select_metric}",
         progress=False,
         on_epoch_end=_print,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from recsys_cl.errors import RecsysError
 from recsys_cl.interrupts import handle_interrupts
 from recsys_cl.optional import require_faiss
+from recsys_cl.runtime import configure_threads
 
 EXIT_USER_ERROR = 2
 
@@ -205,7 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_tracking(ev)
     _add_retrieval_commands(sub)
+    for command in _leaf_parsers(sub):
+        _add_threads(command)
     return parser
+
+
+def _leaf_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
+    leaves = []
+    for parser in sub.choices.values():
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        leaves += _leaf_parsers(nested[0]) if nested else [parser]
+    return leaves
+
+
+def _add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads", type=int, metavar="N",
+        help="CPU threads for torch (default: $RECSYS_CL_THREADS, else $OMP_NUM_THREADS, else "
+        "the cores this process may use); give each of several jobs sharing a machine its share",
+    )
 
 
 _TUNE_EPILOG = """\
@@ -470,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, value in _MLFLOW_ENV.items():
         os.environ.setdefault(name, value)
     try:
+        # Before torch loads: OpenMP reads its wait policy and thread count once.
+        configure_threads(args.threads)
         # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
         with handle_interrupts():
             return _dispatch(args)

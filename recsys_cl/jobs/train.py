@@ -287,6 +287,7 @@ def run_training(
         "n_users": split.n_users,
         "n_items": split.n_items,
         "device": str(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "history": fit.history,

@@ -1,0 +1,96 @@
+"""Thread settings applied before torch loads: passive OpenMP waiting, the count from
+--threads / $RECSYS_CL_THREADS / $OMP_NUM_THREADS / the CPU affinity mask."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recsys_cl.cli import main
+from recsys_cl.errors import RecsysError
+from recsys_cl.runtime import available_cores, configure_threads, requested_threads
+
+from .conftest import make_long_tail_log
+
+_PROBE = (
+    "import os, sys; from recsys_cl.runtime import configure_threads; "
+    "configure_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None); "
+    "assert 'torch' in sys.modules; import torch; "
+    "print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+)
+
+
+def _probe(env: dict[str, str], *args: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "RECSYS_CL_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    return out.stdout.split()
+
+
+def test_a_fresh_process_waits_passively_on_the_cores_it_may_use() -> None:
+    assert _probe({}) == ["PASSIVE", str(available_cores()), str(available_cores())]
+
+
+def test_the_count_comes_from_the_option_then_the_environment() -> None:
+    assert _probe({"RECSYS_CL_THREADS": "1", "OMP_NUM_THREADS": "2"}) == ["PASSIVE", "1", "1"]
+    assert _probe({"OMP_NUM_THREADS": "1"}) == ["PASSIVE", "1", "1"]
+    assert _probe({"RECSYS_CL_THREADS": "2"}, "1") == ["PASSIVE", "1", "1"]
+    # A wait policy the user chose is kept.
+    assert _probe({"OMP_WAIT_POLICY": "ACTIVE", "RECSYS_CL_THREADS": "1"})[0] == "ACTIVE"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+def test_the_affinity_mask_narrows_the_default() -> None:
+    one_core = sorted(os.sched_getaffinity(0))[:1]
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RECSYS_CL_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, one_core),
+    )
+    assert out.stdout.split()[1:] == ["1", "1"]
+
+
+def test_bad_counts_name_their_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RecsysError, match="^--threads: expected a positive number"):
+        requested_threads(0)
+    monkeypatch.setenv("RECSYS_CL_THREADS", "many")
+    with pytest.raises(RecsysError, match="^RECSYS_CL_THREADS: .*'many'"):
+        requested_threads()
+
+
+def test_in_process_only_an_explicit_count_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECSYS_CL_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(None) is None and torch.get_num_threads() == before
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_run_records_its_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "log.csv"
+    make_long_tail_log(n_users=60, n_items=80, seed=3).write_csv(log)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"output_dir: {tmp_path / 'run'}\ndata:\n  path: {log}\nmodel: {{method: mf, dim: 8}}\n"
+        "train: {epochs: 1, batch_size: 256, progress: false}\n"
+    )
+    before = torch.get_num_threads()
+    try:
+        assert main(["train", "-c", str(cfg), "--no-track", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["threads"] == 1
