@@ -37,7 +37,7 @@ import polars as pl
 
 from recsys_cl.config import RunConfig, TuneSpace, load_space, search_base, to_yaml
 from recsys_cl.data import Split
-from recsys_cl.errors import ConfigError, RecsysError
+from recsys_cl.errors import ConfigError, DataError, RecsysError
 from recsys_cl.io import atomic_path
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import Tracker, metric_key
@@ -298,10 +298,12 @@ def tune(args: argparse.Namespace) -> int:
     timeout = args.timeout if args.timeout is not None else search.space.timeout
     if budget <= 0 or (timeout is not None and timeout <= 0):
         raise ConfigError("--trials and --timeout must be positive")
+    split = build_split(search.base.data, args.data_dir, search.base.seed)
+    if split.val is None or split.val.height == 0:
+        raise DataError(f"{args.config}: the split has no validation rows to search on (data.split.val_ratio)")
     optuna = optuna_module()
     with _quiet_optuna(optuna):
         study = open_study(optuna, search, resume=args.resume)
-        split = build_split(search.base.data, args.data_dir, search.base.seed)
         opts = TrackingOptions.from_args(args)
         with open_run(
             opts,
