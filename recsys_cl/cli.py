@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stats",
         help="print a dataset's size and popularity / activity profile",
         description="Print users, items, interactions, density and the long-tail profile "
-        "(share of interactions held by the top 20%% items, Gini of item popularity and of "
+        "(share of interactions held by the top 20% items, Gini of item popularity and of "
         "user activity). With --config, also the split that config produces.",
     )
     stats.add_argument(

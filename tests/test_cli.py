@@ -3,6 +3,7 @@ evaluate and a SIGKILL-safe --resume."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -192,3 +193,15 @@ def test_own_csv_with_threshold_and_leave_one_out(
     split = load_split(tmp_path / "prep")
     assert split.method == "leave_one_out"
     assert (split.train["rating"] >= 3).all() and split.val is not None
+
+
+def test_every_command_help_reads_cleanly_and_offers_threads() -> None:
+    from recsys_cl.cli import _leaf_parsers, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    leaves = _leaf_parsers(sub)
+    assert {p.prog for p in leaves} >= {"recsys-cl data stats", "recsys-cl train", "recsys-cl main"}
+    for parser in leaves:
+        text = parser.format_help()
+        assert "%%" not in text, parser.prog
+        assert "--threads N" in text, parser.prog
