@@ -186,8 +186,11 @@ def test_an_interrupted_search_resumes_to_its_budget_without_repeating_trials(
     assert client.get_run(parent_id).info.status == "FINISHED"
     table = (out / "trials.md").read_text()
     assert "| 1 | FAIL (interrupted) |" in table and table.count("| COMPLETE |") == 3
-    # A further --resume with the budget met runs nothing new.
+    # A further --resume with the budget met runs nothing new; a raised budget with a spent
+    # timeout starts nothing either.
     assert main([*argv, "--resume"]) == 0
+    assert main([*argv, "--resume", "--trials", "5", "--timeout", "0.001"]) == 0
+    assert "timeout: " in capsys.readouterr().out
     assert len(_study(out).trials) == 4
 
 
