@@ -266,3 +266,36 @@ def test_csv_reader_loads_or_raises_data_error(tmp_path: Path, data: bytes) -> N
         assert df["rating"].dtype == pl.Float64 and df["rating"].is_finite().all()
     if "timestamp" in df.columns:
         assert df["timestamp"].dtype == pl.Int64
+
+
+def test_a_name_that_says_nothing_is_sniffed_from_the_first_lines(tmp_path: Path) -> None:
+    tab = tmp_path / "log.dat"
+    tab.write_text("user\titem\trating\n1\t10\t4\n2\t11\t5\n")
+    assert detect_format(tab, tab.read_bytes()) == "tsv"
+    frame = read_interactions(tab)
+    assert frame["item"].to_list() == [10, 11] and frame["rating"].to_list() == [4.0, 5.0]
+    comma = tmp_path / "export"
+    comma.write_text("user,item\n1,10\n")
+    assert read_interactions(comma)["user"].to_list() == [1]
+    parquet = tmp_path / "table.bin"
+    pl.DataFrame({"user": [1], "item": [2]}).write_parquet(parquet)
+    assert read_interactions(parquet)["item"].to_list() == [2]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "user item\n1 10\n",  # spaces: neither tab nor comma
+        "user,item\tx\n1,10\t3\n",  # both fit: ambiguous
+        "user\titem\n1\t10\t3\n",  # ragged: the rows disagree with the header
+        "user\titem\n",  # a header and no row
+    ],
+)
+def test_an_unsniffable_file_says_how_to_set_the_format(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "log.dat"
+    path.write_text(text)
+    with pytest.raises(DataError) as err:
+        read_interactions(path)
+    message = str(err.value)
+    assert message.startswith(str(path)) and "--set data.format=tsv" in message
+    assert "\n" not in message

@@ -48,18 +48,40 @@ _BY_NAME.update({"train.txt": "lightgcn", "test.txt": "lightgcn"})
 _BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def detect_format(path: str | Path) -> str:
-    """The format implied by a file's name (``u.data``, ``train.txt``, ``*.csv``, ...)."""
+def detect_format(path: str | Path, head: bytes | None = None) -> str:
+    """The format implied by a file's name (``u.data``, ``train.txt``, ``*.csv``, ...) or, when
+    the name says nothing (``log.dat``), by its first bytes ``head``: Parquet's magic number, or
+    a header line and a first row that split into the same number (at least two) of fields by
+    exactly one of tab and comma."""
     path = Path(path)
     name = path.name.lower()
     if name in _BY_NAME:
         return _BY_NAME[name]
     if path.suffix.lower() in _BY_SUFFIX:
         return _BY_SUFFIX[path.suffix.lower()]
+    sniffed = _sniff(head) if head is not None else None
+    if sniffed is not None:
+        return sniffed
     known = ", ".join(FORMATS)
     raise data_error(
-        str(path), f"cannot tell the format from the file name; pass format= ({known})"
+        str(path),
+        "cannot tell the format from the file name or its first lines; set data.format "
+        f"(command line: --set data.format=tsv; Python: format='tsv'), one of {known}",
     )
+
+
+def _sniff(head: bytes) -> str | None:
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    lines = [ln for ln in head.decode("utf-8", errors="replace").splitlines() if ln.strip()][:2]
+    if len(lines) < 2:
+        return None
+    fits = [
+        fmt
+        for fmt, sep in (("tsv", "\t"), ("csv", ","))
+        if len({ln.count(sep) for ln in lines}) == 1 and lines[0].count(sep) >= 1
+    ]
+    return fits[0] if len(fits) == 1 else None
 
 
 def read_interactions(
@@ -73,7 +95,8 @@ def read_interactions(
 
     Args:
         path: the file.
-        format: one of :data:`FORMATS`, or ``"auto"`` to decide by file name.
+        format: one of :data:`FORMATS`, or ``"auto"`` to decide by file name, else by the
+            first lines (see :func:`detect_format`).
         columns: source column names (csv/tsv/parquet only; ``None`` takes the canonical names
             and ``timestamp``/``rating`` when present).
         sep: field separator for csv/tsv (default ``,`` and tab).
@@ -92,15 +115,15 @@ def read_interactions(
         raise data_error(source, "is a folder, not a file")
     if path.stat().st_size == 0:
         raise data_error(source, "file is empty")
-    fmt = detect_format(path) if format == "auto" else format
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    fmt = detect_format(path, head) if format == "auto" else format
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS} or 'auto'")
     if columns is not None and fmt in ("lightgcn", "movielens"):
         raise ValueError(f"columns= does not apply to the header-less {fmt} format")
     if sep is not None and fmt not in ("csv", "tsv"):
         raise ValueError(f"sep= does not apply to the {fmt} format")
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
     if fmt != "parquet":
         _check_text(head, source, fmt)
     if fmt in ("csv", "tsv"):
