@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 LOSS_NAMES = ("rec", "cl", "reg", "total")
 _GROUPS = ("head", "mid", "tail")
@@ -122,6 +123,7 @@ def study_history(
             steps.append((n, best))
     if steps:
         ax.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="C3", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"val {metric}")
     ax.set_title(f"search history: validation {metric} by trial")
@@ -137,23 +139,28 @@ def param_effects(
     metric: str,
 ) -> Figure:
     """Each sampled parameter against the trial's validation value (one panel per parameter,
-    log axis for log-uniform ones, categories side by side); unfinished trials are left out by
-    the caller."""
+    log axis for log-uniform ones, categories side by side; the best trial in red); unfinished
+    trials are left out by the caller."""
     names = list(params)
     cols = min(3, max(len(names), 1))
     rows = math.ceil(max(len(names), 1) / cols)
     fig = Figure(figsize=(3.4 * cols, 2.9 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    best = max(range(len(values)), key=lambda i: values[i]) if values else None
+    colors = ["C3" if i == best else "C0" for i in range(len(values))]
     for ax, name in zip(axes, names, strict=False):
         xs = list(params[name])
         if any(isinstance(x, (str, bool)) for x in xs):
             labels = sorted({str(x) for x in xs})
-            ax.scatter([labels.index(str(x)) for x in xs], values, color="C0")
+            ax.scatter([labels.index(str(x)) for x in xs], values, color=colors)
             ax.set_xticks(range(len(labels)), labels)
         else:
-            ax.scatter(xs, values, color="C0")
+            ax.scatter(xs, values, color=colors)
             if log_scale.get(name):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            elif all(isinstance(x, int) for x in xs):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(name)
         ax.set_ylabel(f"val {metric}")
         ax.grid(alpha=0.3)
