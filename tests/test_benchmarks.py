@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH_TRAIN = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+BENCH_SERVING = BENCH_TRAIN.with_name("bench_serving.py")
 
 
 def _bench_train(*args: str, data: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,3 +55,19 @@ def test_bench_train_runs_on_ml_100k(shared_datasets: Path) -> None:
                         "--json", data=shared_datasets)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"dataset": "ml-100k", "split": "ratio"' in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model-uri", "models:/m-1", "--clients", "0"], "argument --clients: must be positive, got 0"),
+        (["--model-uri", "models:/m-1", "--modes", "bulk"], "--modes 'bulk'"),
+        (["--clients", "2"], "the following arguments are required: --model-uri"),
+    ],
+)
+def test_bench_serving_reports_bad_arguments_in_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH_SERVING), *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and message in proc.stderr, proc.stderr

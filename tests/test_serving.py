@@ -213,3 +213,22 @@ def test_request_limits_are_configured_with_the_run() -> None:
     assert RetrievalConfig(k=50, max_k=50, max_rows=10).max_rows == 10
     with pytest.raises(ValidationError, match=r"k \(60\) must be at most max_k \(50\)"):
         RetrievalConfig(k=60, max_k=50)
+
+
+def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    bench_dir = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, bench_dir)
+    try:
+        from bench_serving import main as bench_main
+    finally:
+        sys.path.remove(bench_dir)
+    args = ["--model-uri", logged["info"].model_uri, "--tracking-uri", logged["uri"], "--clients", "2",
+            "--requests", "30", "--seconds", "20", "--batch", "10", "-k", "5", "--json"]
+    assert bench_main(args) == 0
+    out = capsys.readouterr().out
+    record = json.loads(out.strip().splitlines()[-1])
+    assert record["workers"] == 1 and "--workers 1" in record["server"] and "--workers 1" in out
+    assert [(r["mode"], r["users_per_request"]) for r in record["results"]] == [("single", 1), ("batched", 10)]
+    for result in record["results"]:
+        assert (result["requests"], result["errors"]) == (30, 0), result
+        assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]

@@ -3,7 +3,7 @@
 :func:`recsys_cl.jobs.bundle.write_candidate_bundle` freezes what ``recsys-cl recommend`` reads
 from a run folder into one folder that needs neither the run nor its config::
 
-    bundle.json               format, default k, cold-start policy, metric, id types, counts
+    bundle.json               format, default k, request limits, cold-start policy, metric, id types, counts
     user_embeddings.parquet   user_id (raw) + embedding, in index order (= the run's id map)
     item_embeddings.parquet   item_id (raw) + embedding, in index order
     seen.parquet              user_id, item_id: the train + validation pairs evaluation masks
