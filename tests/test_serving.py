@@ -232,3 +232,16 @@ def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytes
     for result in record["results"]:
         assert (result["requests"], result["errors"]) == (30, 0), result
         assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+
+
+def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
+    from recsys_cl.tracking.serving import RequestError, parse_request
+
+    frame, params = parse_request(b'{"dataframe_records": [{"user_id": 1}, {"user_id": 1.5, "k": 2}]}', "application/json")
+    # object columns: the int stays an int and the float a float, for the model to judge.
+    assert frame["user_id"].tolist() == [1, 1.5] and type(frame["user_id"][0]) is int
+    assert frame["k"].tolist() == [None, 2] and params is None
+    body = b'{"dataframe_split": {"columns": ["user_id"], "data": [[1], [2], [3]]}, "params": {"k": 2}}'
+    assert parse_request(body, "application/json; charset=utf-8", max_rows=3)[1] == {"k": 2}
+    with pytest.raises(RequestError, match=r"^request row 2: over the limit of 2 rows per request \(3 sent\)"):
+        parse_request(body, "application/json", max_rows=2)

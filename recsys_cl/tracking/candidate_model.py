@@ -125,6 +125,11 @@ def is_positive_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
 
 
+def too_many_rows(n_rows: int, max_rows: int) -> str:
+    """The one-line refusal of a request of ``n_rows`` rows over ``max_rows``."""
+    return f"request row {max_rows}: over the limit of {max_rows:,} rows per request ({n_rows:,} sent); split the request"
+
+
 def limits_ok(k: Any, max_k: Any, max_rows: Any) -> bool:
     """A default list length ``k`` within ``max_k``, and positive limits."""
     return all(map(is_positive_int, (k, max_k, max_rows))) and k <= max_k
@@ -293,10 +298,7 @@ class CandidateModel:
                 f"unknown column {short_repr(unknown[0])}: this model reads user_id and an optional k"
             )
         if len(frame) > self.info.max_rows:
-            raise CandidateRequestError(
-                f"request row {self.info.max_rows}: over the limit of {self.info.max_rows:,} rows "
-                f"per request ({len(frame):,} sent); split the request"
-            )
+            raise CandidateRequestError(too_many_rows(len(frame), self.info.max_rows))
 
     def _k(self, value: Any, what: str) -> int:
         k = integer_id(value)
@@ -327,4 +329,4 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
 
 
-__all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "id_dtype", "is_positive_int"]
+__all__ = ["BundleInfo", "CandidateModel", "CandidateRequestError", "id_dtype", "is_positive_int", "too_many_rows"]

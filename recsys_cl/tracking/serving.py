@@ -54,6 +54,8 @@ from starlette.routing import Route
 
 from recsys_cl.errors import RecsysError
 
+from .candidate_model import too_many_rows
+
 # 16 MiB holds ~800,000 ids in dataframe_split form: far past any model's max_rows, so a
 # too-long request reaches the model and is refused by row; only absurd bodies stop here.
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
@@ -79,8 +81,14 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def parse_request(body: bytes, content_type: str | None) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+def parse_request(
+    body: bytes, content_type: str | None, max_rows: int | None = None
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """The request frame (``object`` columns, values as JSON gave them) and its params.
+
+    ``max_rows`` (the model's limit) refuses a longer request before its frame is built, as
+    the model would after it (620,000 ids in 4.3 MB: 1.1 s, nearly all ``json.loads``, against
+    1.6 s).
 
     Raises:
         RequestError: 415 for a body that is not ``application/json`` (UTF-8), 400 for one
@@ -110,6 +118,10 @@ def parse_request(body: bytes, content_type: str | None) -> tuple[pd.DataFrame, 
     params = payload.get("params")
     if params is not None and not isinstance(params, dict):
         raise RequestError("params must be a JSON object such as {\"k\": 10}")
+    rows = payload[given[0]]
+    rows = rows.get("data") if isinstance(rows, dict) else rows
+    if max_rows is not None and isinstance(rows, list) and len(rows) > max_rows:
+        raise RequestError(too_many_rows(len(rows), max_rows), 400, "INVALID_PARAMETER_VALUE")
     frame = _records(payload[given[0]]) if given[0] == "dataframe_records" else _split(payload[given[0]])
     return frame, params
 
@@ -180,6 +192,8 @@ def _error(exc: RequestError) -> Response:
 
 def create_app(model: PyFuncModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Starlette:
     """The ASGI app serving ``model`` (see the module doc)."""
+    described = (model.metadata.metadata or {}).get("recsys_cl_input", {})
+    max_rows = described.get("max_rows") if isinstance(described, dict) else None
 
     async def ping(request: Request) -> Response:
         return Response("\n", media_type=_JSON)
@@ -190,7 +204,7 @@ def create_app(model: PyFuncModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
     async def invocations(request: Request) -> Response:
         try:
             body = await _read_body(request, max_body_bytes)
-            frame, params = parse_request(body, request.headers.get("content-type"))
+            frame, params = parse_request(body, request.headers.get("content-type"), max_rows)
             answer = await asyncio.to_thread(predict_json, model, frame, params)
         except RequestError as exc:
             return _error(exc)
