@@ -102,7 +102,7 @@ def server_command(server: str, model_uri: str, port: int, workers: int) -> list
 
 def model_users(model_uri: str, tracking_uri: str) -> list[object]:
     """The raw user ids of the model's bundle."""
-    from recsys_cl.tracking.pyfunc import download_candidate_model
+    from recsys_cl.tracking.model_uris import download_candidate_model
 
     from mlflow.models import Model
 

@@ -264,7 +264,7 @@ def serve(
     """
     import uvicorn
 
-    from .pyfunc import download_candidate_model
+    from .model_uris import download_candidate_model
 
     if workers < 1 or max_body_bytes < 1:
         raise RecsysError(f"need --workers >= 1 and --max-body-mb > 0, got {workers} and {max_body_bytes} bytes")
