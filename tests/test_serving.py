@@ -156,6 +156,9 @@ HOSTILE_BODIES = [
     (_records({"user_id": 1}, k=0), 400, "k must be an integer from 1 to 100"),
     (_records({"user_id": 1}, k=-1), 400, "k must be an integer from 1 to 100"),
     (_records({"user_id": 1}, k=10**12), 400, "k must be an integer from 1 to 100"),
+    # A param of the wrong type is refused by MLflow's params schema (k: long), in its words.
+    (_records({"user_id": 1}, k=1.5), 400, "Invalid parameters found: {('k', "),
+    (_records({"user_id": 1}, k=True), 400, "Invalid parameters found: {('k', "),
     (_records({"user_id": 1, "k": 2}, {"user_id": 2, "k": 0}), 400, "request row 1: k must be"),
     (_records(*({"user_id": u} for u in range(41))), 400, "request row 40: over the limit of 40 rows"),
     (json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1, 2]]}}).encode(), 400,
