@@ -211,12 +211,11 @@ def main_job(args: argparse.Namespace) -> int:
         )
         if model_uri is not None:
             print(f"candidate model: {model_uri}")
-        print_tracking(tracker)
         guard_baseline(tracker, report, str(args.config or _default_config()))
+        print_tracking(tracker)
     return 0
 
 
-def _default_config() -> Path:
 def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:
     """Whether the selected model beats most-popular where its epoch was selected (validation
     under the honest protocol); tags the run either way and, when it does not, says so in one
@@ -237,6 +236,7 @@ def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:
     return beats
 
 
+def _default_config() -> Path:
     here = Path(DEFAULT_MAIN_CONFIG)
     if here.is_file() or not (_CHECKOUT / DEFAULT_MAIN_CONFIG).is_file():
         return here
@@ -330,8 +330,8 @@ def recommend_job(args: argparse.Namespace) -> int:
 __all__ = [
     "DEFAULT_MAIN_CONFIG",
     "evaluate_job",
-    "index_job",
     "guard_baseline",
+    "index_job",
     "main_job",
     "record_candidates",
     "record_index",
