@@ -2,7 +2,7 @@
 epoch it selects on validation, and what that epoch scores on test.
 
     python benchmarks/stopping_rules.py benchmarks/results/curves/*.json \\
-        --eval-every 5 --plot benchmarks/results/curves/stopping.png
+        --eval-every 5 [--budget 400] --plot benchmarks/results/curves/stopping.png
 
 Training does not depend on when it will stop, so a rule's run is the trace cut where the rule
 says stop; the selection reads the validation curve only, evaluated every ``--eval-every``
@@ -12,6 +12,7 @@ epochs as the shipped configs do. Test is read at the selected epoch, once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -20,24 +21,32 @@ from recsys_cl.config.schema import MIN_STEPS_DEFAULT, RECOVERY_DEFAULT
 from recsys_cl.training import EarlyStopping
 from recsys_cl.training.stopping import best_index
 
+# name -> (rule, whether the most-popular validation score is its baseline)
 RULES = {
-    "patience 10 (before)": EarlyStopping(patience=10),
-    "floor only": EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT),
-    "recovery only": EarlyStopping(patience=10, recovery=RECOVERY_DEFAULT),
-    "default (floor + recovery)": EarlyStopping(
-        patience=10, min_steps=MIN_STEPS_DEFAULT, recovery=RECOVERY_DEFAULT
+    "patience 10 (before)": (EarlyStopping(patience=10), False),
+    "floor only": (EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT), False),
+    "recovery only": (EarlyStopping(patience=10, recovery=RECOVERY_DEFAULT), False),
+    "floor + recovery": (
+        EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT, recovery=RECOVERY_DEFAULT), False
+    ),
+    "default (floor + recovery + beat most-popular)": (
+        EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT, recovery=RECOVERY_DEFAULT), True
     ),
 }
 
 
-def replay(trace: dict, rule: EarlyStopping, eval_every: int, metric: str) -> dict:
+def replay(trace: dict, rule: EarlyStopping, eval_every: int, metric: str, budget: int) -> dict:
     """The epoch the rule stops at and the validation-selected epoch's scores."""
-    evaluated = [r for r in trace["history"] if r["epoch"] % eval_every == 0]
+    evaluated = [
+        r for r in trace["history"] if r["epoch"] % eval_every == 0 and r["epoch"] <= budget
+    ]
     scores: list[float] = []
     stop, stopped = evaluated[-1], False
     for record in evaluated:
         scores.append(record[f"val/{metric}"])
-        if rule.should_stop(scores, record["steps"]):
+        # Traces made before the trainer counted steps: every epoch has the same batches.
+        steps = record.get("steps", record["epoch"] * trace["batches_per_epoch"])
+        if rule.should_stop(scores, steps):
             stop, stopped = record, True
             break
     best = evaluated[best_index(scores)]
@@ -55,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("traces", nargs="+", type=Path)
     p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--budget", type=int, help="epoch budget (default: the whole trace)")
     p.add_argument("--plot", type=Path, help="PNG of the validation curves with each stop")
     args = p.parse_args(argv)
     traces = {t.stem: json.loads(t.read_text()) for t in args.traces}
@@ -66,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         metric = trace["select_metric"]
         pop = trace["most_popular"]["test"]
         replays[name] = {}
-        for rule_name, rule in RULES.items():
-            r = replay(trace, rule, args.eval_every, metric)
+        for rule_name, (rule, with_baseline) in RULES.items():
+            if with_baseline:
+                rule = dataclasses.replace(rule, baseline=trace["most_popular"]["val"][metric])
+            r = replay(trace, rule, args.eval_every, metric, args.budget or len(trace["history"]))
             replays[name][rule_name] = r
             stop = str(r["stop_epoch"]) if r["stopped"] else f"ran out ({r['stop_epoch']})"
             print(
@@ -96,7 +108,7 @@ def _plot(traces: dict[str, dict], replays: dict[str, dict[str, dict]], path: Pa
         epochs = [r["epoch"] for r in trace["history"]]
         ax.plot(epochs, [r[f"val/{metric}"] for r in trace["history"]], lw=1, label=f"val {metric}")
         ax.axhline(trace["most_popular"]["val"][metric], color="grey", ls=":", label="most-popular (val)")
-        for (rule_name, r), color in zip(replays[name].items(), ("C3", "C1", "C4", "C2")):
+        for (rule_name, r), color in zip(replays[name].items(), ("C3", "C1", "C4", "C5", "C2")):
             ax.axvline(r["stop_epoch"], color=color, ls="--", lw=1, label=f"stop: {rule_name}")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(f"epoch ({trace['batches_per_epoch']} steps each)")

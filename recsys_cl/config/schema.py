@@ -191,11 +191,14 @@ class TrainConfig(_Frozen):
     eval_every: int = Field(1, gt=0)
     # Early stopping (recsys_cl.training.stopping): stop after `patience` evaluations without a
     # new best (0: never stop early), but not before `min_steps` optimizer steps, and not while
-    # the curve climbs back from a dip by more than `recovery` x best score. Contrastive methods
-    # dip for ~500-2000 steps before they improve (benchmarks/RESULTS.md § Stopping).
+    # the curve climbs back from a dip by more than `recovery` x best score, nor (with
+    # `beat_most_popular`) before the model beats most-popular where the epoch is selected.
+    # Contrastive methods dip for thousands of steps before they improve (benchmarks/RESULTS.md
+    # § Stopping).
     patience: int = Field(10, ge=0)
     min_steps: int = Field(MIN_STEPS_DEFAULT, ge=0)
     recovery: float = Field(RECOVERY_DEFAULT, ge=0.0)
+    beat_most_popular: bool = True
     select_metric: str = "ndcg@20"
     device: str = "auto"
     progress: bool = True

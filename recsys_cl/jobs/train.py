@@ -64,6 +64,7 @@ _RESUMABLE_KEYS = (
     "train.patience",
     "train.min_steps",
     "train.recovery",
+    "train.beat_most_popular",
     "eval.groups.head",
     "eval.groups.tail",
 )
@@ -217,6 +218,12 @@ def run_training(
             "nothing to select the epoch on"
         )
 
+    # The floor a model must clear, scored where the epoch is selected (the stopping rule
+    # and the guard of the train/main jobs read it).
+    popular_score = full_ranking(
+        *most_popular_scores(train_items), selection_truth, selection_excl, ks=ks
+    ).metrics[cfg.train.select_metric]
+
     def select(m: Recommender) -> dict[str, float]:
         user, item = m.embeddings(graph.adj)
         return full_ranking(user, item, selection_truth, selection_excl, ks=ks).metrics
@@ -237,7 +244,12 @@ def run_training(
         epoch_hooks=strategies.epoch_hooks,
         evaluate=select,
         eval_every=cfg.train.eval_every,
-        stopping=EarlyStopping(cfg.train.patience, cfg.train.min_steps, cfg.train.recovery),
+        stopping=EarlyStopping(
+            cfg.train.patience,
+            cfg.train.min_steps,
+            cfg.train.recovery,
+            baseline=popular_score if cfg.train.beat_most_popular else None,
+        ),
         select_metric=cfg.train.select_metric,
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
@@ -265,10 +277,7 @@ def run_training(
     epoch_seconds = [r["seconds"] for r in fit.history]
     summary = {
         **_selection_summary(cfg, fit, selected_on),
-        # The floor a model must clear, scored where the epoch was selected (the guard).
-        "most_popular_score": full_ranking(
-            *most_popular_scores(train_items), selection_truth, selection_excl, ks=ks
-        ).metrics[cfg.train.select_metric],
+        "most_popular_score": popular_score,
         "test": test.metrics,
         "test_long_tail": long_tail.metrics,
         "long_tail_groups": {
