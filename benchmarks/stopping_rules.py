@@ -21,15 +21,16 @@ from recsys_cl.config.schema import MIN_STEPS_DEFAULT, RECOVERY_DEFAULT
 from recsys_cl.training import EarlyStopping
 from recsys_cl.training.stopping import best_index
 
+BEFORE, DEFAULT = "patience 10 (before)", "default (floor + recovery + beat most-popular)"
 # name -> (rule, whether the most-popular validation score is its baseline)
 RULES = {
-    "patience 10 (before)": (EarlyStopping(patience=10), False),
+    BEFORE: (EarlyStopping(patience=10), False),
     "floor only": (EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT), False),
     "recovery only": (EarlyStopping(patience=10, recovery=RECOVERY_DEFAULT), False),
     "floor + recovery": (
         EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT, recovery=RECOVERY_DEFAULT), False
     ),
-    "default (floor + recovery + beat most-popular)": (
+    DEFAULT: (
         EarlyStopping(patience=10, min_steps=MIN_STEPS_DEFAULT, recovery=RECOVERY_DEFAULT), True
     ),
 }
@@ -38,7 +39,9 @@ RULES = {
 def replay(trace: dict, rule: EarlyStopping, eval_every: int, metric: str, budget: int) -> dict:
     """The epoch the rule stops at and the validation-selected epoch's scores."""
     evaluated = [
-        r for r in trace["history"] if r["epoch"] % eval_every == 0 and r["epoch"] <= budget
+        r
+        for r in trace["history"]
+        if f"val/{metric}" in r and r["epoch"] % eval_every == 0 and r["epoch"] <= budget
     ]
     scores: list[float] = []
     stop, stopped = evaluated[-1], False
@@ -105,11 +108,13 @@ def _plot(traces: dict[str, dict], replays: dict[str, dict[str, dict]], path: Pa
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
     for ax, (name, trace) in zip(axes.flat, traces.items()):
         metric = trace["select_metric"]
-        epochs = [r["epoch"] for r in trace["history"]]
-        ax.plot(epochs, [r[f"val/{metric}"] for r in trace["history"]], lw=1, label=f"val {metric}")
+        curve = [r for r in trace["history"] if f"val/{metric}" in r]
+        ax.plot([r["epoch"] for r in curve], [r[f"val/{metric}"] for r in curve], lw=1, label=f"val {metric}")
         ax.axhline(trace["most_popular"]["val"][metric], color="grey", ls=":", label="most-popular (val)")
-        for (rule_name, r), color in zip(replays[name].items(), ("C3", "C1", "C4", "C5", "C2")):
+        for rule_name, color in ((BEFORE, "C3"), (DEFAULT, "C2")):
+            r = replays[name][rule_name]
             ax.axvline(r["stop_epoch"], color=color, ls="--", lw=1, label=f"stop: {rule_name}")
+            ax.plot([r["best_epoch"]], [r["val"]], "o", color=color, ms=5, label=f"selected: {rule_name}")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(f"epoch ({trace['batches_per_epoch']} steps each)")
         ax.grid(alpha=0.3)
