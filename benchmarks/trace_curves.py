@@ -3,6 +3,7 @@
     RECSYS_CL_DATA=../shared/datasets OMP_NUM_THREADS=1 python benchmarks/trace_curves.py \\
         --config configs/ml-100k/xsimgcl.yaml --set model.cl_weight=0.2 --epochs 1000 \\
         --eval-every 5 --out benchmarks/results/curves/ml100k_xsimgcl_paper.json
+    python benchmarks/trace_curves.py --write-planted /tmp/planted   # prints the config path
 
 Trains ``--epochs`` epochs (patience off) and scores the **validation** and the **test** part at
 every ``--eval-every``-th epoch, with the training losses of every epoch, into one JSON file.
@@ -110,15 +111,44 @@ def _print(record: dict) -> None:
         )
 
 
+def write_planted(folder: Path) -> Path:
+    """The planted two-community log (users 0-39 like items 0-29, users 40-79 items 30-59; 16
+    picks each, seed 0) and an XSimGCL config over it with the paper's λ; returns the config."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for u in range(80):
+        picks = (u // 40) * 30 + rng.choice(30, 16, replace=False)
+        users += [u] * 16
+        items += picks.tolist()
+    folder.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"user": users, "item": items}).write_csv(folder / "log.csv")
+    config = folder / "xsimgcl.yaml"
+    config.write_text(
+        f"data: {{path: {folder / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        "model: {method: xsimgcl, dim: 16}\n"
+    )
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
+    p.add_argument("--write-planted", type=Path, metavar="DIR",
+                   help="write the planted log and its XSimGCL config into DIR, print the config path, exit")
+    p.add_argument("--config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, default=400)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--data-dir", default=os.environ.get("RECSYS_CL_DATA"))
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", type=Path, help="JSON file to write")
     args = p.parse_args(argv)
+    if args.write_planted:
+        print(write_planted(args.write_planted))
+        return 0
+    if not args.config or not args.out:
+        p.error("--config and --out are required")
     result = trace(args.config, args.set, args.epochs, args.eval_every, args.data_dir)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_json(Path(args.out), result)

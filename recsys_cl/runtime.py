@@ -1,12 +1,15 @@
 """Process-wide settings the command line fixes before torch loads: CPU threads.
 
 Two torch processes on one machine stall each other when their OpenMP threads spin while they
-wait: two ML-100K trainings started together on 2 cores ran 80x slower per epoch than one alone
+wait: GNU OpenMP (the runtime of torch's Linux wheels) spins 300,000 times before it sleeps, and
+two ML-100K trainings started together on 2 cores took 5.8x the wall time of one alone
 (benchmarks/RESULTS.md § Sharing a machine). OpenMP reads its settings once, when torch loads,
 so the ``recsys-cl`` process sets them first:
 
-- ``OMP_WAIT_POLICY=PASSIVE`` (unless set): waiting threads sleep instead of spinning, so a
-  second job gets the cores it needs;
+- ``GOMP_SPINCOUNT=3000`` (unless it or ``OMP_WAIT_POLICY`` is set): waiting threads spin
+  briefly, then sleep, so a second job gets the cores it needs. Measured on 2 cores: one job
+  alone as fast as with the default spin, two together 2x the wall time of one instead of 5.8x;
+  ``OMP_WAIT_POLICY=PASSIVE`` (never spin) shared as well but made a job alone 1.8x slower;
 - the thread count: ``--threads``, else ``$RECSYS_CL_THREADS``, else ``$OMP_NUM_THREADS``, else
   the cores this process may run on (its CPU affinity mask, which ``taskset`` and container CPU
   sets narrow).
@@ -23,6 +26,8 @@ import sys
 from recsys_cl.errors import RecsysError
 
 THREADS_ENV = "RECSYS_CL_THREADS"
+# Spins before a waiting OpenMP thread sleeps (GNU default 300,000); measured, see above.
+SPIN_COUNT = 3000
 
 
 def available_cores() -> int:
@@ -59,7 +64,8 @@ def configure_threads(threads: int | None = None) -> int | None:
     count = requested_threads(threads)
     if "torch" not in sys.modules:
         count = count or available_cores()
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        if "OMP_WAIT_POLICY" not in os.environ:
+            os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
         os.environ["OMP_NUM_THREADS"] = str(count)
     if count is None:
         return None
@@ -69,4 +75,4 @@ def configure_threads(threads: int | None = None) -> int | None:
     return count
 
 
-__all__ = ["THREADS_ENV", "available_cores", "configure_threads", "requested_threads"]
+__all__ = ["SPIN_COUNT", "THREADS_ENV", "available_cores", "configure_threads", "requested_threads"]

@@ -1,4 +1,4 @@
-"""Thread settings applied before torch loads: passive OpenMP waiting, the count from
+"""Thread settings applied before torch loads: a short OpenMP spin, the count from
 --threads / $RECSYS_CL_THREADS / $OMP_NUM_THREADS / the CPU affinity mask."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 
 from recsys_cl.cli import main
 from recsys_cl.errors import RecsysError
-from recsys_cl.runtime import available_cores, configure_threads, requested_threads
+from recsys_cl.runtime import SPIN_COUNT, available_cores, configure_threads, requested_threads
 
 from .conftest import make_long_tail_log
 
@@ -22,28 +22,30 @@ _PROBE = (
     "import os, sys; from recsys_cl.runtime import configure_threads; "
     "configure_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None); "
     "assert 'torch' in sys.modules; import torch; "
-    "print(os.environ['OMP_WAIT_POLICY'], os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+    "print(os.environ.get('GOMP_SPINCOUNT', '-'), os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
 )
 
 
 def _probe(env: dict[str, str], *args: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "RECSYS_CL_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RECSYS_CL_THREADS")}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, *args], env={**clean, **env}, capture_output=True, text=True, check=True
     )
     return out.stdout.split()
 
 
-def test_a_fresh_process_waits_passively_on_the_cores_it_may_use() -> None:
-    assert _probe({}) == ["PASSIVE", str(available_cores()), str(available_cores())]
+def test_a_fresh_process_spins_briefly_on_the_cores_it_may_use() -> None:
+    assert _probe({}) == [str(SPIN_COUNT), str(available_cores()), str(available_cores())]
 
 
 def test_the_count_comes_from_the_option_then_the_environment() -> None:
-    assert _probe({"RECSYS_CL_THREADS": "1", "OMP_NUM_THREADS": "2"}) == ["PASSIVE", "1", "1"]
-    assert _probe({"OMP_NUM_THREADS": "1"}) == ["PASSIVE", "1", "1"]
-    assert _probe({"RECSYS_CL_THREADS": "2"}, "1") == ["PASSIVE", "1", "1"]
-    # A wait policy the user chose is kept.
-    assert _probe({"OMP_WAIT_POLICY": "ACTIVE", "RECSYS_CL_THREADS": "1"})[0] == "ACTIVE"
+    spin = str(SPIN_COUNT)
+    assert _probe({"RECSYS_CL_THREADS": "1", "OMP_NUM_THREADS": "2"}) == [spin, "1", "1"]
+    assert _probe({"OMP_NUM_THREADS": "1"}) == [spin, "1", "1"]
+    assert _probe({"RECSYS_CL_THREADS": "2"}, "1") == [spin, "1", "1"]
+    # A spin count or wait policy the user chose is theirs.
+    assert _probe({"GOMP_SPINCOUNT": "10"})[0] == "10"
+    assert _probe({"OMP_WAIT_POLICY": "PASSIVE", "RECSYS_CL_THREADS": "1"})[0] == "-"
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
