@@ -22,14 +22,20 @@ _PROBE = (
     "import os, sys; from recsys_cl.runtime import configure_threads; "
     "configure_threads(int(sys.argv[1]) if len(sys.argv) > 1 else None); "
     "assert 'torch' in sys.modules; import torch; "
-    "print(os.environ.get('GOMP_SPINCOUNT', '-'), os.environ['OMP_NUM_THREADS'], torch.get_num_threads())"
+    "print(os.environ.get('GOMP_SPINCOUNT', '-'), os.environ['OMP_NUM_THREADS'], "
+    "torch.get_num_threads())"
 )
+_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RECSYS_CL_THREADS")
 
 
 def _probe(env: dict[str, str], *args: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "RECSYS_CL_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in _SETTINGS}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, *args], env={**clean, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", _PROBE, *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout.split()
 
@@ -51,7 +57,7 @@ def test_the_count_comes_from_the_option_then_the_environment() -> None:
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 def test_the_affinity_mask_narrows_the_default() -> None:
     one_core = sorted(os.sched_getaffinity(0))[:1]
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "RECSYS_CL_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in _SETTINGS}
     out = subprocess.run(
         [sys.executable, "-c", _PROBE],
         env=clean,

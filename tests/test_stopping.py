@@ -146,7 +146,8 @@ def test_no_early_stop_before_the_model_beats_the_baseline() -> None:
     late = [0.12 - 0.07 * min(i, 40) / 40 + 0.2 * min(max(i - 40, 0), 40) / 40 for i in range(150)]
     rule = EarlyStopping(patience=10, min_steps=3000, recovery=0.05)
     assert stop_eval(rule, late) == 29
-    with_floor = stop_eval(EarlyStopping(patience=10, min_steps=3000, recovery=0.05, baseline=0.15), late)
+    floored = EarlyStopping(patience=10, min_steps=3000, recovery=0.05, baseline=0.15)
+    with_floor = stop_eval(floored, late)
     assert with_floor is not None and with_floor > 80 and max(late[: with_floor + 1]) > 0.15
     # A model that never beats it trains its whole budget.
     assert stop_eval(EarlyStopping(patience=10, baseline=0.5), curve) is None
