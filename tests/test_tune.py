@@ -233,3 +233,11 @@ def test_shipped_spaces_load_against_the_ml100k_config(path: Path) -> None:
     raw, base = search_base(REPO / "configs/ml-100k/xsimgcl.yaml", space, path)
     assert base.train.protocol == "honest" and base.train.epochs < 400
     assert space.pruner.kind == "median" and space.pruner.warmup_epochs >= 20
+
+
+def test_tune_module_exports_resolve() -> None:
+    # `from recsys_cl.jobs.tune import *` raised AttributeError while __all__ named write_best
+    # and the function was called writebest_trial.
+    module = importlib.import_module("recsys_cl.jobs.tune")
+    missing = [name for name in module.__all__ if not hasattr(module, name)]
+    assert missing == []

@@ -229,7 +229,7 @@ def _write_record(optuna: Any, study: Any, search: Search, parent: Tracker) -> p
     return table
 
 
-def writebest_trial(search: Search, best: Any, n_trials: int) -> RunConfig:
+def write_best(search: Search, best: Any, n_trials: int) -> RunConfig:
     """``out/best.yaml``: the best trial's full run config, its run folder ``out/final-<n>``."""
     cfg = search.config(best.params, search.out / f"final-{best.number}")
     header = (
@@ -241,7 +241,7 @@ def writebest_trial(search: Search, best: Any, n_trials: int) -> RunConfig:
     return cfg
 
 
-def _recordbest_trial(search: Search, best: Any, parent: Tracker) -> None:
+def _record_best(search: Search, best: Any, parent: Tracker) -> None:
     parent.log_params({f"best.{k}": v for k, v in best.params.items()})
     metrics = {f"best/{k}": float(v) for k, v in best.params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics.update({f"best/val_{metric_key(search.metric)}": best.value, "best/trial": best.number})
@@ -333,8 +333,8 @@ def tune(args: argparse.Namespace) -> int:
                     f"no trial of {search.out} completed (see its trials.md for each trial's "
                     "state and error); widen the space, or set pruner.kind none"
                 )
-            cfg = writebest_trial(search, best, len(counted(optuna, study)))
-            _recordbest_trial(search, best, parent)
+            cfg = write_best(search, best, len(counted(optuna, study)))
+            _record_best(search, best, parent)
             print(f"\nbest: trial {best.number}, val {search.metric} {best.value:.4f}: "
                   + " ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
             print(f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), trials.md, plots/")
