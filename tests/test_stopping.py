@@ -139,6 +139,30 @@ def test_resume_keeps_the_step_count(tmp_path) -> None:
     assert [r["steps"] for r in fit.history] == [8, 16, 24]
 
 
+def test_resume_of_a_checkpoint_without_steps_estimates_them(tmp_path) -> None:
+    # A checkpoint written before TrainState.steps existed: resuming must not restart the step
+    # count (and so the min_steps floor) from zero.
+    train, _ = planted_split()
+
+    def run(epochs: int, resume: bool) -> FitResult:
+        torch.manual_seed(0)
+        trainer = _trainer(
+            "mf", train, epochs=epochs, evaluate=lambda m: {"ndcg@20": 0.0},
+            stopping=EarlyStopping(patience=0), checkpoint_dir=tmp_path, fingerprint={"a": 1},
+        )
+        return trainer.fit(resume=resume)
+
+    run(2, resume=False)
+    path = tmp_path / "last.pt"
+    payload = torch.load(path, weights_only=True)
+    del payload["state"]["steps"]
+    for record in payload["state"]["history"]:
+        del record["steps"]
+    torch.save(payload, path)
+    fit = run(3, resume=True)
+    assert fit.history[-1]["steps"] == 24
+
+
 def test_no_early_stop_before_the_model_beats_the_baseline() -> None:
     # A long dip below most-popular (0.15): the floor and patience would stop at eval 29, the
     # baseline keeps the run going until the climb passes it, and the rule then stops as usual.

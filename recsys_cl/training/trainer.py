@@ -291,7 +291,13 @@ class Trainer:
         best = payload["best_model"]
         if best is not None:
             best = {k: v.to(self.device) for k, v in best.items()}
-        return payload["state"], copy.copy(best)
+        state = payload["state"]
+        if state.steps == 0 and state.epoch > 0:
+            # Written before steps were counted (every epoch takes at least one): estimate them
+            # as the default sampler draws, every training edge once, so min_steps does not
+            # restart from zero on resume.
+            state.steps = state.epoch * math.ceil(self.train.nnz / self.batch_size)
+        return state, copy.copy(best)
 
 
 def _fmt(values: dict[str, float]) -> str:
