@@ -466,3 +466,11 @@ def test_runs_record_the_command_line_as_their_source() -> None:
     tags = source_tags(["/opt/venv/bin/recsys-cl", "main", "--set", "train.epochs=20", "--run-name", "a b"])
     assert tags["mlflow.source.name"] == "recsys-cl main --set train.epochs=20 --run-name 'a b'"
     assert tags["mlflow.source.type"] == "LOCAL"
+    # A password in a URI argument is not written into the store for all to read.
+    tags = source_tags(["recsys-cl", "main", "--tracking-uri", "postgresql://ml:s3cret@db:5432/mlflow",
+                        "--tracking-uri=http://u:pw@host:5000", "--tracking-uri", "http://127.0.0.1:5000"])
+    assert "s3cret" not in tags["mlflow.source.name"] and ":pw@" not in tags["mlflow.source.name"]
+    assert tags["mlflow.source.name"] == (
+        "recsys-cl main --tracking-uri 'postgresql://ml:***@db:5432/mlflow' "
+        "'--tracking-uri=http://u:***@host:5000' --tracking-uri http://127.0.0.1:5000"
+    )

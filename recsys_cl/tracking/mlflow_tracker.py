@@ -48,13 +48,19 @@ class TrackingError(RecsysError):
     """The tracking store cannot be opened or written (bad URI, unreachable server)."""
 
 
+_URI_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@")
+
+
 def source_tags(argv: list[str] | None = None) -> dict[str, str]:
     """The run's Source and User in MLflow's UI, as ``mlflow.start_run`` records them (runs made
     through ``MlflowClient.create_run`` get none): the command line, e.g.
     ``recsys-cl main --set train.epochs=20``, of type LOCAL, and the login name."""
     args = sys.argv if argv is None else argv
+    # A password in a URI argument (--tracking-uri postgresql://user:secret@host/db) would be
+    # shown to everyone who can read the store.
+    shown = [_URI_PASSWORD.sub(r"\1***@", arg) for arg in args[1:]]
     tags = {
-        MLFLOW_SOURCE_NAME: shlex.join([os.path.basename(args[0]) if args else "python", *args[1:]]),
+        MLFLOW_SOURCE_NAME: shlex.join([os.path.basename(args[0]) if args else "python", *shown]),
         MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
     }
     with contextlib.suppress(Exception):  # no login name (a container without a passwd entry)
