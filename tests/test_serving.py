@@ -248,3 +248,19 @@ def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
     assert parse_request(body, "application/json; charset=utf-8", max_rows=3)[1] == {"k": 2}
     with pytest.raises(RequestError, match=r"^request row 2: over the limit of 2 rows per request \(3 sent\)"):
         parse_request(body, "application/json", max_rows=2)
+
+
+def test_parse_request_takes_a_single_column_as_mlflow_does_and_refuses_repeated_columns() -> None:
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    from recsys_cl.tracking.serving import RequestError, parse_request
+
+    # MLflow's server (pandas) reads one column's values given flat; so must this one.
+    payload = {"dataframe_split": {"columns": ["user_id"], "data": [1, 2]}}
+    assert infer_and_parse_data(payload)["user_id"].tolist() == [1, 2]
+    frame, _ = parse_request(json.dumps(payload).encode(), "application/json")
+    assert frame["user_id"].tolist() == [1, 2]
+    # A column named twice would silently keep its last value.
+    twice = b'{"dataframe_split": {"columns": ["user_id", "user_id"], "data": [[1, 2]]}}'
+    with pytest.raises(RequestError, match="names column 'user_id' more than once"):
+        parse_request(twice, "application/json")

@@ -145,6 +145,11 @@ def _split(split: Any) -> pd.DataFrame:
     columns, data = split.get("columns"), split["data"]
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
         raise RequestError("dataframe_split needs columns, a list of column names")
+    if len(set(columns)) != len(columns):
+        twice = next(c for c in columns if columns.count(c) > 1)
+        raise RequestError(f"dataframe_split names column {twice[:40]!r} more than once")
+    if len(columns) == 1 and not any(isinstance(row, list) for row in data):
+        data = [[value] for value in data]  # one column's values, as pandas (and MLflow) take them
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise RequestError(f"request row {i}: not a list of {len(columns)} values (one per column)")
