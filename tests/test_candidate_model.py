@@ -226,6 +226,18 @@ def test_hostile_requests_are_refused_in_one_line(
     assert text.startswith(message) and "\n" not in text, text
 
 
+def test_an_unsigned_column_past_int64_is_refused_not_wrapped(strict_bundle: Path) -> None:
+    # astype(int64) wrapped 2**64 - 1 to -1, answered as an unknown user's popular items.
+    model = CandidateModel.load(strict_bundle)
+    u0 = model.users.raw.to_list()[0]
+    frame = pd.DataFrame({"user_id": pd.Series([u0, 2**64 - 1], dtype="uint64")})
+    with pytest.raises(InvalidUserIdError, match="^request row 1: user_id 18446744073709551615 is not an integer"):
+        model.predict(frame)
+    if u0 >= 0:
+        ok = model.predict(pd.DataFrame({"user_id": pd.Series([u0], dtype="uint64")}), k=1)
+        assert ok["user_id"].tolist() == [u0]
+
+
 def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
     model = CandidateModel.load(int_bundle)
     u0, u1 = model.users.raw.to_list()[:2]

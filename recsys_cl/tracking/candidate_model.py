@@ -315,8 +315,10 @@ class CandidateModel:
         if missing.any():
             raise CandidateRequestError(f"request row {int(np.argmax(missing))}: user_id is missing")
         if self.users.raw.dtype == pl.Int64:
-            if pd.api.types.is_integer_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
-                raw = column.to_numpy().astype(np.int64)  # already int64-typed: nothing to check
+            # Signed integers fit int64 as they are; an unsigned column may hold values past
+            # 2**63, which astype would wrap to negative ids: those are read one by one.
+            if pd.api.types.is_signed_integer_dtype(column.dtype):
+                raw = column.to_numpy().astype(np.int64)
             else:
                 raw = np.asarray(typed_user_ids(column.tolist(), integer=True), dtype=np.int64)
             return raw, self.users.to_index(raw, missing="null")
