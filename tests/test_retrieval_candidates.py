@@ -214,6 +214,8 @@ def test_user_ids_are_parsed_like_the_run_map() -> None:
     ints = IdMap.fit([5, 7, 9])
     typed, index = parse_user_ids(["9", " 5", "404", "9", ""], ints)
     assert typed == [9, 5, 404] and index.tolist() == [2, 0, -1]
+    typed, index = parse_user_ids(["7", "07", "+7", "9"], ints)  # one id written three ways
+    assert typed == [7, 9] and index.tolist() == [1, 2]
     # Read as the served model reads ids: canonical decimal integers in the int64 range only.
     for bad in ("abc", "1.5", "1e3", "true", "1_0", "9" * 30, "٣"):
         with pytest.raises(InvalidUserIdError, match=f"^requested user 0: user_id {bad!r} is not an integer"):

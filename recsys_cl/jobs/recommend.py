@@ -87,7 +87,8 @@ def parse_user_ids(values: Sequence[str], users: IdMap) -> tuple[list[Any], np.n
     """
     texts = list(dict.fromkeys(v.strip() for v in values if v.strip()))
     integer = users.raw.dtype == pl.Int64
-    typed = typed_user_ids(texts, integer=integer, where="requested user")
+    # "7", "07" and "+7" are one id: drop the duplicates typing reveals too.
+    typed = list(dict.fromkeys(typed_user_ids(texts, integer=integer, where="requested user")))
     if not integer:
         found = users.to_index(pl.Series("raw", typed, dtype=pl.String), missing="null")
         return typed, found.fill_null(-1).to_numpy().astype(np.int64)
