@@ -53,6 +53,9 @@ def requested_threads(threads: int | None = None) -> int | None:
         return _parse(str(threads), "--threads")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         value = os.environ.get(name)
+        if value and name == "OMP_NUM_THREADS":
+            # OpenMP's nested form "8,1": the first number is the outer level, torch's threads.
+            value = value.split(",")[0]
         if value:
             return _parse(value, name)
     return None

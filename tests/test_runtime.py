@@ -48,6 +48,8 @@ def test_the_count_comes_from_the_option_then_the_environment() -> None:
     spin = str(SPIN_COUNT)
     assert _probe({"RECSYS_CL_THREADS": "1", "OMP_NUM_THREADS": "2"}) == [spin, "1", "1"]
     assert _probe({"OMP_NUM_THREADS": "1"}) == [spin, "1", "1"]
+    # OpenMP's nested list (outer level first), which torch itself accepts, is not an error.
+    assert _probe({"OMP_NUM_THREADS": "1,2"}) == [spin, "1", "1"]
     assert _probe({"RECSYS_CL_THREADS": "2"}, "1") == [spin, "1", "1"]
     # A spin count or wait policy the user chose is theirs.
     assert _probe({"GOMP_SPINCOUNT": "10"})[0] == "10"
