@@ -216,6 +216,8 @@ def test_request_limits_are_configured_with_the_run() -> None:
     assert RetrievalConfig(k=50, max_k=50, max_rows=10).max_rows == 10
     with pytest.raises(ValidationError, match=r"k \(60\) must be at most max_k \(50\)"):
         RetrievalConfig(k=60, max_k=50)
+    # A config that sets only k (a run folder from before max_k) loads, its max_k covering k.
+    assert RetrievalConfig.model_validate({"k": 2000}).max_k == 2000
 
 
 def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

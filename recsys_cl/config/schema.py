@@ -8,7 +8,7 @@ any data is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
@@ -239,6 +239,7 @@ class RetrievalConfig(_Frozen):
         sample_users: users whose candidates a training run records as a sample artifact.
         max_k, max_rows: the served candidate model's request limits: the longest list and
             the most rows one request may ask for (`recsys-cl main` writes them into the model).
+            An unset max_k is 1000, or k when k is larger.
     """
 
     index: IndexSpec = IndexSpec()
@@ -246,6 +247,16 @@ class RetrievalConfig(_Frozen):
     sample_users: int = Field(default=100, ge=1)
     max_k: int = Field(default=1000, ge=1)
     max_rows: int = Field(default=1000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_k_covers_k(cls, data: Any) -> Any:
+        # A config that sets only k (every run folder written before max_k existed) gets a
+        # max_k that serves it, rather than failing to load when k is over the default.
+        if isinstance(data, dict) and "max_k" not in data and isinstance(data.get("k"), int):
+            if data["k"] > cls.model_fields["max_k"].default:
+                data = {**data, "max_k": data["k"]}
+        return data
 
     @model_validator(mode="after")
     def _k_within_max_k(self) -> RetrievalConfig:
