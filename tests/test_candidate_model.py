@@ -257,6 +257,9 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
     (int_bundle.parent / "bundle_v1").mkdir(exist_ok=True)
     (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(json.dumps({**old, "format_version": 1}))
     assert BundleInfo.read(int_bundle.parent / "bundle_v1").max_rows == 1000
+    # A version 1 bundle with a default list over 1000 stays readable: its max_k covers its k.
+    (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(json.dumps({**old, "k": 2000, "format_version": 1}))
+    assert BundleInfo.read(int_bundle.parent / "bundle_v1").max_k == 2000
     with pytest.raises(RecsysError, match="need 1 <= k <= max_k"):
         write_candidate_bundle(int_bundle.parent / "run", int_bundle.parent / "bad", k=50, max_k=10)
 

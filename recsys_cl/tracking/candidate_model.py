@@ -112,6 +112,9 @@ class BundleInfo:
             raise DataError(f"{path}: not a {FORMAT} file")
         if (version := raw.pop("format_version", None)) not in _READABLE_VERSIONS:
             raise DataError(f"{path}: format_version {version!r}, this version reads {_READABLE_VERSIONS}")
+        if version == 1 and is_positive_int(raw.get("k")):
+            # Version 1 had no limits: its default list length must stay servable.
+            raw.setdefault("max_k", max(DEFAULT_MAX_K, raw["k"]))
         try:
             info = cls(**raw)
         except TypeError as exc:
