@@ -11,8 +11,9 @@ so the ``recsys-cl`` process sets them first:
   alone as fast as with the default spin, two together 2x the wall time of one instead of 5.8x;
   ``OMP_WAIT_POLICY=PASSIVE`` (never spin) shared as well but made a job alone 1.8x slower;
 - the thread count: ``--threads``, else ``$RECSYS_CL_THREADS``, else ``$OMP_NUM_THREADS``, else
-  the cores this process may run on (its CPU affinity mask, which ``taskset`` and container CPU
-  sets narrow).
+  torch's default (the physical cores) capped by the cores this process may run on (its CPU
+  affinity mask, which ``taskset`` and container CPU sets narrow; a CPU *quota*, such as
+  ``docker --cpus``, does not: pass ``--threads`` there).
 
 An in-process caller (a notebook, the tests) has loaded torch already and owns its threads:
 only an explicit count is applied there.
@@ -65,15 +66,19 @@ def configure_threads(threads: int | None = None) -> int | None:
     """Apply the thread settings (see the module docstring); returns the count applied, or None
     when an in-process caller's torch keeps its own."""
     count = requested_threads(threads)
-    if "torch" not in sys.modules:
-        count = count or available_cores()
+    fresh = "torch" not in sys.modules
+    if fresh:
         if "OMP_WAIT_POLICY" not in os.environ:
             os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
-        os.environ["OMP_NUM_THREADS"] = str(count)
-    if count is None:
+        if count is not None:
+            os.environ["OMP_NUM_THREADS"] = str(count)
+    elif count is None:
         return None
     import torch
 
+    if count is None:
+        # torch's own default (physical cores), never more than the cores we may run on.
+        count = min(torch.get_num_threads(), available_cores())
     torch.set_num_threads(count)
     return count
 
