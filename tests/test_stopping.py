@@ -123,43 +123,39 @@ def test_trainer_counts_steps_and_does_not_stop_in_the_dip() -> None:
     assert fit_plain.best_epoch == 1 and fit_plain.epochs_run == 11
 
 
+def _mf_run(train, checkpoints, epochs: int, resume: bool) -> FitResult:
+    """MF on ``train`` with checkpoints in ``checkpoints``, stopping off."""
+    torch.manual_seed(0)
+    trainer = _trainer(
+        "mf", train, epochs=epochs, evaluate=lambda m: {"ndcg@20": 0.0},
+        stopping=EarlyStopping(patience=0), checkpoint_dir=checkpoints, fingerprint={"a": 1},
+    )
+    return trainer.fit(resume=resume)
+
+
 def test_resume_keeps_the_step_count(tmp_path) -> None:
     train, _ = planted_split()
 
-    def run(epochs: int, resume: bool) -> FitResult:
-        torch.manual_seed(0)
-        trainer = _trainer(
-            "mf", train, epochs=epochs, evaluate=lambda m: {"ndcg@20": 0.0},
-            stopping=EarlyStopping(patience=0), checkpoint_dir=tmp_path, fingerprint={"a": 1},
-        )
-        return trainer.fit(resume=resume)
-
-    run(2, resume=False)
-    fit = run(3, resume=True)
+    _mf_run(train, tmp_path, 2, resume=False)
+    fit = _mf_run(train, tmp_path, 3, resume=True)
     assert [r["steps"] for r in fit.history] == [8, 16, 24]
 
 
 def test_resume_of_a_checkpoint_without_steps_estimates_them(tmp_path) -> None:
-    # A checkpoint written before TrainState.steps existed: resuming must not restart the step
-    # count (and so the min_steps floor) from zero.
+    # A checkpoint written before TrainState.steps existed (and with the patience counter
+    # those kept): it loads, and resuming does not restart the step count (and so the
+    # min_steps floor) from zero.
     train, _ = planted_split()
 
-    def run(epochs: int, resume: bool) -> FitResult:
-        torch.manual_seed(0)
-        trainer = _trainer(
-            "mf", train, epochs=epochs, evaluate=lambda m: {"ndcg@20": 0.0},
-            stopping=EarlyStopping(patience=0), checkpoint_dir=tmp_path, fingerprint={"a": 1},
-        )
-        return trainer.fit(resume=resume)
-
-    run(2, resume=False)
+    _mf_run(train, tmp_path, 2, resume=False)
     path = tmp_path / "last.pt"
     payload = torch.load(path, weights_only=True)
     del payload["state"]["steps"]
+    payload["state"]["bad_evals"] = 1
     for record in payload["state"]["history"]:
         del record["steps"]
     torch.save(payload, path)
-    fit = run(3, resume=True)
+    fit = _mf_run(train, tmp_path, 3, resume=True)
     assert fit.history[-1]["steps"] == 24
 
 

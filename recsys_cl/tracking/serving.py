@@ -330,17 +330,23 @@ def local_server(
             proc.wait()
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now; a refused or timed-out connection is a server still
+    starting, so it is a False, not an error."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def _wait_for_ping(proc: subprocess.Popen[bytes], url: str, stderr: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise ServerError(f"{proc.args[0]} exited with {proc.returncode}:\n{stderr.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if _answers(url):
+            return
         time.sleep(0.25)
     raise ServerError(f"no answer from {url} after {timeout_s:.0f} s:\n{stderr.read_text()[-3000:]}")
 

@@ -30,7 +30,6 @@ class TrainState:
     steps: int = 0  # optimizer steps taken
     best_epoch: int = -1
     best_score: float = float("-inf")
-    bad_evals: int = 0
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -85,5 +84,8 @@ def load_checkpoint(path: str | os.PathLike[str], fingerprint: dict[str, Any]) -
             f"{p}: checkpoint is from a different run ({key}: {saved.get(key)!r} there, "
             f"{fingerprint.get(key)!r} now); use a new output folder or drop --resume"
         )
+    # The stopping rule reads the evaluation history; the patience counter older checkpoints
+    # kept is derived from it now.
+    payload["state"].pop("bad_evals", None)
     payload["state"] = TrainState(**payload["state"])
     return payload

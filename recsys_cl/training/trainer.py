@@ -254,9 +254,8 @@ class Trainer:
                 "part has no user to evaluate"
             )
         if score > state.best_score:
-            state.best_score, state.best_epoch, state.bad_evals = score, record["epoch"], 0
+            state.best_score, state.best_epoch = score, record["epoch"]
             return {k: v.detach().clone() for k, v in self.method.state_dict().items()}
-        state.bad_evals += 1
         return best_model
 
     def _checkpoint(self, state: TrainState, best_model: dict[str, torch.Tensor] | None) -> None:
