@@ -264,7 +264,7 @@ def run_training(
     start = time.perf_counter()
     user, item = method.embeddings(graph.adj)
     groups = cfg.eval.groups
-    test, long_tail = score_test(
+    tested, long_tail = score_test(
         user, item, parts, ks, cfg.eval.auc, head=groups.head, tail=groups.tail
     )
     eval_seconds = time.perf_counter() - start
@@ -278,7 +278,7 @@ def run_training(
     summary = {
         **_selection_summary(cfg, fit, selected_on),
         "most_popular_score": popular_score,
-        "test": test.metrics,
+        "test": tested.metrics,
         "test_long_tail": long_tail.metrics,
         "long_tail_groups": {
             "head": groups.head,
@@ -288,8 +288,8 @@ def run_training(
             "test_users_per_activity_group": long_tail.users_per_activity_group,
         },
         "imbalance": strategies.summary,
-        "test_users_evaluated": test.n_users_evaluated,
-        "test_users_skipped": test.n_users_skipped,
+        "test_users_evaluated": tested.n_users_evaluated,
+        "test_users_skipped": tested.n_users_skipped,
         "test_eval_seconds": eval_seconds,
         "median_epoch_seconds": float(np.median(epoch_seconds)) if epoch_seconds else None,
         "cold": split.cold.to_dict(),
@@ -310,7 +310,7 @@ def run_training(
         best_epoch=fit.best_epoch,
         selected_on=selected_on,
         select_metric=cfg.train.select_metric,
-        test=test.metrics,
+        test=tested.metrics,
         summary=summary,
         long_tail=long_tail,
     )
