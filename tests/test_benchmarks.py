@@ -31,6 +31,7 @@ def _bench_train(*args: str, data: Path | None = None) -> subprocess.CompletedPr
         (["--device", "tpu"], "--device 'tpu'"),
     ],
 )
+@pytest.mark.integration
 def test_bench_train_reports_bad_arguments_in_one_line(args: list[str], message: str) -> None:
     proc = _bench_train(*args)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -50,6 +51,7 @@ def test_bench_train_picks_each_datasets_split() -> None:
     assert bench_config("ml-1m", "mf", 2).model.layers == 0  # no shipped config: the default split
 
 
+@pytest.mark.integration
 def test_bench_train_runs_on_ml_100k(shared_datasets: Path) -> None:
     proc = _bench_train("--dataset", "ml-100k", "--method", "mf", "--epochs", "1", "--eval-repeats", "1",
                         "--json", data=shared_datasets)
@@ -65,6 +67,7 @@ def test_bench_train_runs_on_ml_100k(shared_datasets: Path) -> None:
         (["--clients", "2"], "the following arguments are required: --model-uri"),
     ],
 )
+@pytest.mark.integration
 def test_bench_serving_reports_bad_arguments_in_one_line(args: list[str], message: str) -> None:
     proc = subprocess.run(
         [sys.executable, str(BENCH_SERVING), *args], capture_output=True, text=True, timeout=120

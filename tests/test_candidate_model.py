@@ -288,6 +288,7 @@ def test_saved_index_is_copied_and_bad_bundles_fail_on_load(int_run: Path, tmp_p
         CandidateModel.load(tmp_path / "nothing")
 
 
+@pytest.mark.integration
 def test_candidate_model_does_not_import_mlflow() -> None:
     code = "import sys, recsys_cl.tracking.candidate_model; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -343,6 +344,7 @@ def _assert_logged_model(uri: str, run_id: str, model_id: str) -> None:
     assert run.info.status == "RUNNING"
 
 
+@pytest.mark.integration
 def test_pyfunc_round_trip_in_a_fresh_process(
     str_bundle: Path, tracking: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -432,6 +434,7 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return exc.code, json.loads(exc.read())
 
 
+@pytest.mark.integration
 def test_served_model_answers_invocations(
     int_run: Path, int_bundle: Path, tracking: tuple[str, str], tmp_path: Path
 ) -> None:

@@ -123,6 +123,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
+@pytest.mark.integration
 def test_sigkilled_run_resumes_to_the_same_result(tmp_path: Path, log_csv: Path) -> None:
     epochs = 12
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"

@@ -104,6 +104,7 @@ def test_switches_become_bare_flags() -> None:
 
 
 @pytest.mark.usefixtures("one_thread")
+@pytest.mark.integration
 def test_mlflow_run_train_records_into_the_run_mlflow_opened(tmp_path: Path) -> None:
     pytest.importorskip("faiss", reason="the training record includes the FAISS index")
     from mlflow.tracking import MlflowClient

@@ -40,6 +40,7 @@ def _probe(env: dict[str, str], *args: str) -> list[str]:
     return out.stdout.split()
 
 
+@pytest.mark.integration
 def test_a_fresh_process_spins_briefly_within_the_cores_it_may_use() -> None:
     plain = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
@@ -52,6 +53,7 @@ def test_a_fresh_process_spins_briefly_within_the_cores_it_may_use() -> None:
     assert _probe({}) == [str(SPIN_COUNT), "-", str(expected)]
 
 
+@pytest.mark.integration
 def test_the_count_comes_from_the_option_then_the_environment() -> None:
     spin = str(SPIN_COUNT)
     assert _probe({"RECSYS_CL_THREADS": "1", "OMP_NUM_THREADS": "2"}) == [spin, "1", "1"]
@@ -65,6 +67,7 @@ def test_the_count_comes_from_the_option_then_the_environment() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
+@pytest.mark.integration
 def test_the_affinity_mask_narrows_the_default() -> None:
     one_core = sorted(os.sched_getaffinity(0))[:1]
     clean = {k: v for k, v in os.environ.items() if k not in _SETTINGS}

@@ -173,6 +173,7 @@ HOSTILE_BODIES = [
 ]
 
 
+@pytest.mark.integration
 def test_served_model_refuses_hostile_requests_in_one_line(server: str, logged: dict[str, Any]) -> None:
     users = CandidateModel.load(logged["bundle"]).users.raw.to_list()[:3]
     status, answer = _post(f"{server}/invocations", _records(*({"user_id": u} for u in users), k=4))
@@ -220,6 +221,7 @@ def test_request_limits_are_configured_with_the_run() -> None:
     assert RetrievalConfig.model_validate({"k": 2000}).max_k == 2000
 
 
+@pytest.mark.integration
 def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     bench_dir = str(Path(__file__).resolve().parents[1] / "benchmarks")
     sys.path.insert(0, bench_dir)

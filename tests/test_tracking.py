@@ -228,6 +228,7 @@ def test_a_crashed_run_ends_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert MlflowClient(uri).get_run(_run_id(tmp_path / "run")).info.status == "FAILED"
 
 
+@pytest.mark.integration
 def test_sigterm_ends_the_run_killed(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = _write_config(tmp_path, epochs=100_000)
@@ -362,6 +363,7 @@ def test_tracking_errors_are_one_line(
     assert "no tracking store there" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
 
 
+@pytest.mark.integration
 def test_the_null_tracker_path_does_not_import_mlflow() -> None:
     code = (
         "import sys, recsys_cl.jobs, recsys_cl.tracking.base, recsys_cl.jobs.tracked; "
