@@ -35,7 +35,7 @@ from recsys_cl.errors import RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.jobs import build_method, build_split
 from recsys_cl.metrics import evaluate
-from recsys_cl.training import Trainer
+from recsys_cl.training import Schedule, Trainer
 
 
 def _peak_rss_mb() -> float:
@@ -111,9 +111,7 @@ def _bench(args: argparse.Namespace) -> int:
         method,
         graph,
         train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=cfg.train.lr,
+        schedule=Schedule(epochs=args.epochs, batch_size=args.batch_size, lr=cfg.train.lr),
         generator=torch.Generator().manual_seed(0),
         device_generator=torch.Generator(device).manual_seed(1),
         progress=sys.stderr.isatty(),

@@ -31,7 +31,7 @@ from recsys_cl.jobs.data import build_split
 from recsys_cl.jobs.parts import run_parts
 from recsys_cl.metrics import evaluate, most_popular_scores
 from recsys_cl.models import Recommender
-from recsys_cl.training import EarlyStopping, Trainer
+from recsys_cl.training import EarlyStopping, Schedule, Trainer
 
 
 def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None) -> dict:
@@ -61,24 +61,23 @@ def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_
         test = evaluate(user, item, parts.test_truth, parts.test_exclude, ks=ks).metrics
         return {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
 
+    schedule = Schedule(
+        epochs=epochs,
+        batch_size=cfg.train.batch_size,
+        lr=cfg.train.lr,
+        eval_every=eval_every,
+        select_metric=f"val/{cfg.train.select_metric}",
+        stopping=EarlyStopping(patience=0),
+    )
     trainer = Trainer(
         method,
         graph,
         train,
-        epochs=epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.train.lr,
+        schedule=schedule,
         generator=torch.Generator().manual_seed(cfg.seed),
         device_generator=torch.Generator().manual_seed(cfg.seed + 1),
-        num_negatives=strategies.num_negatives,
-        sampler=strategies.sampler,
-        edge_sampler=strategies.edge_sampler,
-        item_weights=strategies.item_weights,
-        epoch_hooks=strategies.epoch_hooks,
+        sampling=strategies.sampling,
         evaluate=score,
-        eval_every=eval_every,
-        stopping=EarlyStopping(patience=0),
-        select_metric=f"val/{cfg.train.select_metric}",
         progress=False,
         on_epoch_end=_print,
     )

@@ -224,18 +224,19 @@ def test_no_strategy_returns_a_training_positive_as_negative(name: str) -> None:
     train = dense_positives(seed=4)
     cfg = load_config(None, ["data.dataset=ml-100k", *STRATEGIES[name]]).imbalance
     parts = build_imbalance(cfg, train)
+    drawn = parts.sampling
     gen = torch.Generator().manual_seed(0)
     g = torch.Generator().manual_seed(5)
     user_emb = torch.randn(train.n_users, 8, generator=g)
     item_emb = torch.randn(train.n_items, 8, generator=g)
     for epoch in (1, 2, 3):
-        for hook in parts.epoch_hooks:
+        for hook in drawn.epoch_hooks:
             hook.on_epoch_start(epoch, lambda: (user_emb, item_emb))
         sample = sample_epoch(
-            train, parts.sampler, parts.num_negatives, gen,
-            edges=parts.edge_sampler, item_weights=parts.item_weights,
+            train, drawn.sampler, drawn.num_negatives, gen,
+            edges=drawn.edge_sampler, item_weights=drawn.item_weights,
         )
-        m = parts.num_negatives
+        m = drawn.num_negatives
         flat_users = sample.users.repeat_interleave(m).numpy()
         assert not train.contains(flat_users, sample.neg_items.reshape(-1).numpy()).any()
         assert train.contains(sample.users.numpy(), sample.pos_items.numpy()).all()

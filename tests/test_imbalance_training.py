@@ -20,7 +20,7 @@ from recsys_cl.imbalance import inverse_propensity_weights, item_popularity
 from recsys_cl.jobs.build import build_imbalance, build_method
 from recsys_cl.metrics import evaluate, popularity_metrics
 from recsys_cl.models import LightGCN, LightGCNRec
-from recsys_cl.training import Trainer
+from recsys_cl.training import Sampling, Schedule, Trainer
 from tests.conftest import make_long_tail_log
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,10 +58,11 @@ def _tail_recall(seed: int, gamma: float) -> tuple[float, float]:
         w = inverse_propensity_weights(item_popularity(train), gamma, w_min=0.1, w_max=10.0)
         weights = torch.from_numpy(w).float()
     Trainer(
-        method, graph, train, epochs=10, batch_size=256, lr=1e-2, progress=False,
+        method, graph, train, schedule=Schedule(epochs=10, batch_size=256, lr=1e-2),
+        progress=False,
         generator=torch.Generator().manual_seed(seed),
         device_generator=torch.Generator().manual_seed(seed + 1),
-        item_weights=weights,
+        sampling=Sampling(item_weights=weights),
     ).fit()
     user, item = method.embeddings(graph.adj)
     result = evaluate(user, item, test, train, ks=(20,), return_topk=True, return_per_user=True)
@@ -117,12 +118,11 @@ def _fit(  # noqa: ANN202 - (state dict, per-epoch total losses)
         objective=parts.objective, negative_selector=parts.negative_selector,
     )
     trainer = Trainer(
-        method, _graph(train), train, epochs=epochs, batch_size=128, lr=1e-2, progress=False,
+        method, _graph(train), train, schedule=Schedule(epochs=epochs, batch_size=128, lr=1e-2),
+        progress=False,
         generator=torch.Generator().manual_seed(1),
         device_generator=torch.Generator().manual_seed(2),
-        num_negatives=parts.num_negatives, sampler=parts.sampler,
-        edge_sampler=parts.edge_sampler, item_weights=parts.item_weights,
-        epoch_hooks=parts.epoch_hooks, checkpoint_dir=folder,
+        sampling=parts.sampling, checkpoint_dir=folder,
     )
     fit = trainer.fit(resume=resume)
     return method.state_dict(), [h["loss/total"] for h in fit.history]
@@ -173,7 +173,7 @@ def test_shipped_strategy_configs_load_and_build(path: Path) -> None:
             train.rows()[train.indices != 59], train.indices[train.indices != 59], 40, 60
         )
     parts = build_imbalance(block, train, explicit)
-    assert parts.num_negatives >= 1
+    assert parts.sampling.num_negatives >= 1
 
 
 @pytest.mark.parametrize(
@@ -266,12 +266,11 @@ def test_strategies_train_on_cuda_like_on_cpu(case: str) -> None:
             objective=parts.objective, negative_selector=parts.negative_selector,
         ).to(device)
         fit = Trainer(
-            method, _graph(train).to(device), train, epochs=2, batch_size=128, lr=1e-2,
+            method, _graph(train).to(device), train,
+            schedule=Schedule(epochs=2, batch_size=128, lr=1e-2),
             progress=False, generator=torch.Generator().manual_seed(1),
             device_generator=torch.Generator(device).manual_seed(2),
-            num_negatives=parts.num_negatives, sampler=parts.sampler,
-            edge_sampler=parts.edge_sampler, item_weights=parts.item_weights,
-            epoch_hooks=parts.epoch_hooks,
+            sampling=parts.sampling,
         ).fit()
         losses[device] = fit.history[0]["loss/total"]
     assert np.isfinite(losses["cuda"])

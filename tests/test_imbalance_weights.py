@@ -232,11 +232,11 @@ def test_weights_average_one_over_the_rows_an_oversampled_epoch_holds() -> None:
         {"weights": {"propensity_gamma": 0.5, "w_min": 0.1, "w_max": 10.0},
          "positives": {"tail_beta": 0.5}}
     )
-    parts = build_imbalance(cfg, train)
-    assert parts.edge_sampler is not None and parts.item_weights is not None
+    drawn = build_imbalance(cfg, train).sampling
+    assert drawn.edge_sampler is not None and drawn.item_weights is not None
     gen = torch.Generator().manual_seed(0)
     means = [
-        float(parts.item_weights[parts.edge_sampler.sample_edges(gen).pos_items].mean())
+        float(drawn.item_weights[drawn.edge_sampler.sample_edges(gen).pos_items].mean())
         for _ in range(20)
     ]
     assert abs(np.mean(means) - 1.0) < 0.03, means

@@ -15,7 +15,7 @@ from recsys_cl.graph import build_graph
 from recsys_cl.jobs import build_method
 from recsys_cl.metrics import evaluate
 from recsys_cl.models import LightGCN, LightGCNRec, LossBreakdown
-from recsys_cl.training import EarlyStopping, Trainer
+from recsys_cl.training import EarlyStopping, Schedule, Trainer
 
 USERS_PER, ITEMS_PER, TRAIN_PER, TEST_PER = 40, 30, 12, 4
 METHODS = ["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
@@ -54,7 +54,12 @@ DENSE_CL_WEIGHT = {"simgcl": ["model.cl_weight=0.01"], "xsimgcl": ["model.cl_wei
 
 
 def _trainer(
-    method_name: str, train: UserItems, epochs: int, paper_weights: bool = False, **kwargs
+    method_name: str,
+    train: UserItems,
+    epochs: int,
+    paper_weights: bool = False,
+    stopping: EarlyStopping | None = None,
+    **kwargs,
 ) -> Trainer:
     cfg = load_config(
         None,
@@ -67,13 +72,13 @@ def _trainer(
         torch.from_numpy(train.rows()), torch.from_numpy(train.indices), train.n_users, train.n_items
     )
     method = build_method(cfg.model, train.n_users, train.n_items)
+    stopping = stopping if stopping is not None else EarlyStopping()
+    schedule = Schedule(epochs=epochs, batch_size=128, lr=0.01, stopping=stopping)
     return Trainer(
         method,
         graph,
         train,
-        epochs=epochs,
-        batch_size=128,
-        lr=0.01,
+        schedule=schedule,
         generator=torch.Generator().manual_seed(1),
         device_generator=torch.Generator().manual_seed(2),
         progress=False,
@@ -153,9 +158,7 @@ def test_non_finite_loss_names_epoch_and_batch() -> None:
         method,
         trainer.graph,
         train,
-        epochs=2,
-        batch_size=128,
-        lr=0.01,
+        schedule=Schedule(epochs=2, batch_size=128, lr=0.01),
         generator=torch.Generator().manual_seed(0),
         device_generator=torch.Generator().manual_seed(0),
         progress=False,

@@ -1,21 +1,22 @@
 """Class-imbalance strategies: reweighted losses, resampling, hard-negative mining.
 
 Every strategy plugs into one of the trainer's or the methods' extension points, never into a
-model class, so they compose and work with every method:
+model class, so they compose and work with every method (``Sampling`` is the trainer's
+``recsys_cl.training.Sampling`` record):
 
 - loss weights per positive item — inverse propensity (:func:`inverse_propensity_weights`),
   class-balanced (:func:`class_balanced_weights`), both (:func:`item_loss_weights`):
-  ``Trainer(item_weights=)``;
+  ``Sampling(item_weights=)``;
 - label-ratio class weights of a labelled log (:func:`label_ratio_weights`,
-  :class:`LabeledEdgeSampler`): ``Trainer(edge_sampler=)``;
+  :class:`LabeledEdgeSampler`): ``Sampling(edge_sampler=)``;
 - focal modulation and in-batch softmax with logQ (``BPRObjective``,
   ``InBatchSoftmaxObjective`` in ``recsys_cl.losses``): the methods' ``objective=``;
-- popularity-aware negatives (:class:`PopularityNegativeSampler`): ``Trainer(sampler=)``;
+- popularity-aware negatives (:class:`PopularityNegativeSampler`): ``Sampling(sampler=)``;
 - tail oversampling, head undersampling, user-balanced batches
-  (:class:`ResampledEdgeSampler`): ``Trainer(edge_sampler=)``;
+  (:class:`ResampledEdgeSampler`): ``Sampling(edge_sampler=)``;
 - DNS and MixGCF (:class:`DNSSelector`, :class:`MixGCFSelector`, with M candidates per row
-  from ``Trainer(num_negatives=M)``): the methods' ``negative_selector=``;
-- ANN-mined negatives (:class:`ANNNegativeSampler`): ``Trainer(sampler=, epoch_hooks=)``.
+  from ``Sampling(num_negatives=M)``): the methods' ``negative_selector=``;
+- ANN-mined negatives (:class:`ANNNegativeSampler`): ``Sampling(sampler=, epoch_hooks=)``.
 
 ``recsys_cl.jobs.build.build_imbalance`` maps the ``imbalance:`` config block onto these.
 """

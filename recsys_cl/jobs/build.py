@@ -53,6 +53,7 @@ from recsys_cl.training import (
     EdgeUniformSampler,
     EpochHook,
     NegativeSampler,
+    Sampling,
     UniformNegativeSampler,
 )
 
@@ -114,16 +115,14 @@ def build_method(
 class ImbalanceParts:
     """The objects an ``imbalance:`` block becomes, ready for the trainer and the method.
 
-    ``summary`` describes them for ``metrics.json`` (weight range, class weights, ...).
+    ``sampling`` goes to the trainer as it is (``Trainer(sampling=parts.sampling)``);
+    ``objective`` and ``negative_selector`` go to :func:`build_method`. ``summary`` describes
+    them for ``metrics.json`` (weight range, class weights, ...).
     """
 
-    sampler: NegativeSampler
-    edge_sampler: EdgeSampler | None
-    item_weights: torch.Tensor | None
-    epoch_hooks: tuple[EpochHook, ...]
+    sampling: Sampling
     objective: RecObjective
     negative_selector: NegativeSelector | None
-    num_negatives: int
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -237,12 +236,14 @@ def build_imbalance(
         objective = BPRObjective(cfg.loss.focal_gamma)
 
     return ImbalanceParts(
-        sampler=sampler,
-        edge_sampler=edge_sampler,
-        item_weights=item_weights,
-        epoch_hooks=hooks,
+        sampling=Sampling(
+            num_negatives=cfg.num_negatives,
+            sampler=sampler,
+            edge_sampler=edge_sampler,
+            item_weights=item_weights,
+            epoch_hooks=hooks,
+        ),
         objective=objective,
         negative_selector=selector,
-        num_negatives=cfg.num_negatives,
         summary=summary,
     )

@@ -34,7 +34,7 @@ from recsys_cl.metrics import PopularityReport, format_popularity, most_popular_
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
 from recsys_cl.tracking.base import NullTracker, Tracker, flatten
-from recsys_cl.training import EarlyStopping, FitResult, Trainer, load_checkpoint
+from recsys_cl.training import EarlyStopping, FitResult, Schedule, Trainer, load_checkpoint
 
 from .build import build_imbalance, build_method
 from .data import build_split
@@ -228,29 +228,28 @@ def run_training(
         user, item = m.embeddings(graph.adj)
         return full_ranking(user, item, selection_truth, selection_excl, ks=ks).metrics
 
-    trainer = Trainer(
-        method,
-        graph,
-        train_items,
+    schedule = Schedule(
         epochs=cfg.train.epochs,
         batch_size=cfg.train.batch_size,
         lr=cfg.train.lr,
-        generator=generator,
-        device_generator=device_generator,
-        num_negatives=strategies.num_negatives,
-        sampler=strategies.sampler,
-        edge_sampler=strategies.edge_sampler,
-        item_weights=strategies.item_weights,
-        epoch_hooks=strategies.epoch_hooks,
-        evaluate=select,
         eval_every=cfg.train.eval_every,
+        select_metric=cfg.train.select_metric,
         stopping=EarlyStopping(
             cfg.train.patience,
             cfg.train.min_steps,
             cfg.train.recovery,
             baseline=popular_score if cfg.train.beat_most_popular else None,
         ),
-        select_metric=cfg.train.select_metric,
+    )
+    trainer = Trainer(
+        method,
+        graph,
+        train_items,
+        schedule=schedule,
+        generator=generator,
+        device_generator=device_generator,
+        sampling=strategies.sampling,
+        evaluate=select,
         checkpoint_dir=out / "checkpoints",
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,

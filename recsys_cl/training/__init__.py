@@ -2,6 +2,7 @@
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .hooks import EmbeddingsFn, EpochHook
+from .plan import Sampling, Schedule
 from .sampling import (
     EdgeSampler,
     EdgeUniformSampler,
@@ -28,6 +29,8 @@ __all__ = [
     "NegativeSampler",
     "PositiveSet",
     "RejectionNegativeSampler",
+    "Sampling",
+    "Schedule",
     "TrainState",
     "Trainer",
     "UniformNegativeSampler",

@@ -15,7 +15,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,8 @@ from recsys_cl.graph import BipartiteGraph
 from recsys_cl.models import Batch, Recommender
 
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
-from .hooks import EpochHook
-from .sampling import EdgeSampler, NegativeSampler, UniformNegativeSampler, sample_epoch
-from .stopping import EarlyStopping
+from .plan import Sampling, Schedule
+from .sampling import UniformNegativeSampler, sample_epoch
 
 LOSS_KEYS = ("rec", "cl", "reg", "total")
 EvalFn = Callable[[Recommender], dict[str, float]]
@@ -60,20 +59,16 @@ class Trainer:
         method: the model and its loss.
         graph: the training graph (its adjacency is what the encoder propagates over).
         train: the training positives per user (batches and negative rejection use it).
+        schedule: epochs, batch size, learning rate and epoch selection.
         generator: CPU generator for batch order and negative sampling.
         device_generator: generator on the model's device for augmentations and noise.
-        sampler: draws the negatives (default: uniform over each user's unseen items); any
-            object with ``sample(users [B], num, generator) -> [B, num]``.
-        edge_sampler: chooses each epoch's (user, positive) rows (default: every training edge
-            once, shuffled); see :class:`~recsys_cl.training.sampling.EdgeSampler`.
-        item_weights: float [I], loss weight of a row whose positive is item i (mean ~1 over
-            the training edges); None: unweighted.
-        epoch_hooks: called at the start of each epoch with the current model's embeddings
-            (model-aware samplers); their state is checkpointed.
+        sampling: the rows, negatives and loss weights each epoch draws (None: every training
+            edge once, one uniform negative, unweighted).
         evaluate: returns metrics for the current model; None disables selection.
-        stopping: when to stop early (default: 10 evaluations of patience, no floor).
         checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
+        progress: show a per-epoch progress bar.
+        on_epoch_end: called with each epoch's history record (logging).
     """
 
     def __init__(
@@ -82,20 +77,11 @@ class Trainer:
         graph: BipartiteGraph,
         train: UserItems,
         *,
-        epochs: int,
-        batch_size: int,
-        lr: float,
+        schedule: Schedule,
         generator: torch.Generator,
         device_generator: torch.Generator,
-        num_negatives: int = 1,
-        sampler: NegativeSampler | None = None,
-        edge_sampler: EdgeSampler | None = None,
-        item_weights: torch.Tensor | None = None,
-        epoch_hooks: tuple[EpochHook, ...] | list[EpochHook] = (),
+        sampling: Sampling | None = None,
         evaluate: EvalFn | None = None,
-        eval_every: int = 1,
-        stopping: EarlyStopping | None = None,
-        select_metric: str = "ndcg@20",
         checkpoint_dir: str | Path | None = None,
         fingerprint: dict[str, Any] | None = None,
         progress: bool = True,
@@ -104,28 +90,26 @@ class Trainer:
         self.method = method
         self.graph = graph
         self.train = train
-        self.epochs = epochs
-        self.batch_size = batch_size
+        self.schedule = schedule
         self.generator = generator
         self.device_generator = device_generator
-        self.num_negatives = num_negatives
         self.evaluate = evaluate
-        self.eval_every = eval_every
-        self.stopping = stopping if stopping is not None else EarlyStopping()
-        self.select_metric = select_metric
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.fingerprint = fingerprint or {}
         self.progress = progress
         self.on_epoch_end = on_epoch_end
-        self.optimizer = torch.optim.Adam(method.parameters(), lr=lr)
-        self.sampler = sampler if sampler is not None else UniformNegativeSampler(train)
-        self.edge_sampler = edge_sampler
+        self.optimizer = torch.optim.Adam(method.parameters(), lr=schedule.lr)
+        sampling = sampling if sampling is not None else Sampling()
+        item_weights = sampling.item_weights
         if item_weights is not None and item_weights.shape != (train.n_items,):
             raise ValueError(
                 f"item_weights must be [I]=[{train.n_items}], got {tuple(item_weights.shape)}"
             )
-        self.item_weights = None if item_weights is None else item_weights.detach().cpu()
-        self.epoch_hooks = tuple(epoch_hooks)
+        self.sampling = replace(
+            sampling,
+            sampler=UniformNegativeSampler(train) if sampling.sampler is None else sampling.sampler,
+            item_weights=None if item_weights is None else item_weights.detach().cpu(),
+        )
         self.device = next(method.parameters()).device
 
     @property
@@ -134,26 +118,27 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> FitResult:
         state, best_model = TrainState(), None
+        epochs = self.schedule.epochs
         if resume:
             if self.last_path is None:
                 raise TrainingError("resume needs a checkpoint folder")
             if self.last_path.exists():
                 state, best_model = self._restore(self.last_path)
                 # The limits may have been raised for the resume (more epochs, more patience).
-                state.finished = state.epoch >= self.epochs or self._out_of_patience(state)
-        while state.epoch < self.epochs and not state.finished:
+                state.finished = state.epoch >= epochs or self._out_of_patience(state)
+        while state.epoch < epochs and not state.finished:
             record = self._run_epoch(state.epoch + 1)
             state.epoch += 1
             state.steps += record["steps"]
             record["steps"] = state.steps
             if self.evaluate is not None and (
-                state.epoch % self.eval_every == 0 or state.epoch == self.epochs
+                state.epoch % self.schedule.eval_every == 0 or state.epoch == epochs
             ):
                 best_model = self._select(state, record, best_model)
             state.history.append(record)
             if self._out_of_patience(state):
                 state.finished = True
-            if state.epoch == self.epochs:
+            if state.epoch == epochs:
                 state.finished = True
             # The callback (logging) runs before the checkpoint: a run killed in between
             # repeats this epoch on resume, and a repeated log point beats a missing one.
@@ -166,37 +151,38 @@ class Trainer:
             best_epoch=state.best_epoch,
             best_score=state.best_score,
             epochs_run=state.epoch,
-            stopped_early=state.epoch < self.epochs,
+            stopped_early=state.epoch < epochs,
             history=list(state.history),
         )
 
     def _out_of_patience(self, state: TrainState) -> bool:
         if self.evaluate is None:
             return False
-        scores = [float(r[self.select_metric]) for r in state.history if self.select_metric in r]
-        return self.stopping.should_stop(scores, state.steps)
+        metric = self.schedule.select_metric
+        scores = [float(r[metric]) for r in state.history if metric in r]
+        return self.schedule.stopping.should_stop(scores, state.steps)
 
     def _run_epoch(self, epoch: int) -> dict[str, Any]:
         start = time.perf_counter()
         self.method.train()
-        for hook in self.epoch_hooks:
+        for hook in self.sampling.epoch_hooks:
             hook.on_epoch_start(epoch, lambda: self.method.embeddings(self.graph.adj))
         sample = sample_epoch(
             self.train,
-            self.sampler,
-            self.num_negatives,
+            self.sampling.sampler,
+            self.sampling.num_negatives,
             self.generator,
-            edges=self.edge_sampler,
-            item_weights=self.item_weights,
+            edges=self.sampling.edge_sampler,
+            item_weights=self.sampling.item_weights,
         )
         if len(sample) == 0:
             raise TrainingError(f"epoch {epoch} has no training rows to learn from")
         views = self.method.epoch_views(self.graph, self.device_generator)
         adj = self.graph.adj
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
-        n_batches = math.ceil(len(sample) / self.batch_size)
+        n_batches = math.ceil(len(sample) / self.schedule.batch_size)
         bar = tqdm(
-            sample.batches(self.batch_size),
+            sample.batches(self.schedule.batch_size),
             total=n_batches,
             desc=f"epoch {epoch}",
             leave=False,
@@ -208,7 +194,7 @@ class Trainer:
                 users=sample.users[sl].to(self.device, non_blocking=True),
                 pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
                 neg_items=sample.neg_items[sl].squeeze(1).to(self.device, non_blocking=True)
-                if self.num_negatives == 1
+                if self.sampling.num_negatives == 1
                 else sample.neg_items[sl].to(self.device, non_blocking=True),
                 weights=None
                 if sample.weights is None
@@ -242,15 +228,16 @@ class Trainer:
         metrics = self.evaluate(self.method)
         record["eval_seconds"] = time.perf_counter() - start
         record.update(metrics)
-        if self.select_metric not in metrics:
+        metric = self.schedule.select_metric
+        if metric not in metrics:
             raise TrainingError(
-                f"select_metric {self.select_metric!r} is not among the evaluated metrics "
+                f"select_metric {metric!r} is not among the evaluated metrics "
                 f"({', '.join(sorted(metrics))})"
             )
-        score = float(metrics[self.select_metric])
+        score = float(metrics[metric])
         if not math.isfinite(score):
             raise TrainingError(
-                f"{self.select_metric} is {score} at epoch {record['epoch']}: the selection "
+                f"{metric} is {score} at epoch {record['epoch']}: the selection "
                 "part has no user to evaluate"
             )
         if score > state.best_score:
@@ -270,7 +257,7 @@ class Trainer:
             device_generator=self.device_generator,
             best_model=best_model,
             fingerprint=self.fingerprint,
-            hooks=[hook.state_dict() for hook in self.epoch_hooks],
+            hooks=[hook.state_dict() for hook in self.sampling.epoch_hooks],
         )
 
     def _restore(self, path: Path) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
@@ -280,12 +267,12 @@ class Trainer:
         self.generator.set_state(payload["generator"])
         self.device_generator.set_state(payload["device_generator"])
         hook_states = payload.get("hooks", [])
-        if len(hook_states) != len(self.epoch_hooks):
+        if len(hook_states) != len(self.sampling.epoch_hooks):
             raise TrainingError(
                 f"{path}: checkpoint holds {len(hook_states)} sampler state(s), this run has "
-                f"{len(self.epoch_hooks)}"
+                f"{len(self.sampling.epoch_hooks)}"
             )
-        for hook, hook_state in zip(self.epoch_hooks, hook_states):
+        for hook, hook_state in zip(self.sampling.epoch_hooks, hook_states):
             hook.load_state_dict(hook_state)
         best = payload["best_model"]
         if best is not None:
@@ -295,7 +282,7 @@ class Trainer:
             # Written before steps were counted (every epoch takes at least one): estimate them
             # as the default sampler draws, every training edge once, so min_steps does not
             # restart from zero on resume.
-            state.steps = state.epoch * math.ceil(self.train.nnz / self.batch_size)
+            state.steps = state.epoch * math.ceil(self.train.nnz / self.schedule.batch_size)
         return state, copy.copy(best)
 
 
