@@ -15,7 +15,6 @@ from recsys_cl.errors import RecsysError
 from recsys_cl.metrics import _blocks
 from recsys_cl.metrics import (
     METRICS,
-    EvalResult,
     choose_chunk_size,
     evaluate,
     mlflow_name,
@@ -256,7 +255,11 @@ def test_result_names_for_mlflow_and_frozen() -> None:
     assert set(names) == {"test/recall_at_20", "test/ndcg_at_20"}
     assert names["test/recall_at_20"] == result.metrics["recall@20"]
     assert mlflow_name("hit_rate@10 (val)") == "hit_rate_at_10 _val_"
-    assert isinstance(result, EvalResult)
+    # Disjoint splits: every user with a test item is evaluated, the rest skipped, none excluded.
+    has_test = int((np.diff(test.indptr) > 0).sum())
+    assert 0 < has_test < test.n_users
+    assert (result.n_users_evaluated, result.n_users_skipped) == (has_test, test.n_users - has_test)
+    assert (result.n_relevant_excluded, result.ks, result.top_k) == (0, (20,), 20)
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.n_users_evaluated = 0  # type: ignore[misc]
 
