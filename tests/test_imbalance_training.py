@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from recsys_cl.cli import main
 from recsys_cl.config import ImbalanceConfig, load_config
@@ -173,7 +174,12 @@ def test_shipped_strategy_configs_load_and_build(path: Path) -> None:
             train.rows()[train.indices != 59], train.indices[train.indices != 59], 40, 60
         )
     parts = build_imbalance(block, train, explicit)
-    assert parts.sampling.num_negatives >= 1
+    # Read from the file itself: a hard-negative miner (DNS, MixGCF) scores `candidates`
+    # negatives per row and picks among them; every other strategy draws one, unselected.
+    hard = (yaml.safe_load(path.read_text()).get("negatives") or {}).get("hard") or {}
+    selects = hard.get("kind") in ("dns", "mixgcf")
+    assert parts.sampling.num_negatives == (hard["candidates"] if selects else 1)
+    assert (parts.negative_selector is not None) == selects
 
 
 @pytest.mark.parametrize(
