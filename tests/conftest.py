@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 import torch
 
+from recsys_cl.data.user_items import UserItems
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # No usage telemetry from MLflow in tests (the library's own runs set it in the CLI).
@@ -71,6 +73,41 @@ def make_long_tail_log(
     return pl.DataFrame(columns)
 
 
+def make_planted_split(
+    users_per: int = 40,
+    items_per: int = 30,
+    train_per: int = 12,
+    test_per: int = 4,
+    *,
+    seed: int = 0,
+) -> tuple[UserItems, UserItems]:
+    """(train, test) of a planted two-community log: user ``u`` belongs to community
+    ``u // users_per`` and item ``i`` to ``i // items_per`` (two of each).
+
+    Each user holds ``train_per`` random items of their community in train and ``test_per``
+    others in test, none of the other community's, so the right answer is known: rank your own
+    community's unseen items first. The defaults are the trainer tests' log (80 users, 60 items,
+    each user holding 40% of their community in train).
+    """
+    rng = np.random.default_rng(seed)
+    users, train_items, test_users, test_items = [], [], [], []
+    for u in range(2 * users_per):
+        community = u // users_per
+        picks = community * items_per + rng.choice(items_per, train_per + test_per, replace=False)
+        users += [u] * train_per
+        train_items += picks[:train_per].tolist()
+        test_users += [u] * test_per
+        test_items += picks[train_per:].tolist()
+    n_u, n_i = 2 * users_per, 2 * items_per
+
+    def table(rows: list[int], cols: list[int]) -> UserItems:
+        return UserItems.from_pairs(
+            np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), n_u, n_i
+        )
+
+    return table(users, train_items), table(test_users, test_items)
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Run a module's tiny tensors on one intra-op thread, restoring the count after.
@@ -89,6 +126,12 @@ def one_thread() -> Iterator[None]:
 def long_tail_log() -> LogFactory:
     """Factory of synthetic long-tail logs; see :func:`make_long_tail_log` for the knobs."""
     return make_long_tail_log
+
+
+@pytest.fixture
+def planted_split() -> Callable[..., tuple[UserItems, UserItems]]:
+    """Factory of planted two-community splits; see :func:`make_planted_split` for the knobs."""
+    return make_planted_split
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from recsys_cl.models import (
     XSimGCL,
 )
 
+from .conftest import make_planted_split
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -50,14 +52,9 @@ def community_of_item(i: torch.Tensor) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def planted() -> BipartiteGraph:
     """Each user interacts with 5 of the 8 items of its own community, none of the other's."""
-    gen = torch.Generator().manual_seed(0)
-    users, items = [], []
-    for u in range(N_USERS):
-        offset = GROUP_ITEMS * (u // GROUP_USERS)
-        chosen = torch.randperm(GROUP_ITEMS, generator=gen)[:5] + offset
-        users += [u] * 5
-        items += chosen.tolist()
-    return build_graph(torch.tensor(users), torch.tensor(items), N_USERS, N_ITEMS)
+    train, _ = make_planted_split(GROUP_USERS, GROUP_ITEMS, train_per=5, test_per=0)
+    users, items = torch.from_numpy(train.rows()), torch.from_numpy(train.indices)
+    return build_graph(users, items, N_USERS, N_ITEMS)
 
 
 def sample_batch(graph: BipartiteGraph, size: int, gen: torch.Generator, n_neg: int = 1) -> Batch:

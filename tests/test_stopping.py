@@ -13,7 +13,8 @@ import torch
 from recsys_cl.training import EarlyStopping, FitResult
 from recsys_cl.training.stopping import best_index
 
-from .test_training import _trainer, planted_split
+from .conftest import make_planted_split
+from .test_training import _trainer
 
 STEPS_PER_EVAL = 100
 
@@ -100,7 +101,7 @@ def test_negative_settings_are_refused() -> None:
 
 
 def test_trainer_counts_steps_and_does_not_stop_in_the_dip() -> None:
-    train, _ = planted_split()
+    train, _ = make_planted_split()
     curve = iter(dip_curve(100))
 
     def fake_eval(method) -> dict[str, float]:
@@ -134,7 +135,7 @@ def _mf_run(train, checkpoints, epochs: int, resume: bool) -> FitResult:
 
 
 def test_resume_keeps_the_step_count(tmp_path) -> None:
-    train, _ = planted_split()
+    train, _ = make_planted_split()
 
     _mf_run(train, tmp_path, 2, resume=False)
     fit = _mf_run(train, tmp_path, 3, resume=True)
@@ -145,7 +146,7 @@ def test_resume_of_a_checkpoint_without_steps_estimates_them(tmp_path) -> None:
     # A checkpoint written before TrainState.steps existed (and with the patience counter
     # those kept): it loads, and resuming does not restart the step count (and so the
     # min_steps floor) from zero.
-    train, _ = planted_split()
+    train, _ = make_planted_split()
 
     _mf_run(train, tmp_path, 2, resume=False)
     path = tmp_path / "last.pt"
