@@ -10,11 +10,14 @@ import pytest
 import torch
 from torch_geometric.nn import LGConv
 
+from recsys_cl.augment import SimGCLNoise, simgcl_noise
 from recsys_cl.graph import BipartiteGraph, build_graph
+from recsys_cl.losses import info_nce
 from recsys_cl.models import (
     MF,
     SGL,
     Batch,
+    ContrastiveMethod,
     LightGCN,
     LightGCNRec,
     LossBreakdown,
@@ -73,14 +76,14 @@ def sample_batch(graph: BipartiteGraph, size: int, gen: torch.Generator, n_neg: 
 
 def test_propagation_shapes_and_frozen(planted) -> None:
     enc = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2)
-    prop = enc(planted.adj, contrast_layer=1)
+    prop = enc(planted.adj)
     assert isinstance(prop, Propagation)
     for t, rows in [
         (prop.user, N_USERS), (prop.item, N_ITEMS), (prop.ego_user, N_USERS),
-        (prop.ego_item, N_ITEMS), (prop.contrast_user, N_USERS), (prop.contrast_item, N_ITEMS),
+        (prop.ego_item, N_ITEMS),
     ]:
-        assert t is not None and t.shape == (rows, 8)
-    assert enc(planted.adj).contrast_user is None
+        assert t.shape == (rows, 8)
+    assert [t.shape for t in prop.layers] == [(N_USERS + N_ITEMS, 8)] * 3
     with pytest.raises(FrozenInstanceError):
         prop.user = prop.item  # type: ignore[misc]
 
@@ -112,7 +115,7 @@ def test_include_layer0_changes_the_mean_as_expected(planted) -> None:
         LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=0, include_layer0=False)
 
 
-def test_per_layer_adjacencies_and_contrast_layer(planted) -> None:
+def test_per_layer_adjacencies_and_layer_outputs(planted) -> None:
     enc = LightGCN(N_USERS, N_ITEMS, dim=4, n_layers=2, include_layer0=False)
     same = enc([planted.adj, planted.adj])
     torch.testing.assert_close(same.user, enc(planted.adj).user)
@@ -120,25 +123,48 @@ def test_per_layer_adjacencies_and_contrast_layer(planted) -> None:
         enc([planted.adj])
     # Without noise, layer l's output is A^l E0.
     dense = planted.adj.to_dense()
-    prop = enc(planted.adj, contrast_layer=2)
+    prop = enc(planted.adj)
     layer2 = dense @ dense @ enc.weight
-    torch.testing.assert_close(prop.contrast_user, layer2[:N_USERS], atol=1e-6, rtol=1e-5)
-    for bad in (0, 3):
-        with pytest.raises(ValueError):
-            enc(planted.adj, contrast_layer=bad)
+    torch.testing.assert_close(prop.layers[1], layer2, atol=1e-6, rtol=1e-5)
+
+
+def test_layer_hook_sees_each_computed_layer_in_order_and_replaces_it(planted) -> None:
+    enc = LightGCN(N_USERS, N_ITEMS, dim=4, n_layers=3, include_layer0=True)
+    seen: list[tuple[int, tuple[int, ...]]] = []
+
+    def double(layer: int, x: torch.Tensor) -> torch.Tensor:
+        seen.append((layer, tuple(x.shape)))
+        return 2 * x
+
+    hooked, clean = enc(planted.adj, perturb=double), enc(planted.adj)
+    # The table (layer 0) is a parameter, not computed: only layers 1..L pass through the hook.
+    assert seen == [(layer, (N_USERS + N_ITEMS, 4)) for layer in (1, 2, 3)]
+    # Each replaced output feeds the next layer: layer l is 2^l A^l E0, the mean follows.
+    for layer in (1, 2, 3):
+        torch.testing.assert_close(hooked.layers[layer], 2**layer * clean.layers[layer])
+    expected = (clean.layers[0] + sum(2**k * clean.layers[k] for k in (1, 2, 3))) / 4
+    torch.testing.assert_close(torch.cat([hooked.user, hooked.item]), expected)
+    mf_seen: list[int] = []
+    MF(N_USERS, N_ITEMS, dim=4)(None, perturb=lambda layer, x: mf_seen.append(layer) or x)
+    assert mf_seen == [0]
 
 
 def test_noisy_pass_is_reproducible_and_perturbs_each_layer(planted) -> None:
     enc = LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2, include_layer0=False)
     clean = enc(planted.adj)
-    a = enc(planted.adj, noise_eps=0.1, generator=seeded(1), contrast_layer=1)
-    b = enc(planted.adj, noise_eps=0.1, generator=seeded(1), contrast_layer=1)
+    hook_a = SimGCLNoise(0.1, seeded(1), keep_layer=1)
+    a = enc(planted.adj, perturb=hook_a)
+    b = enc(planted.adj, perturb=SimGCLNoise(0.1, seeded(1), keep_layer=1))
     assert torch.equal(a.user, b.user)
     assert not torch.allclose(a.user, clean.user)
-    layer1 = torch.sparse.mm(planted.adj, enc.weight)[:N_USERS]
-    # Layer 1's noisy output is exactly ε away from its clean output, per row.
-    dist = (a.contrast_user - layer1).norm(dim=1)
+    layer1 = torch.sparse.mm(planted.adj, enc.weight)
+    # Layer 1's noisy output is exactly ε away from its clean output, per row; it is the one
+    # the hook kept.
+    assert hook_a.kept is a.layers[0]
+    dist = (hook_a.kept - layer1).norm(dim=1)
     torch.testing.assert_close(dist, torch.full_like(dist, 0.1), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError):
+        SimGCLNoise(0.0, None)
 
 
 def test_init_schemes() -> None:
@@ -157,10 +183,8 @@ def test_mf_ignores_adjacency_and_has_no_layers(planted) -> None:
     prop = mf(planted.adj)
     torch.testing.assert_close(prop.user, mf.weight[:N_USERS])
     torch.testing.assert_close(mf(None).item, prop.item)
-    noisy = mf(None, noise_eps=0.1, generator=torch.Generator().manual_seed(0))
+    noisy = mf(None, perturb=SimGCLNoise(0.1, torch.Generator().manual_seed(0)))
     assert not torch.allclose(noisy.user, prop.user)
-    with pytest.raises(ValueError):
-        mf(None, contrast_layer=1)
 
 
 # ---------------------------------------------------------------- result types
@@ -198,7 +222,6 @@ METHODS: dict[str, MethodFactory] = {
         LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.2, 0.15, 0.2, 1
     ),
 }
-CONTRASTIVE = {"sgl_edge", "sgl_node", "sgl_rw", "simgcl", "xsimgcl"}
 
 
 def train(
@@ -228,7 +251,7 @@ def test_method_loss_is_finite_decreases_and_learns_the_communities(planted, nam
     first = sum(p.total.item() for p in history[:3]) / 3
     last = sum(p.total.item() for p in history[-3:]) / 3
     assert last < first
-    assert (history[0].cl.item() > 0) == (name in CONTRASTIVE)
+    assert (history[0].cl.item() > 0) == isinstance(method, ContrastiveMethod)
 
     user, item = method.embeddings(planted.adj)
     assert user.shape == (N_USERS, 16) and item.shape == (N_ITEMS, 16) and not user.requires_grad
@@ -282,6 +305,60 @@ def test_method_arguments_are_validated() -> None:
         XSimGCL(lgn, 1e-4, 0.2, 0.15, 0.2, contrast_layer=3)
     with pytest.raises(ValueError):
         LightGCNRec(lgn, reg=-1.0)
+
+
+CONTRASTIVE_CLASSES: dict[str, Callable[..., ContrastiveMethod]] = {
+    "sgl": lambda enc, **kw: SGL(enc, 1e-4, drop_ratio=0.1, aug="edge", **kw),
+    "simgcl": lambda enc, **kw: SimGCL(enc, 1e-4, eps=0.1, **kw),
+    "xsimgcl": lambda enc, **kw: XSimGCL(enc, 1e-4, eps=0.1, contrast_layer=1, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRASTIVE_CLASSES))
+@pytest.mark.parametrize(("field", "bad"), [("cl_weight", -0.1), ("tau", 0.0), ("tau", -1.0)])
+def test_every_contrastive_method_validates_cl_weight_and_tau(
+    name: str, field: str, bad: float
+) -> None:
+    make = CONTRASTIVE_CLASSES[name]
+    enc = LightGCN(N_USERS, N_ITEMS, 8, 2)
+    method = make(enc, cl_weight=0.1, tau=0.2)
+    assert (method.cl_weight, method.tau) == (0.1, 0.2)
+    with pytest.raises(ValueError, match=field):
+        make(enc, **{"cl_weight": 0.1, "tau": 0.2, field: bad})
+
+
+def _noisy_pass(enc: LightGCN, adj: torch.Tensor, eps: float, gen: torch.Generator):  # noqa: ANN202
+    """A hand-written noisy LightGCN pass (the layer loop with the noise inline): the final
+    node embeddings [N, D] and every layer output."""
+    x, layers = enc.weight, []
+    for _ in range(enc.n_layers):
+        x = simgcl_noise(torch.sparse.mm(adj, x), eps, gen)
+        layers.append(x)
+    return torch.stack(layers).mean(0), layers
+
+
+def test_simgcl_and_xsimgcl_draw_their_noise_as_a_hand_written_pass(planted) -> None:
+    # The noise comes from the method's hook; it must be drawn layer by layer, pass by pass, in
+    # the order an inline loop draws it, so seeded runs keep their numbers.
+    batch = sample_batch(planted, 32, seeded(0))
+    enc = LightGCN(N_USERS, N_ITEMS, 8, 2, include_layer0=False)
+    users, items = torch.unique(batch.users), torch.unique(batch.pos_items)
+
+    def cl(a: torch.Tensor, b: torch.Tensor, tau: float) -> torch.Tensor:
+        return info_nce(a[:N_USERS][users], b[:N_USERS][users], tau) + info_nce(
+            a[N_USERS:][items], b[N_USERS:][items], tau
+        )
+
+    simgcl = SimGCL(enc, 1e-4, 0.5, 0.2, 0.1)
+    got = simgcl.loss(planted.adj, batch, None, seeded(3))
+    gen = seeded(3)
+    (v1, _), (v2, _) = (_noisy_pass(enc, planted.adj, 0.1, gen) for _ in range(2))
+    torch.testing.assert_close(got.cl, 0.5 * cl(v1, v2, 0.2), rtol=0, atol=1e-6)
+
+    xsimgcl = XSimGCL(enc, 1e-4, 0.2, 0.15, 0.2, contrast_layer=2)
+    got = xsimgcl.loss(planted.adj, batch, None, seeded(4))
+    final, layers = _noisy_pass(enc, planted.adj, 0.2, seeded(4))
+    torch.testing.assert_close(got.cl, 0.2 * cl(final, layers[1], 0.15), rtol=0, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -31,3 +31,34 @@ def simgcl_noise(emb: Tensor, eps: float, generator: torch.Generator | None) -> 
         raise ValueError(f"eps must be >= 0, got {eps}")
     omega = rand(tuple(emb.shape), emb.device, generator, dtype=emb.dtype)
     return emb + torch.sign(emb) * F.normalize(omega, dim=-1) * eps
+
+
+class SimGCLNoise:
+    """An encoder layer hook (``Encoder.forward(perturb=...)``) adding :func:`simgcl_noise`.
+
+    Every layer output the encoder computes gets noise of radius ``eps`` (SimGCL eq. 7), drawn
+    from ``generator`` layer by layer in pass order. With ``keep_layer`` = l*, that layer's
+    noisy output [n, D] is also kept in :attr:`kept` (XSimGCL's cross-layer view, eq. 8), so
+    use one hook per pass.
+
+    Args:
+        eps: noise radius, > 0.
+        generator: source of the noise; None uses the global RNG.
+        keep_layer: the layer whose output to keep, or None.
+    """
+
+    def __init__(
+        self, eps: float, generator: torch.Generator | None, keep_layer: int | None = None
+    ) -> None:
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps = eps
+        self.generator = generator
+        self.keep_layer = keep_layer
+        self.kept: Tensor | None = None
+
+    def __call__(self, layer: int, x: Tensor) -> Tensor:
+        x = simgcl_noise(x, self.eps, self.generator)
+        if layer == self.keep_layer:
+            self.kept = x
+        return x

@@ -1,4 +1,5 @@
-"""Encoders (LightGCN, MF) and training methods (BPR baselines, SGL, SimGCL, XSimGCL)."""
+"""Encoders (LightGCN, MF) and training methods (BPR baselines, SGL, SimGCL, XSimGCL; new
+contrastive methods subclass :class:`ContrastiveMethod`)."""
 
 from recsys_cl.models.base import (
     Batch,
@@ -8,9 +9,17 @@ from recsys_cl.models.base import (
     SelectedNegatives,
     batch_info_nce,
 )
-from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN, Propagation
+from recsys_cl.models.encoders import (
+    MF,
+    Adjacency,
+    Encoder,
+    LayerHook,
+    LightGCN,
+    Propagation,
+)
 from recsys_cl.models.methods import (
     SGL,
+    ContrastiveMethod,
     LightGCNRec,
     MFRec,
     SGLAugmentation,
@@ -24,7 +33,9 @@ __all__ = [
     "SGL",
     "Adjacency",
     "Batch",
+    "ContrastiveMethod",
     "Encoder",
+    "LayerHook",
     "LightGCN",
     "LightGCNRec",
     "LossBreakdown",

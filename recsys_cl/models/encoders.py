@@ -2,7 +2,9 @@
 
 Shapes: U users, I items, N = U + I nodes (items after users), D dims, L layers.
 The graph is a ``forward`` argument, as in PyG's ``LightGCN``: augmented views (SGL) are just
-other adjacencies, so an encoder holds nothing but its embedding table.
+other adjacencies, so an encoder holds nothing but its embedding table. What a method does to
+the layers of one pass (SimGCL's noise, XSimGCL's cross-layer view) is a :class:`LayerHook` it
+hands to ``forward``: the encoder knows no method.
 """
 
 from __future__ import annotations
@@ -10,14 +12,28 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from recsys_cl.augment.noise import simgcl_noise
 from recsys_cl.graph.adjacency import sym_spmm
 
 Adjacency = Tensor | Sequence[Tensor]
+
+
+class LayerHook(Protocol):
+    """Called by an encoder on each layer output it computes, in order, during one pass.
+
+    ``layer`` is l (1..L for LightGCN, after propagation and before the output feeds the next
+    layer and the mean; 0 for MF, whose one layer is the table) and ``x`` is float [n, D], the
+    layer's rows (n = N for the full graph). The returned [n, D] tensor replaces ``x``. Hooks
+    see nothing but these tensors, so they work unchanged on any [n, D] pass (a sampled
+    subgraph's as well as the full graph's). A hook may keep what it is given (XSimGCL's
+    layer l*): make one per pass.
+    """
+
+    def __call__(self, layer: int, x: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,9 +45,6 @@ class Propagation:
         item: float [I, D], final item embeddings.
         ego_user: float [U, D], layer-0 user embeddings (the table itself; for L2 reg).
         ego_item: float [I, D], layer-0 item embeddings.
-        contrast_user: float [U, D], output of layer l* when ``contrast_layer`` was set
-            (XSimGCL's cross-layer view), else None.
-        contrast_item: float [I, D] or None, likewise.
         layers: the per-layer outputs, each float [N, D] (users then items), whose mean is
             ``user``/``item``: E^(0)..E^(L) for LightGCN (E^(1)..E^(L) when layer 0 is left
             out of the mean), the table for MF. Hard-negative selectors that mix per-layer
@@ -42,8 +55,6 @@ class Propagation:
     item: Tensor
     ego_user: Tensor
     ego_item: Tensor
-    contrast_user: Tensor | None = None
-    contrast_item: Tensor | None = None
     layers: tuple[Tensor, ...] = ()
 
 
@@ -64,22 +75,16 @@ class Encoder(nn.Module):
         self.dim = dim
         self.weight = nn.Parameter(torch.empty(n_users + n_items, dim))
 
-    def forward(
-        self,
-        adj: Adjacency | None,
-        *,
-        noise_eps: float = 0.0,
-        generator: torch.Generator | None = None,
-        contrast_layer: int | None = None,
-    ) -> Propagation:
+    def forward(self, adj: Adjacency | None, *, perturb: LayerHook | None = None) -> Propagation:
         raise NotImplementedError
 
-    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Node rows [N, D] as (user [U, D], item [I, D]) views."""
         return x[: self.n_users], x[self.n_users :]
 
     def _init_table(self, init_std: float | None, generator: torch.Generator | None) -> None:
         with torch.no_grad():
-            for block in self._split(self.weight):
+            for block in self.split(self.weight):
                 if init_std is None:
                     # Separate Xavier bounds for the [U, D] and [I, D] tables, as two
                     # nn.Embedding tables get in the SGL/SELFRec reference code.
@@ -137,58 +142,40 @@ class LightGCN(Encoder):
             raise ValueError(f"got {len(adjs)} per-layer adjacencies for {self.n_layers} layers")
         return adjs
 
-    def forward(
-        self,
-        adj: Adjacency | None,
-        *,
-        noise_eps: float = 0.0,
-        generator: torch.Generator | None = None,
-        contrast_layer: int | None = None,
-    ) -> Propagation:
+    def forward(self, adj: Adjacency | None, *, perturb: LayerHook | None = None) -> Propagation:
         """Propagate the table over ``adj``.
 
         Args:
             adj: one symmetric normalized adjacency [N, N] (sparse CSR preferred) used by every
                 layer, or a sequence of L of them, one per layer (SGL random walk).
-            noise_eps: when > 0, SimGCL noise of this radius is added to each layer's output
-                (after propagation, before it feeds the next layer and the mean; SimGCL eq. 7).
-            generator: source of the noise; None uses the global RNG.
-            contrast_layer: l* in 1..L; that layer's (noisy) output is also returned as
-                ``contrast_user``/``contrast_item`` (XSimGCL eq. 8).
+            perturb: called on each layer l = 1..L's output after propagation; what it returns
+                feeds the next layer and the mean (SimGCL's noise, eq. 7). None: a clean pass.
 
         Returns:
             :class:`Propagation` with [U, D] / [I, D] tensors.
         """
-        if contrast_layer is not None and not 1 <= contrast_layer <= self.n_layers:
-            raise ValueError(f"contrast_layer must be in 1..{self.n_layers}, got {contrast_layer}")
         x = self.weight
         total = x if self.include_layer0 else None
         layers = [x] if self.include_layer0 else []
-        contrast = None
         for layer, layer_adj in enumerate(self._layer_adjs(adj), start=1):
             x = sym_spmm(layer_adj, x)
-            if noise_eps > 0:
-                x = simgcl_noise(x, noise_eps, generator)
+            if perturb is not None:
+                x = perturb(layer, x)
             total = x if total is None else total + x
             layers.append(x)
-            if layer == contrast_layer:
-                contrast = x
         assert total is not None  # guaranteed by the constructor check
         final = total / (self.n_layers + int(self.include_layer0))
-        user, item = self._split(final)
-        ego_user, ego_item = self._split(self.weight)
-        contrast_user, contrast_item = (None, None) if contrast is None else self._split(contrast)
-        return Propagation(
-            user, item, ego_user, ego_item, contrast_user, contrast_item, tuple(layers)
-        )
+        user, item = self.split(final)
+        ego_user, ego_item = self.split(self.weight)
+        return Propagation(user, item, ego_user, ego_item, tuple(layers))
 
 
 class MF(Encoder):
     """Matrix factorization: the embedding table is the final embedding (no propagation).
 
-    Same ``forward`` signature as :class:`LightGCN`; ``adj`` is ignored. ``noise_eps`` > 0 adds
-    SimGCL noise once to the table's output (SimGCL on an MF encoder); ``contrast_layer`` must be
-    None since there are no layers. Initialized with Xavier uniform, like LightGCN by default.
+    Same ``forward`` signature as :class:`LightGCN`; ``adj`` is ignored. ``perturb`` is called
+    once, as layer 0, on the table's output (SimGCL on an MF encoder). Initialized with Xavier
+    uniform, like LightGCN by default.
     """
 
     def __init__(
@@ -199,19 +186,12 @@ class MF(Encoder):
         self._init_table(None, generator)
 
     def forward(
-        self,
-        adj: Adjacency | None = None,
-        *,
-        noise_eps: float = 0.0,
-        generator: torch.Generator | None = None,
-        contrast_layer: int | None = None,
+        self, adj: Adjacency | None = None, *, perturb: LayerHook | None = None
     ) -> Propagation:
         """Return the table split into users [U, D] and items [I, D] as a Propagation."""
-        if contrast_layer is not None:
-            raise ValueError("MF has no layers to contrast")
         x = self.weight
-        if noise_eps > 0:
-            x = simgcl_noise(x, noise_eps, generator)
-        user, item = self._split(x)
-        ego_user, ego_item = self._split(self.weight)
+        if perturb is not None:
+            x = perturb(0, x)
+        user, item = self.split(x)
+        ego_user, ego_item = self.split(self.weight)
         return Propagation(user, item, ego_user, ego_item, layers=(x,))

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from recsys_cl.augment.graph_dropout import edge_dropout, node_dropout, random_walk
+from recsys_cl.augment.noise import SimGCLNoise
 from recsys_cl.graph.bipartite import BipartiteGraph
 from recsys_cl.losses import RecObjective
 from recsys_cl.models.base import (
@@ -93,10 +94,48 @@ class MFRec(_NonContrastive):
     encoder_type = MF
 
 
-def _check_contrastive(cl_weight: float, tau: float) -> None:
-    check_nonnegative(cl_weight=cl_weight)
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
+class ContrastiveMethod(Recommender):
+    """Base of the contrastive methods: ``rec + cl_weight * InfoNCE + reg``.
+
+    Validates and holds ``cl_weight`` (λ) and ``tau`` (τ) once for every subclass;
+    :meth:`contrast` is the ``cl`` term between two views of the batch. A subclass says which
+    encoder it needs (``encoder_type``), adds its own arguments, and writes :meth:`loss` (and
+    :meth:`epoch_views` when it augments the graph once per epoch).
+
+    Args:
+        encoder: an instance of the subclass's ``encoder_type``.
+        reg: ego L2 weight.
+        cl_weight: λ, >= 0.
+        tau: InfoNCE temperature, > 0.
+        objective, negative_selector: see :class:`Recommender`.
+    """
+
+    encoder_type: type[Encoder] = Encoder
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        reg: float,
+        cl_weight: float,
+        tau: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
+        _require_encoder(self, encoder, self.encoder_type)
+        super().__init__(encoder, reg, objective, negative_selector)
+        check_nonnegative(cl_weight=cl_weight)
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.cl_weight = cl_weight
+        self.tau = tau
+
+    def contrast(
+        self, user1: Tensor, user2: Tensor, item1: Tensor, item2: Tensor, batch: Batch
+    ) -> Tensor:
+        """The ``cl`` term: ``cl_weight`` x InfoNCE between two views, users [U, D] and items
+        [I, D], over the batch's unique users and positive items
+        (:func:`~recsys_cl.models.base.batch_info_nce`)."""
+        return self.cl_weight * batch_info_nce(user1, user2, item1, item2, batch, self.tau)
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,7 +147,7 @@ class SGLViews:
     view2: Adjacency
 
 
-class SGL(Recommender):
+class SGL(ContrastiveMethod):
     """SGL (Wu et al., SIGIR 2021): BPR on the full graph + InfoNCE between two dropout views.
 
     The two views are drawn once per epoch (:meth:`epoch_views`) and each batch propagates the
@@ -127,6 +166,8 @@ class SGL(Recommender):
             graph per layer).
     """
 
+    encoder_type = LightGCN
+
     def __init__(
         self,
         encoder: LightGCN,
@@ -138,17 +179,13 @@ class SGL(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        _require_encoder(self, encoder, LightGCN)
-        super().__init__(encoder, reg, objective, negative_selector)
-        _check_contrastive(cl_weight, tau)
+        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
         if aug not in ("edge", "node", "random_walk"):
             raise ValueError(f"aug must be 'edge', 'node' or 'random_walk', got {aug!r}")
         if aug == "random_walk" and encoder.n_layers == 0:
             raise ValueError("random_walk needs an encoder with at least one layer")
-        self.cl_weight = cl_weight
-        self.tau = tau
         self.drop_ratio = drop_ratio
         self.aug = aug
 
@@ -171,11 +208,11 @@ class SGL(Recommender):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(views.view1)
         p2 = self.encoder(views.view2)
-        cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
+        cl = self.contrast(p1.user, p2.user, p1.item, p2.item, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
-class SimGCL(Recommender):
+class SimGCL(ContrastiveMethod):
     """SimGCL (Yu et al., SIGIR 2022): InfoNCE between two noise-perturbed propagations.
 
     Each batch runs one clean pass (BPR, as in the reference code) and two passes with
@@ -201,25 +238,22 @@ class SimGCL(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        super().__init__(encoder, reg, objective, negative_selector)
-        _check_contrastive(cl_weight, tau)
+        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.cl_weight = cl_weight
-        self.tau = tau
         self.eps = eps
 
     def loss(
         self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
-        p1 = self.encoder(adj, noise_eps=self.eps, generator=generator)
-        p2 = self.encoder(adj, noise_eps=self.eps, generator=generator)
-        cl = self.cl_weight * batch_info_nce(p1.user, p2.user, p1.item, p2.item, batch, self.tau)
+        p1 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
+        p2 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
+        cl = self.contrast(p1.user, p2.user, p1.item, p2.item, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
-class XSimGCL(Recommender):
+class XSimGCL(ContrastiveMethod):
     """XSimGCL (Yu et al., TKDE 2023): one noisy pass serves BPR and a cross-layer InfoNCE.
 
     A single propagation with noise of radius ε after every layer gives both the final
@@ -235,6 +269,8 @@ class XSimGCL(Recommender):
         contrast_layer: l* in 1..L (1).
     """
 
+    encoder_type = LightGCN
+
     def __init__(
         self,
         encoder: LightGCN,
@@ -246,29 +282,23 @@ class XSimGCL(Recommender):
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        _require_encoder(self, encoder, LightGCN)
-        super().__init__(encoder, reg, objective, negative_selector)
-        _check_contrastive(cl_weight, tau)
+        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         if not 1 <= contrast_layer <= encoder.n_layers:
             raise ValueError(
                 f"contrast_layer must be in 1..{encoder.n_layers}, got {contrast_layer}"
             )
-        self.cl_weight = cl_weight
-        self.tau = tau
         self.eps = eps
         self.contrast_layer = contrast_layer
 
     def loss(
         self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
-        prop = self.encoder(
-            adj, noise_eps=self.eps, generator=generator, contrast_layer=self.contrast_layer
-        )
+        noise = SimGCLNoise(self.eps, generator, keep_layer=self.contrast_layer)
+        prop = self.encoder(adj, perturb=noise)
         rec, reg = self._rec_terms(prop, batch, generator)
-        assert prop.contrast_user is not None and prop.contrast_item is not None
-        cl = self.cl_weight * batch_info_nce(
-            prop.user, prop.contrast_user, prop.item, prop.contrast_item, batch, self.tau
-        )
+        assert noise.kept is not None  # 1 <= contrast_layer <= L, checked at construction
+        user_l, item_l = self.encoder.split(noise.kept)
+        cl = self.contrast(prop.user, user_l, prop.item, item_l, batch)
         return LossBreakdown.of(rec, cl, reg)
