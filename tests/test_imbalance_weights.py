@@ -19,7 +19,7 @@ from recsys_cl.imbalance import (
     label_ratio_weights,
     normalize_clipped,
 )
-from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, bpr_loss, sampled_softmax_loss
+from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, bpr_loss, in_batch_softmax_loss
 from recsys_cl.training import PositiveSet
 
 
@@ -137,7 +137,7 @@ def test_focal_softmax_matches_loop_oracle() -> None:
     user = torch.randn(6, 4, generator=g, dtype=torch.float64)
     pos = torch.randn(6, 4, generator=g, dtype=torch.float64)
     gamma, tau = 1.5, 0.5
-    got = sampled_softmax_loss(user, pos, None, tau, focal_gamma=gamma)
+    got = in_batch_softmax_loss(user, pos, tau, focal_gamma=gamma)
     logits = (user @ pos.T / tau).tolist()
     expected = 0.0
     for b in range(6):
@@ -151,7 +151,7 @@ def test_focal_softmax_row_without_negatives_is_zero_not_nan() -> None:
     user = torch.randn(2, 3, requires_grad=True)
     pos = torch.randn(2, 3)
     forbidden = torch.ones(2, 2, dtype=torch.bool)  # every other column masked
-    loss = sampled_softmax_loss(user, pos, None, 1.0, forbidden=forbidden, focal_gamma=2.0)
+    loss = in_batch_softmax_loss(user, pos, 1.0, forbidden=forbidden, focal_gamma=2.0)
     loss.backward()
     assert float(loss.detach()) == 0.0 and torch.isfinite(user.grad).all()
 
@@ -187,7 +187,7 @@ def test_logq_correction_is_subtracted_per_column() -> None:
     u, p = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
     items = torch.tensor([2, 0, 1])
     got = objective(u, p, p.new_zeros(()), torch.arange(3), items, None)
-    expected = sampled_softmax_loss(u, p, None, 0.5, log_q=log_q[items], item_ids=items)
+    expected = in_batch_softmax_loss(u, p, 0.5, log_q=log_q[items], item_ids=items)
     assert float(got) == pytest.approx(float(expected))
 
 

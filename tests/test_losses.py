@@ -10,6 +10,7 @@ import torch
 from recsys_cl.losses import (
     bpr_loss,
     ego_l2,
+    in_batch_softmax_loss,
     info_nce,
     margin_contrastive_loss,
     sampled_softmax_loss,
@@ -153,7 +154,7 @@ def dot(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("with_log_q", [False, True])
-def test_sampled_softmax_in_batch_matches_oracle(with_log_q: bool) -> None:
+def test_in_batch_softmax_matches_oracle(with_log_q: bool) -> None:
     g = gen(4)
     user = torch.randn(6, 5, generator=g, dtype=torch.float64)
     pos = torch.randn(6, 5, generator=g, dtype=torch.float64)
@@ -166,12 +167,12 @@ def test_sampled_softmax_in_batch_matches_oracle(with_log_q: bool) -> None:
             for c in range(6)
         ]
         per_sample.append(-log_softmax_at(logits, b))
-    got = sampled_softmax_loss(user, pos, None, 0.5, log_q=log_q, weights=w)
+    got = in_batch_softmax_loss(user, pos, 0.5, log_q=log_q, weights=w)
     assert float(got) == pytest.approx(loop_mean(per_sample, w), rel=1e-10)
 
 
 @pytest.mark.parametrize("with_log_q", [False, True])
-def test_sampled_softmax_explicit_negatives_match_oracle(with_log_q: bool) -> None:
+def test_sampled_softmax_matches_oracle(with_log_q: bool) -> None:
     g = gen(5)
     user = torch.randn(4, 3, generator=g, dtype=torch.float64)
     pos = torch.randn(4, 3, generator=g, dtype=torch.float64)
@@ -190,12 +191,12 @@ def test_sampled_softmax_explicit_negatives_match_oracle(with_log_q: bool) -> No
 def test_log_q_correction_constant_is_a_no_op_and_masking_drops_accidental_hits() -> None:
     g = gen(6)
     user, pos = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
-    plain = sampled_softmax_loss(user, pos, None, 1.0)
-    shifted = sampled_softmax_loss(user, pos, None, 1.0, log_q=torch.full((5,), -3.0))
+    plain = in_batch_softmax_loss(user, pos, 1.0)
+    shifted = in_batch_softmax_loss(user, pos, 1.0, log_q=torch.full((5,), -3.0))
     torch.testing.assert_close(plain, shifted)
     # Rows 0 and 3 share an item: with item_ids, row 0's loss ignores column 3 and vice versa.
     ids = torch.tensor([10, 11, 12, 10, 13])
-    masked = sampled_softmax_loss(user, pos, None, 1.0, item_ids=ids)
+    masked = in_batch_softmax_loss(user, pos, 1.0, item_ids=ids)
     per_sample = []
     for b in range(5):
         cols = [c for c in range(5) if c == b or ids[c] != ids[b]]
@@ -217,7 +218,7 @@ def test_uniform_weights_equal_unweighted_and_weights_scale() -> None:
         lambda w: triplet_margin_loss(pos, neg, 1.0, w),
         lambda w: margin_contrastive_loss(pos, neg, 0.2, 1.0, w),
         lambda w: info_nce(v1, v2, 0.2, w),
-        lambda w: sampled_softmax_loss(v1, v2, None, 0.2, weights=w),
+        lambda w: in_batch_softmax_loss(v1, v2, 0.2, weights=w),
     ]
     for loss in losses:
         torch.testing.assert_close(loss(ones), loss(None))

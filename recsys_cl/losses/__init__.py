@@ -8,7 +8,7 @@ from recsys_cl.losses.objectives import (
 )
 from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss, triplet_margin_loss
 from recsys_cl.losses.regularization import ego_l2
-from recsys_cl.losses.softmax import info_nce, sampled_softmax_loss
+from recsys_cl.losses.softmax import in_batch_softmax_loss, info_nce, sampled_softmax_loss
 
 __all__ = [
     "BPRObjective",
@@ -16,6 +16,7 @@ __all__ = [
     "RecObjective",
     "bpr_loss",
     "ego_l2",
+    "in_batch_softmax_loss",
     "info_nce",
     "margin_contrastive_loss",
     "sampled_softmax_loss",

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from recsys_cl.losses.pairwise import bpr_loss
-from recsys_cl.losses.softmax import sampled_softmax_loss
+from recsys_cl.losses.softmax import in_batch_softmax_loss
 
 
 class RecObjective(nn.Module, ABC):
@@ -133,10 +133,9 @@ class InBatchSoftmaxObjective(RecObjective):
         forbidden = None
         if self.positive_indptr is not None:
             forbidden = self._positive_pairs(users, pos_items)
-        return sampled_softmax_loss(
+        return in_batch_softmax_loss(
             user,
             pos,
-            None,
             self.tau,
             log_q=log_q,
             weights=weights,
