@@ -40,7 +40,7 @@ def _methods() -> list[str]:
     return [cls.model_fields["method"].default for cls in typing.get_args(union)]
 
 
-def _shipped_models() -> list:  # noqa: ANN401 - pytest ParameterSets
+def _shipped_models() -> list[object]:
     """Each method's default model block (what ``model.method=X`` alone gives: the papers'
     settings) and the block of every shipped ``configs/<dataset>/<method>.yaml``, one case per
     distinct block, its id naming every source that ships it."""
@@ -145,7 +145,7 @@ def test_sgl_views_agree_far_better_than_chance() -> None:
 
 
 def test_selection_keeps_the_best_epoch_and_stops_early() -> None:
-    train, test = make_planted_split()
+    train, _ = make_planted_split()
     scores = iter([0.1, 0.5, 0.4, 0.3, 0.2, 0.9])
     seen: list[torch.Tensor] = []
 
