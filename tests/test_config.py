@@ -148,3 +148,41 @@ def test_column_map_rules() -> None:
         load_config(None, [*own, "data.columns.user=id", "data.columns.item=id"])
     with pytest.raises(ConfigError, match="does not apply to the header-less lightgcn format"):
         load_config(None, [*own, "data.format=lightgcn", "data.columns.user=u"])
+
+
+# ---------------------------------------------------------------- the method registry
+
+
+def test_every_model_config_builds_its_own_method() -> None:
+    from recsys_cl.config import method_names, model_configs
+    from recsys_cl.models import MF, LightGCN, Recommender
+
+    assert method_names() == ("mf", "lightgcn", "sgl", "simgcl", "xsimgcl")
+    for config in model_configs():
+        cfg = config(dim=4) if config.__name__ != "MFConfig" else config(dim=4, layers=0)
+        method = cfg.build(5, 7)
+        assert isinstance(method, Recommender)
+        assert type(method).__name__.lower().removesuffix("rec") == cfg.method
+        assert isinstance(method.encoder, MF if cfg.method == "mf" else LightGCN)
+        assert method.encoder.weight.shape == (12, 4) and method.reg == cfg.reg
+        for field in ("cl_weight", "tau", "eps", "contrast_layer", "drop_ratio", "aug"):
+            if field in type(cfg).model_fields:
+                assert getattr(method, field) == getattr(cfg, field), field
+
+
+def test_union_tags_are_read_off_the_schema() -> None:
+    from recsys_cl.config import method_names
+    from recsys_cl.config.loader import _union_tags
+
+    tags = _union_tags(RunConfig)
+    assert set(method_names()) <= tags
+    # The imbalance block's unions (loss kind, hard-negative kind) are found too.
+    assert {"bpr", "softmax", "dns", "mixgcf", "ann"} <= tags
+    # A failing union member's error names the key the user wrote, not the tag pydantic adds.
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.dataset=x", "model.method=xsimgcl", "model.eps=-1"])
+    assert "model.eps:" in str(err.value) and "xsimgcl" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.dataset=x", "imbalance.negatives.hard.kind=dns",
+                           "imbalance.negatives.hard.keep=-1"])
+    assert "imbalance.negatives.hard.keep" in str(err.value) and ".dns" not in str(err.value)

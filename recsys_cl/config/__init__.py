@@ -26,6 +26,7 @@ from .schema import (
     DataConfig,
     EvalConfig,
     LightGCNConfig,
+    MethodConfig,
     MFConfig,
     ModelConfig,
     PopularityGroupsConfig,
@@ -37,6 +38,8 @@ from .schema import (
     TrackingConfig,
     TrainConfig,
     XSimGCLConfig,
+    method_names,
+    model_configs,
 )
 from .sweep import SweepConfig, load_sweep
 from .tune import ParamSpace, PrunerSpace, SamplerSpace, TuneSpace, load_space, search_base, trial_config
@@ -58,6 +61,7 @@ __all__ = [
     "IndexSpec",
     "LightGCNConfig",
     "MFConfig",
+    "MethodConfig",
     "ModelConfig",
     "RetrievalConfig",
     "RunConfig",
@@ -83,4 +87,6 @@ __all__ = [
     "read_yaml",
     "to_yaml",
     "validate",
+    "method_names",
+    "model_configs",
 ]

@@ -6,7 +6,7 @@ import copy
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -85,10 +85,11 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def _describe(err: ValidationError, source: str, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     # Discriminated unions insert the tag ("xsimgcl") into loc; it is not a key the user wrote.
-    loc = [str(x) for x in first["loc"] if not (isinstance(x, str) and x in _METHOD_TAGS)]
+    tags = _union_tags(model)
+    loc = [str(x) for x in first["loc"] if not (isinstance(x, str) and x in tags)]
     path = ".".join(loc) or "(top level)"
     kind = first["type"]
     if kind == "extra_forbidden":
@@ -102,10 +103,32 @@ def _describe(err: ValidationError, source: str) -> str:
     return f"{source}: {path}: {msg}{tail}"
 
 
-# Tags of the config's discriminated unions: model.method and the imbalance block's kinds.
-_METHOD_TAGS = {
-    "mf", "lightgcn", "sgl", "simgcl", "xsimgcl", "bpr", "softmax", "dns", "mixgcf", "ann"
-}
+def _union_tags(model: type[BaseModel]) -> frozenset[str]:
+    """The tags of every discriminated union reachable from ``model`` (``model.method``: "mf",
+    "sgl", ...; the imbalance block's ``kind``s), read off the schema so a method added to a
+    union needs no entry here."""
+    tags: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+
+    def walk(annotation: Any, discriminator: str | None) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if discriminator is not None:
+                tags.update(map(str, get_args(annotation.model_fields[discriminator].annotation)))
+            if annotation not in seen:
+                seen.add(annotation)
+                for info in annotation.model_fields.values():
+                    found = info.discriminator if isinstance(info.discriminator, str) else None
+                    walk(info.annotation, found)
+            return
+        if get_origin(annotation) is Annotated:
+            for meta in annotation.__metadata__:
+                if isinstance(getattr(meta, "discriminator", None), str):
+                    discriminator = meta.discriminator
+        for arg in get_args(annotation):
+            walk(arg, discriminator)
+
+    walk(model, None)
+    return frozenset(tags)
 
 
 def validate(raw: dict[str, Any], model: type[M] = RunConfig, source: str = "config") -> M:  # type: ignore[assignment]
@@ -113,7 +136,7 @@ def validate(raw: dict[str, Any], model: type[M] = RunConfig, source: str = "con
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_describe(err, source)) from None
+        raise ConfigError(_describe(err, source, model)) from None
 
 
 def load_config(

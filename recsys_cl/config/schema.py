@@ -8,12 +8,18 @@ any data is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from .imbalance import ImbalanceConfig
 from .retrieval import IndexSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from recsys_cl.losses import RecObjective
+    from recsys_cl.models import LightGCN, NegativeSelector, Recommender
 
 
 class _Frozen(BaseModel):
@@ -98,31 +104,91 @@ class DataConfig(_Frozen):
         return self
 
 
-class _EncoderFields(_Frozen):
+class MethodConfig(_Frozen):
+    """Base of the ``model:`` blocks: the encoder's fields, and :meth:`build`, the one place a
+    block becomes its method (so a new method is its class, its config model added to
+    :data:`ModelConfig`, and a YAML). The library is imported when a method is built, not when
+    a config is read: loading a config stays free of torch."""
+
     dim: int = Field(64, gt=0)
     layers: int = Field(2, ge=0)
     # ego_l2 weight on the batch's layer-0 embeddings; 1e-4 as in LightGCN/SimGCL.
     reg: float = Field(1e-4, ge=0.0)
 
     @model_validator(mode="after")
-    def _some_layer(self) -> _EncoderFields:
+    def _some_layer(self) -> MethodConfig:
         if self.layers == 0 and getattr(self, "include_layer0", True) is False:
             raise ValueError("layers=0 with include_layer0=false leaves no layer to average")
         return self
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        """The configured method over a fresh encoder for ``n_users`` x ``n_items``.
 
-class MFConfig(_EncoderFields):
+        ``generator`` draws the initial embedding table; ``objective`` and
+        ``negative_selector`` are the imbalance strategy's (None: plain BPR on the drawn
+        negatives); every method takes both.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not say how to build its method")
+
+    def lightgcn(
+        self, n_users: int, n_items: int, generator: torch.Generator | None, include_layer0: bool
+    ) -> LightGCN:
+        """A LightGCN encoder with this block's dim and layers."""
+        from recsys_cl.models import LightGCN
+
+        return LightGCN(
+            n_users, n_items, self.dim, self.layers, include_layer0, generator=generator
+        )
+
+
+class MFConfig(MethodConfig):
     method: Literal["mf"] = "mf"
     layers: int = Field(0, ge=0, le=0)
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        from recsys_cl.models import MF, MFRec
 
-class LightGCNConfig(_EncoderFields):
+        encoder = MF(n_users, n_items, self.dim, generator=generator)
+        return MFRec(encoder, self.reg, objective, negative_selector)
+
+
+class LightGCNConfig(MethodConfig):
     method: Literal["lightgcn"] = "lightgcn"
     # LightGCN (He et al., SIGIR 2020) averages layers 0..L.
     include_layer0: bool = True
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        from recsys_cl.models import LightGCNRec
 
-class SGLConfig(_EncoderFields):
+        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
+        return LightGCNRec(encoder, self.reg, objective, negative_selector)
+
+
+class SGLConfig(MethodConfig):
     """SGL (Wu et al., SIGIR 2021); defaults from the paper's Gowalla/Yelp settings."""
 
     method: Literal["sgl"] = "sgl"
@@ -138,8 +204,25 @@ class SGLConfig(_EncoderFields):
             raise ValueError("aug 'random_walk' draws one graph per layer: needs layers ≥ 1")
         return self
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        from recsys_cl.models import SGL
 
-class SimGCLConfig(_EncoderFields):
+        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
+        return SGL(
+            encoder, self.reg, self.cl_weight, self.tau, self.drop_ratio, self.aug,
+            objective, negative_selector,
+        )
+
+
+class SimGCLConfig(MethodConfig):
     """SimGCL (Yu et al., SIGIR 2022): λ=0.5, ε=0.1, τ=0.2 as published."""
 
     method: Literal["simgcl"] = "simgcl"
@@ -149,8 +232,24 @@ class SimGCLConfig(_EncoderFields):
     eps: float = Field(0.1, gt=0.0)
     tau: float = Field(0.2, gt=0.0)
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        from recsys_cl.models import SimGCL
 
-class XSimGCLConfig(_EncoderFields):
+        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
+        return SimGCL(
+            encoder, self.reg, self.cl_weight, self.tau, self.eps, objective, negative_selector
+        )
+
+
+class XSimGCLConfig(MethodConfig):
     """XSimGCL (Yu et al., TKDE 2023): λ=0.2, ε=0.2, τ=0.15, l*=1 as published."""
 
     method: Literal["xsimgcl"] = "xsimgcl"
@@ -168,11 +267,39 @@ class XSimGCLConfig(_EncoderFields):
             )
         return self
 
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> Recommender:
+        from recsys_cl.models import XSimGCL
 
+        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
+        return XSimGCL(
+            encoder, self.reg, self.cl_weight, self.tau, self.eps, self.contrast_layer,
+            objective, negative_selector,
+        )
+
+
+# The registry of methods: a new method's config model is added here (and nowhere else).
 ModelConfig = Annotated[
     Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, XSimGCLConfig],
     Field(discriminator="method"),
 ]
+
+
+def model_configs() -> tuple[type[MethodConfig], ...]:
+    """The config models of :data:`ModelConfig`, in union order."""
+    return get_args(get_args(ModelConfig)[0])
+
+
+def method_names() -> tuple[str, ...]:
+    """Every ``model.method`` a config may name ("mf", "lightgcn", ...), read off the union."""
+    return tuple(m.model_fields["method"].default for m in model_configs())
 
 
 MIN_STEPS_DEFAULT = 3000

@@ -13,14 +13,9 @@ from recsys_cl.config import (
     ANNConfig,
     DNSConfig,
     ImbalanceConfig,
-    LightGCNConfig,
-    MFConfig,
     MixGCFConfig,
     ModelConfig,
-    SGLConfig,
-    SimGCLConfig,
     SoftmaxLossConfig,
-    XSimGCLConfig,
 )
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import DataError
@@ -37,17 +32,7 @@ from recsys_cl.imbalance import (
     label_ratio_weights,
 )
 from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, RecObjective
-from recsys_cl.models import (
-    MF,
-    SGL,
-    LightGCN,
-    LightGCNRec,
-    MFRec,
-    NegativeSelector,
-    Recommender,
-    SimGCL,
-    XSimGCL,
-)
+from recsys_cl.models import NegativeSelector, Recommender
 from recsys_cl.training import (
     EdgeSampler,
     EdgeUniformSampler,
@@ -69,46 +54,12 @@ def build_method(
 ) -> Recommender:
     """Instantiate the configured method over ``n_users`` x ``n_items``; ``generator`` draws
     the initial embedding table; ``objective`` and ``negative_selector`` come from
-    :func:`build_imbalance` (None: plain BPR on the drawn negatives)."""
-    hooks: dict[str, Any] = {"objective": objective, "negative_selector": negative_selector}
-    if isinstance(model, MFConfig):
-        return MFRec(MF(n_users, n_items, model.dim, generator=generator), reg=model.reg, **hooks)
-
-    encoder = LightGCN(
-        n_users,
-        n_items,
-        model.dim,
-        model.layers,
-        include_layer0=model.include_layer0,
-        generator=generator,
+    :func:`build_imbalance` (None: plain BPR on the drawn negatives). Each config model of the
+    ``ModelConfig`` union builds its own method (``MethodConfig.build``), so a new method needs
+    no entry here."""
+    return model.build(
+        n_users, n_items, generator, objective=objective, negative_selector=negative_selector
     )
-    if isinstance(model, LightGCNConfig):
-        return LightGCNRec(encoder, reg=model.reg, **hooks)
-    if isinstance(model, SGLConfig):
-        return SGL(
-            encoder,
-            reg=model.reg,
-            cl_weight=model.cl_weight,
-            tau=model.tau,
-            drop_ratio=model.drop_ratio,
-            aug=model.aug,
-            **hooks,
-        )
-    if isinstance(model, SimGCLConfig):
-        return SimGCL(
-            encoder, reg=model.reg, cl_weight=model.cl_weight, tau=model.tau, eps=model.eps, **hooks
-        )
-    if isinstance(model, XSimGCLConfig):
-        return XSimGCL(
-            encoder,
-            reg=model.reg,
-            cl_weight=model.cl_weight,
-            tau=model.tau,
-            eps=model.eps,
-            contrast_layer=model.contrast_layer,
-            **hooks,
-        )
-    raise AssertionError(f"unhandled model config {type(model).__name__}")
 
 
 @dataclass(frozen=True, eq=False)
