@@ -211,18 +211,19 @@ def markdown_row(r: Row) -> str:
 
 
 def run_candidates_context(run_dir: Path, metric: str, k: int) -> tuple:
-    from recsys_cl.jobs.retrieval import load_run
-    from recsys_cl.jobs.train import test_exclusions
+    from recsys_cl.jobs.folder import RunFolder
+    from recsys_cl.jobs.stages.parts import test_exclusions
 
-    run = load_run(run_dir)
-    user, item = run.user_emb, run.item_emb
+    run = RunFolder(run_dir)
+    user_emb, item_emb = run.embeddings()
+    user, item = user_emb, item_emb
     if metric == "cosine":
         user, item = normalize_rows(user), normalize_rows(item)
     test = run.split.user_items("test")
     excl = test_exclusions(run.split)
     exact = evaluate(torch.from_numpy(user), torch.from_numpy(item), test, excl,
                      ks=(k,), metrics=("recall",)).metrics[f"recall@{k}"]
-    return run, (run.user_emb, test, excl, exact)
+    return (user_emb, item_emb), (user_emb, test, excl, exact)
 
 
 def _ints(text: str) -> list[int]:
@@ -283,11 +284,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     rng = np.random.default_rng(args.seed)
     if args.run is not None:
-        run, context = run_candidates_context(args.run, args.metric, args.k)
-        n_users = run.user_emb.shape[0]
+        (user_emb, item_emb), context = run_candidates_context(args.run, args.metric, args.k)
+        n_users = user_emb.shape[0]
         pick = np.sort(rng.choice(n_users, size=min(args.run_queries, n_users), replace=False))
-        label = f"{args.run.name} {run.item_emb.shape[0]:,}x{run.item_emb.shape[1]}"
-        rows += bench_dataset(label, run.item_emb, run.user_emb[pick], args,
+        label = f"{args.run.name} {item_emb.shape[0]:,}x{item_emb.shape[1]}"
+        rows += bench_dataset(label, item_emb, user_emb[pick], args,
                               None if args.no_candidates else context)
     if not args.skip_synthetic:
         clusters = args.clusters or max(1, args.n // 1000)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recsys_cl.jobs.record import epoch_logger
+from recsys_cl.jobs.stages.record import epoch_logger
 from recsys_cl.tracking.mlflow_tracker import mlflow_run
 
 

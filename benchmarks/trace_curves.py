@@ -15,68 +15,55 @@ of the same split is stored beside the curves.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from recsys_cl.config import load_config
-from recsys_cl.graph import build_graph
 from recsys_cl.io import write_json
-from recsys_cl.jobs.build import build_imbalance, build_method
-from recsys_cl.jobs.data import build_split
-from recsys_cl.jobs.parts import run_parts
+from recsys_cl.jobs import assemble, build_split
+from recsys_cl.jobs.stages.train import schedule
 from recsys_cl.metrics import evaluate, most_popular_scores
 from recsys_cl.models import Recommender
-from recsys_cl.training import EarlyStopping, Schedule, Trainer
+from recsys_cl.training import EarlyStopping, Trainer
 
 
 def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None) -> dict:
     cfg = load_config(config, overrides)
     split = build_split(cfg.data, data_dir, cfg.seed)
-    parts = run_parts(split, cfg.imbalance.weights.label_threshold, config)
+    # Built as a real run builds it (graph, strategies, method); only the evaluation and the
+    # schedule differ: both curves are recorded, and nothing stops the trace early.
+    built = assemble(cfg, split, torch.device("cpu"), config)
+    parts, train = built.parts, built.parts.train
     if parts.val_truth is None:
         raise SystemExit(f"{config}: tracing needs a validation part (data.split.val_ratio > 0)")
-    train = parts.train
-    graph = build_graph(
-        torch.from_numpy(train.rows()), torch.from_numpy(train.indices), split.n_users, split.n_items
-    )
-    strategies = build_imbalance(cfg.imbalance, train, parts.explicit_negatives)
-    method = build_method(
-        cfg.model,
-        split.n_users,
-        split.n_items,
-        generator=torch.Generator().manual_seed(cfg.seed + 2),
-        objective=strategies.objective,
-        negative_selector=strategies.negative_selector,
-    )
     ks = (20,)
 
     def score(m: Recommender) -> dict[str, float]:
-        user, item = m.embeddings(graph.adj)
+        user, item = m.embeddings(built.graph.adj)
         val = evaluate(user, item, parts.val_truth, [parts.train_seen], ks=ks).metrics
         test = evaluate(user, item, parts.test_truth, parts.test_exclude, ks=ks).metrics
         return {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
 
-    schedule = Schedule(
+    plan = replace(
+        schedule(cfg, built.most_popular_score),
         epochs=epochs,
-        batch_size=cfg.train.batch_size,
-        lr=cfg.train.lr,
         eval_every=eval_every,
         select_metric=f"val/{cfg.train.select_metric}",
         stopping=EarlyStopping(patience=0),
     )
     trainer = Trainer(
-        method,
-        graph,
+        built.method,
+        built.graph,
         train,
-        schedule=schedule,
+        schedule=plan,
         generator=torch.Generator().manual_seed(cfg.seed),
         device_generator=torch.Generator().manual_seed(cfg.seed + 1),
-        sampling=strategies.sampling,
+        sampling=built.strategies.sampling,
         evaluate=score,
         progress=False,
         on_epoch_end=_print,

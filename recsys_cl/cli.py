@@ -439,36 +439,33 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     # Imported here so `recsys-cl --help` answers without loading torch.
-    from recsys_cl import jobs
+    if args.command == "data":
+        from recsys_cl.jobs.commands import data
 
-    if args.command == "data" and args.data_command == "stats":
-        return jobs.data_stats(args)
-    if args.command == "data" and args.data_command == "prepare":
-        return jobs.data_prepare(args)
-    from recsys_cl.jobs import tracked
+        return data.data_stats(args) if args.data_command == "stats" else data.data_prepare(args)
+    if args.command in ("train", "main"):
+        from recsys_cl.jobs.commands import train
 
-    if args.command == "train":
-        return tracked.train_job(args)
+        return train.train_job(args) if args.command == "train" else train.main_job(args)
     if args.command == "evaluate":
-        return tracked.evaluate_job(args)
-    if args.command == "main":
-        return tracked.main_job(args)
+        from recsys_cl.jobs.commands.evaluate import evaluate_job
+
+        return evaluate_job(args)
     if args.command == "compare":
-        from recsys_cl.jobs.compare import compare
+        from recsys_cl.jobs.commands.compare import compare
 
         return compare(args)
     if args.command == "tune":
-        from recsys_cl.jobs.tune import tune
+        from recsys_cl.jobs.commands.tune import tune
 
         return tune(args)
     if args.command in ("index", "recommend"):
         require_faiss(f"recsys-cl {args.command}")
-    if args.command == "index":
-        return tracked.index_job(args)
-    if args.command == "recommend":
-        return tracked.recommend_job(args)
+        from recsys_cl.jobs.commands import retrieval
+
+        return retrieval.index_job(args) if args.command == "index" else retrieval.recommend_job(args)
     if args.command == "serve":
-        from recsys_cl.jobs.serve import serve_job
+        from recsys_cl.jobs.commands.serve import serve_job
 
         return serve_job(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -30,3 +30,10 @@ class DownloadError(DataError):
 
 class TrainingError(RecsysError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type name when it has none): library
+    errors (polars, FAISS, MLflow) often append tracebacks or hints a one-line message drops."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
+from recsys_cl.errors import DataError, first_line
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -65,3 +69,31 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_table(
+    path: str | os.PathLike[str],
+    columns: list[str],
+    *,
+    missing: str = "not found",
+    exact: bool = True,
+) -> pl.DataFrame:
+    """Read the Parquet file ``path`` and check its columns, or raise a one-line DataError
+    naming the file.
+
+    Args:
+        columns: the columns it must have: exactly these, in this order, when ``exact``; at
+            least these otherwise.
+        missing: what the message says when the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {missing}")
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: unreadable Parquet ({first_line(exc)})") from None
+    if (frame.columns != columns) if exact else not set(columns) <= set(frame.columns):
+        found = ", ".join(frame.columns) or "none"
+        raise DataError(f"{path}: needs columns {', '.join(columns)}; found {found}")
+    return frame

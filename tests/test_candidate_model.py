@@ -25,9 +25,10 @@ import polars as pl
 from recsys_cl.config import load_config
 from recsys_cl.config.retrieval import IndexSpec
 from recsys_cl.errors import DataError, RecsysError
-from recsys_cl.jobs.parts import test_exclusions as seen_tables
-from recsys_cl.jobs.retrieval import load_run
-from recsys_cl.jobs.train import run_training
+from recsys_cl.jobs.folder import RunFolder
+from recsys_cl.jobs.stages.bundle import write_candidate_bundle
+from recsys_cl.jobs.stages.parts import test_exclusions as seen_tables
+from recsys_cl.jobs.stages.train import run_training
 from recsys_cl.retrieval import (
     InvalidUserIdError,
     PairSet,
@@ -37,8 +38,11 @@ from recsys_cl.retrieval import (
     save_index,
     top_k_candidates,
 )
-from recsys_cl.jobs.bundle import write_candidate_bundle
-from recsys_cl.tracking.candidate_model import BundleInfo, CandidateModel, CandidateRequestError
+from recsys_cl.retrieval.candidate_model import (
+    BundleInfo,
+    CandidateModel,
+    CandidateRequestError,
+)
 from tests.conftest import make_long_tail_log
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -91,11 +95,12 @@ def str_bundle(str_run: Path) -> Path:
 
 def _direct(run_dir: Path, users: list[Any], k: int) -> pd.DataFrame:
     """The oracle: an exact search over the run's embeddings with train + val items masked."""
-    run = load_run(run_dir)
+    run = RunFolder(run_dir)
     split = run.split
-    index = build_index(run.item_emb, IndexSpec(), item_ids=split.items, device="cpu")
+    user_emb, item_emb = run.embeddings()
+    index = build_index(item_emb, IndexSpec(), item_ids=split.items, device="cpu")
     seen = PairSet.from_tables(seen_tables(split), split.n_users, split.n_items)
-    cands = top_k_candidates(index, run.user_emb, split.users.to_index(np.asarray(users)), k=k, exclude=seen)
+    cands = top_k_candidates(index, user_emb, split.users.to_index(np.asarray(users)), k=k, exclude=seen)
     rows, cols = np.nonzero(cands.items >= 0)
     return pd.DataFrame(
         {
@@ -123,7 +128,7 @@ def test_bundle_answers_as_direct_search(run_dir: Path) -> None:
     _assert_same(got, _direct(run_dir, users, 7))
 
     # No recommended item is one the user saw in training or validation.
-    split = load_run(run_dir).split
+    split = RunFolder(run_dir).split
     seen = PairSet.from_tables(seen_tables(split), split.n_users, split.n_items)
     u = split.users.to_index(np.asarray(got["user_id"].tolist()))
     i = split.items.to_index(np.asarray(got["item_id"].tolist()))
@@ -143,7 +148,7 @@ def test_per_row_k_and_popular_cold_start(int_run: Path, int_bundle: Path) -> No
     _assert_same(got[got["user_id"] != -7], known)
 
     # The unknown user gets the most popular training items, scored by their training users.
-    split = load_run(int_run).split
+    split = RunFolder(int_run).split
     pop_items, pop_scores = most_popular(split.user_items("train"), 4)
     cold = got[got["user_id"] == -7]
     assert cold["item_id"].tolist() == split.items.to_raw(pop_items).tolist()
@@ -154,7 +159,7 @@ def test_per_row_k_and_popular_cold_start(int_run: Path, int_bundle: Path) -> No
 
 
 def test_same_lists_as_recsys_cl_recommend(int_run: Path, int_bundle: Path, tmp_path: Path) -> None:
-    from recsys_cl.jobs.recommend import run_recommend
+    from recsys_cl.jobs.stages.recommend import run_recommend
 
     users = [str(u) for u in CandidateModel.load(int_bundle).users.raw.to_list()[:10]] + ["123456"]
     report = run_recommend(
@@ -265,8 +270,8 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
 
 
 def test_saved_index_is_copied_and_bad_bundles_fail_on_load(int_run: Path, tmp_path: Path) -> None:
-    run = load_run(int_run)
-    saved = build_index(run.item_emb, IndexSpec(kind="hnsw"), item_ids=run.split.items, device="cpu")
+    run = RunFolder(int_run)
+    saved = build_index(run.embeddings()[1], IndexSpec(kind="hnsw"), item_ids=run.split.items, device="cpu")
     faiss_file, _ = save_index(saved, tmp_path / "idx" / "hnsw.faiss")
     bundle = write_candidate_bundle(int_run, tmp_path / "b", index_path=faiss_file)
     assert (bundle / "index.faiss").read_bytes() == faiss_file.read_bytes()
@@ -290,7 +295,7 @@ def test_saved_index_is_copied_and_bad_bundles_fail_on_load(int_run: Path, tmp_p
 
 @pytest.mark.integration
 def test_candidate_model_does_not_import_mlflow() -> None:
-    code = "import sys, recsys_cl.tracking.candidate_model; print('mlflow' in sys.modules)"
+    code = "import sys, recsys_cl.retrieval.candidate_model; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

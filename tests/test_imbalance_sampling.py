@@ -23,7 +23,7 @@ from recsys_cl.imbalance import (
     item_popularity,
     label_ratio_weights,
 )
-from recsys_cl.jobs.build import build_imbalance
+from recsys_cl.jobs import build_imbalance
 from recsys_cl.models import Batch, LightGCN
 from recsys_cl.training import EdgeUniformSampler, UniformNegativeSampler, sample_epoch
 

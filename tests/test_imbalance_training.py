@@ -18,7 +18,7 @@ from recsys_cl.data import prepare
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.graph import build_graph
 from recsys_cl.imbalance import inverse_propensity_weights, item_popularity
-from recsys_cl.jobs.build import build_imbalance, build_method
+from recsys_cl.jobs import build_imbalance, build_method
 from recsys_cl.metrics import evaluate, popularity_metrics
 from recsys_cl.models import LightGCN, LightGCNRec
 from recsys_cl.training import Sampling, Schedule, Trainer

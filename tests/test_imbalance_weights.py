@@ -223,7 +223,7 @@ def test_weights_average_one_over_the_rows_an_oversampled_epoch_holds() -> None:
 
     from recsys_cl.config.imbalance import ImbalanceConfig
     from recsys_cl.data.user_items import UserItems
-    from recsys_cl.jobs.build import build_imbalance
+    from recsys_cl.jobs import build_imbalance
     from tests.conftest import make_long_tail_log
 
     log = make_long_tail_log(n_users=300, n_items=150, seed=7, mean_activity=20)

@@ -9,7 +9,7 @@ import pytest
 from recsys_cl.cli import main
 from recsys_cl.config import load_config
 from recsys_cl.data.user_items import UserItems
-from recsys_cl.jobs.build import build_imbalance
+from recsys_cl.jobs import build_imbalance
 from recsys_cl.optional import MissingDependencyError
 
 

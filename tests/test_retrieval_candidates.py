@@ -34,7 +34,7 @@ from recsys_cl.retrieval import (
     top_k_candidates,
     write_candidates,
 )
-from recsys_cl.jobs.recommend import parse_user_ids
+from recsys_cl.jobs.stages.recommend import parse_user_ids
 
 
 def random_user_items(rng: np.random.Generator, n_users: int, n_items: int, density: float) -> UserItems:
@@ -213,13 +213,13 @@ def test_parquet_output_is_atomic(tmp_path: Path) -> None:
 def test_user_ids_are_parsed_like_the_run_map() -> None:
     ints = IdMap.fit([5, 7, 9])
     typed, index = parse_user_ids(["9", " 5", "404", "9", ""], ints)
-    assert typed == [9, 5, 404] and index.tolist() == [2, 0, -1]
+    assert typed.tolist() == [9, 5, 404] and index.tolist() == [2, 0, -1]
     typed, index = parse_user_ids(["7", "07", "+7", "9"], ints)  # one id written three ways
-    assert typed == [7, 9] and index.tolist() == [1, 2]
+    assert typed.tolist() == [7, 9] and index.tolist() == [1, 2]
     # Read as the served model reads ids: canonical decimal integers in the int64 range only.
     for bad in ("abc", "1.5", "1e3", "true", "1_0", "9" * 30, "٣"):
         with pytest.raises(InvalidUserIdError, match=f"^requested user 0: user_id {bad!r} is not an integer"):
             parse_user_ids([bad], ints)
     strings = IdMap.fit(["a", "b"])
     typed, index = parse_user_ids(["b", "zz"], strings)
-    assert typed == ["b", "zz"] and index.tolist() == [1, -1]
+    assert typed.tolist() == ["b", "zz"] and index.tolist() == [1, -1]

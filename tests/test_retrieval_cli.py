@@ -19,7 +19,7 @@ import polars as pl
 
 from recsys_cl.cli import main
 from recsys_cl.data import load_split
-from recsys_cl.jobs.retrieval import load_run
+from recsys_cl.jobs.folder import RunFolder
 from tests.conftest import make_long_tail_log
 
 
@@ -110,8 +110,9 @@ def test_recommend_metrics_equal_evaluate(run_dir: Path, capsys: pytest.CaptureF
     assert recall_row.split()[1] == got.group(1) and ndcg_row.split()[1] == got.group(2)
 
     # The file: every user, ranks 1..n, no train or validation item, raw ids.
-    run = load_run(run_dir)
+    run = RunFolder(run_dir)
     split = run.split
+    user_emb, item_emb = run.embeddings()
     frame = pl.read_parquet(out_file)
     assert frame.columns == ["user_id", "rank", "item_id", "score"]
     assert frame["user_id"].n_unique() == split.n_users
@@ -121,7 +122,7 @@ def test_recommend_metrics_equal_evaluate(run_dir: Path, capsys: pytest.CaptureF
     for part in ("train", "val"):
         assert not split.user_items(part).contains(users, items).any()
     np.testing.assert_allclose(
-        frame["score"].to_numpy(), np.einsum("bd,bd->b", run.user_emb[users], run.item_emb[items]),
+        frame["score"].to_numpy(), np.einsum("bd,bd->b", user_emb[users], item_emb[items]),
         rtol=1e-5, atol=1e-6,
     )
 

@@ -22,8 +22,8 @@ from typing import Any
 import pandas as pd
 
 import recsys_cl
-from recsys_cl.jobs.bundle import write_candidate_bundle
-from recsys_cl.tracking.candidate_model import CandidateModel
+from recsys_cl.jobs.stages.bundle import write_candidate_bundle
+from recsys_cl.retrieval.candidate_model import CandidateModel
 from tests.test_candidate_model import HOSTILE_FRAMES, _assert_same, _env, _train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -210,7 +210,7 @@ def test_request_limits_are_configured_with_the_run() -> None:
     from pydantic import ValidationError
 
     from recsys_cl.config.schema import RetrievalConfig
-    from recsys_cl.tracking.candidate_model import DEFAULT_MAX_K, DEFAULT_MAX_ROWS
+    from recsys_cl.retrieval.candidate_model import DEFAULT_MAX_K, DEFAULT_MAX_ROWS
 
     default = RetrievalConfig()
     assert (default.max_k, default.max_rows) == (DEFAULT_MAX_K, DEFAULT_MAX_ROWS)

@@ -197,7 +197,7 @@ def test_no_track_records_nothing(tmp_path: Path) -> None:
 def test_an_interrupted_run_ends_killed_and_resumes_into_the_same_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    train_job = importlib.import_module("recsys_cl.jobs.train")
+    train_job = importlib.import_module("recsys_cl.jobs.stages.train")
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = _write_config(tmp_path, epochs=4)
@@ -227,7 +227,7 @@ def test_an_interrupted_run_ends_killed_and_resumes_into_the_same_run(
 
 
 def test_a_crashed_run_ends_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    train_job = importlib.import_module("recsys_cl.jobs.train")
+    train_job = importlib.import_module("recsys_cl.jobs.stages.train")
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
 
@@ -315,7 +315,7 @@ def test_compare_runs_children_under_one_parent(
 def test_an_interrupted_compare_resumes_under_the_same_parent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train_job = importlib.import_module("recsys_cl.jobs.train")
+    train_job = importlib.import_module("recsys_cl.jobs.stages.train")
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     base = _write_config(tmp_path, epochs=3)
     sweep = tmp_path / "sweep.yaml"
@@ -378,7 +378,7 @@ def test_tracking_errors_are_one_line(
 @pytest.mark.integration
 def test_the_null_tracker_path_does_not_import_mlflow() -> None:
     code = (
-        "import sys, recsys_cl.jobs, recsys_cl.tracking.base, recsys_cl.jobs.tracked; "
+        "import sys, recsys_cl.jobs, recsys_cl.tracking.base, recsys_cl.jobs.commands.train; "
         "print('mlflow' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

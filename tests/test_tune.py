@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from recsys_cl.cli import main  # noqa: E402
 from recsys_cl.config import load_config, load_space  # noqa: E402
-from recsys_cl.jobs.study import STUDY_FILE, STUDY_NAME  # noqa: E402
+from recsys_cl.jobs.stages.study import STUDY_FILE, STUDY_NAME  # noqa: E402
 from tests.conftest import make_long_tail_log  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +64,7 @@ def _study(out: Path):
 @pytest.fixture
 def test_scorings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts calls of the test-scoring function the training job uses."""
-    train_job = importlib.import_module("recsys_cl.jobs.train")
+    train_job = importlib.import_module("recsys_cl.jobs.stages.train")
     real, calls = train_job.score_test, []
 
     def spy(*args, **kwargs):
@@ -153,7 +153,7 @@ def test_a_hopeless_trial_is_pruned(tmp_path: Path) -> None:
 def test_an_interrupted_search_resumes_to_its_budget_without_repeating_trials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    train_job = importlib.import_module("recsys_cl.jobs.train")
+    train_job = importlib.import_module("recsys_cl.jobs.stages.train")
     cfg, space = _setup(tmp_path)
     out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlruns.db'}"
     real, calls = train_job._print_epoch, {"n": 0}
@@ -236,8 +236,8 @@ def test_shipped_spaces_load_against_the_ml100k_config(path: Path) -> None:
 
 
 def test_tune_module_exports_resolve() -> None:
-    # `from recsys_cl.jobs.tune import *` raised AttributeError while __all__ named write_best
+    # `from recsys_cl.jobs.commands.tune import *` raised AttributeError while __all__ named write_best
     # and the function was called writebest_trial.
-    module = importlib.import_module("recsys_cl.jobs.tune")
+    module = importlib.import_module("recsys_cl.jobs.commands.tune")
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []

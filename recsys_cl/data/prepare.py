@@ -40,6 +40,10 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _PARTS = ("train", "val", "test")
 
+# The id maps of a prepared split (index i = row i of the model's tables).
+USER_IDS_FILE = "users.parquet"
+ITEM_IDS_FILE = "items.parquet"
+
 
 def _clean(
     df: pl.DataFrame,
@@ -137,8 +141,8 @@ def save_split(split: Split, out_dir: str | Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         for name, df in parts.items():
             df.write_parquet(tmp / f"{name}.parquet")
-        split.users.save(tmp / "users.parquet")
-        split.items.save(tmp / "items.parquet")
+        split.users.save(tmp / USER_IDS_FILE)
+        split.items.save(tmp / ITEM_IDS_FILE)
         write_json(tmp / MANIFEST, manifest)  # last: its presence marks a complete folder
     return out_dir
 
@@ -192,8 +196,8 @@ def load_split(out_dir: str | Path) -> Split:
     """
     folder = Path(out_dir)
     manifest = _read_manifest(folder)
-    users = IdMap.load(folder / "users.parquet")
-    items = IdMap.load(folder / "items.parquet")
+    users = IdMap.load(folder / USER_IDS_FILE)
+    items = IdMap.load(folder / ITEM_IDS_FILE)
     if (users.size, items.size) != (manifest["n_users"], manifest["n_items"]):
         raise data_error(str(folder), "id maps disagree with the manifest's user/item counts")
     rows = manifest["rows"]

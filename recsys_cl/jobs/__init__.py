@@ -1,25 +1,44 @@
-"""Stages driven by typed configs: the only library code that reads config objects.
+"""The outer ring: stages that turn a config into a run folder, and the commands that run them.
 
-The CLI (``recsys_cl.cli``) and the MLflow entry points (``pipelines/``) call these; the rest
-of the library takes plain arguments. The FAISS stages live in ``recsys_cl.jobs.retrieval`` and
-``recsys_cl.jobs.recommend`` and are not imported here: training must work without FAISS
-installed (it is an extra).
+- :mod:`.stages` take typed arguments (a config, a folder, explicit options) and return small
+  report records; they are the only library code that reads config objects. The FAISS stages
+  (``stages.index``, ``stages.recommend``, ``stages.bundle``) are not imported here: training
+  must work without FAISS installed (it is an extra).
+- :mod:`.commands` are the ``recsys-cl`` handlers: they parse ``argparse`` options, open the
+  tracked runs, call the stages and print.
+- :class:`.folder.RunFolder` owns the run folder's layout and its reads and writes.
 """
 
-from .build import ImbalanceParts, build_imbalance, build_method
-from .data import build_split, data_prepare, data_stats, load_raw
-from .evaluate import score_run
-from .train import TrainReport, run_training
+from .folder import RunFolder
+from .stages.build import ImbalanceParts, build_imbalance, build_method
+from .stages.data import build_split, load_raw
+from .stages.evaluate import ScoreReport, score_run
+from .stages.train import (
+    Assembly,
+    Prepared,
+    TrainReport,
+    assemble,
+    finalize,
+    fit,
+    prepare,
+    run_training,
+)
 
 __all__ = [
+    "Assembly",
     "ImbalanceParts",
+    "Prepared",
+    "RunFolder",
+    "ScoreReport",
     "TrainReport",
+    "assemble",
     "build_imbalance",
     "build_method",
     "build_split",
-    "data_prepare",
-    "data_stats",
+    "finalize",
+    "fit",
     "load_raw",
+    "prepare",
     "run_training",
     "score_run",
 ]

@@ -7,6 +7,8 @@ checks that they agree with exact search and with full-ranking evaluation.
 - :mod:`.candidates`: top-K unseen items per user by over-fetch and filter; most-popular items.
 - :mod:`.quality`: ANN recall@K vs exact search; Recall/NDCG of candidate lists.
 - :mod:`.output`: the candidates Parquet file, written in chunks, atomically.
+- :mod:`.candidate_model`: top-K unseen items for raw user ids, the one object behind
+  ``recsys-cl recommend`` and the served MLflow model, saved as a candidate bundle.
 """
 
 from recsys_cl.config.retrieval import IndexSpec
@@ -49,9 +51,13 @@ from .quality import (
     recall_vs_exact,
 )
 from .store import index_paths, load_index, save_index
+from .candidate_model import BundleInfo, CandidateModel, CandidateRequestError  # noqa: I001 (needs the modules above)
 
 __all__ = [
     "DEFAULT_CHUNK_USERS",
+    "BundleInfo",
+    "CandidateModel",
+    "CandidateRequestError",
     "GPU_MAX_K",
     "CandidateQuality",
     "CandidateScorer",

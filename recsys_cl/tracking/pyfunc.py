@@ -2,7 +2,7 @@
 
 The model is a "model from code" (:mod:`.pyfunc_code`) with the bundle as its one artifact:
 no pickle, and ``mlflow models serve`` answers ``/invocations`` with the lists of
-:meth:`CandidateModel.predict <recsys_cl.tracking.candidate_model.CandidateModel.predict>`.
+:meth:`CandidateModel.predict <recsys_cl.retrieval.candidate_model.CandidateModel.predict>`.
 
 It is an MLflow 3 *logged model* (``models:/<model_id>``) whose source run is the given run, as
 ``mlflow.pyfunc.log_model`` would make it, so the run page lists it under "Logged models" and
@@ -33,8 +33,9 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys_cl.errors import RecsysError
+from recsys_cl.optional import faiss_distribution, installed_version
 
-from .candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
+from recsys_cl.retrieval.candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
 from .mlflow_tracker import global_tracking_uri, store_call
 from .model_uris import download_candidate_model, load_candidate_model, run_logged_model
 
@@ -43,7 +44,6 @@ DEFAULT_ARTIFACT_PATH = "candidate_model"
 # What loading the model imports (measured from sys.modules after loading it), pinned to the
 # versions here; given explicitly so MLflow does not spend seconds inferring them.
 _REQUIREMENTS = ("mlflow", "numpy", "pandas", "polars", "pyarrow", "pydantic", "pyyaml", "torch", "tqdm")
-_FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu")
 _MLFLOW_TYPES = {"int64": "long", "string": "string"}
 # Run tags copied onto the logged model, as mlflow.pyfunc.log_model records them for its own.
 _COPIED_RUN_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit")
@@ -79,19 +79,12 @@ def pip_requirements() -> list[str]:
     """The model's pip requirements: its imports' distributions at their installed versions
     (a local version label such as torch's ``+cpu`` dropped: no index serves it)."""
     names = list(_REQUIREMENTS)
-    names += [d for d in _FAISS_DISTRIBUTIONS if _installed(d)][:1] or ["faiss-cpu"]
+    names.append(faiss_distribution() or "faiss-cpu")
     out = []
     for name in names:
-        version = _installed(name)
+        version = installed_version(name)
         out.append(f"{name}=={version.split('+')[0]}" if version else name)
     return out
-
-
-def _installed(distribution: str) -> str | None:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def candidate_signature(info: BundleInfo) -> ModelSignature:

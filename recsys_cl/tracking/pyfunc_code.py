@@ -17,7 +17,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from recsys_cl.errors import RecsysError
-from recsys_cl.tracking.candidate_model import CandidateModel
+from recsys_cl.retrieval.candidate_model import CandidateModel
 
 
 class CandidatePyfunc(PythonModel):

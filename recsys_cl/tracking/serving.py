@@ -54,7 +54,7 @@ from starlette.routing import Route
 
 from recsys_cl.errors import RecsysError
 
-from .candidate_model import too_many_rows
+from recsys_cl.retrieval.candidate_model import too_many_rows
 
 # 16 MiB holds ~800,000 ids in dataframe_split form: far past any model's max_rows, so a
 # too-long request reaches the model and is refused by row; only absurd bodies stop here.

@@ -20,6 +20,8 @@ from recsys_cl.errors import TrainingError
 from recsys_cl.io import atomic_path
 
 FORMAT_VERSION = 1
+# The file a trainer keeps in its checkpoint folder, rewritten after every epoch.
+LAST_CHECKPOINT = "last.pt"
 
 
 @dataclass

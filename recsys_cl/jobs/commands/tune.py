@@ -42,9 +42,9 @@ from recsys_cl.io import atomic_path
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import Tracker, metric_key
 
-from .data import build_split
-from .runs import TrackingOptions, open_run, previous_run, print_tracking, write_tracking_file
-from .study import (
+from ..folder import RunFolder
+from ..stages.data import build_split
+from ..stages.study import (
     Search,
     best_trial,
     counted,
@@ -53,9 +53,15 @@ from .study import (
     requeue_interrupted,
     requeued,
 )
-from .train import check_output_dir, format_metrics, run_training
-
-
+from ..stages.train import check_output_dir, run_training
+from .report import format_metrics
+from .runs import (
+    TrackingOptions,
+    open_run,
+    previous_run,
+    print_tracking,
+    write_tracking_file,
+)
 
 # -- one trial --------------------------------------------------------------------------------
 
@@ -121,7 +127,7 @@ def _run_trial(optuna: Any, study: Any, search: Search, split: Split, parent: Tr
             child.set_tags({"tune.state": state})
             child.log_metrics({f"tune/best_{metric_key(search.metric)}": value, "tune/last_epoch": curve.last_epoch})
     seconds = time.perf_counter() - start
-    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # a resume re-runs, never continues, a trial
+    shutil.rmtree(RunFolder(folder).checkpoint_dir, ignore_errors=True)  # a resume re-runs, never continues, a trial
     attrs = {"seconds": seconds, "best_value": curve.best if math.isfinite(curve.best) else None,
              "last_epoch": curve.last_epoch, "error": error}
     if report is not None:

@@ -1,11 +1,9 @@
-"""Tracked jobs: every command a user runs leaves an MLflow run they can compare in the UI.
+"""``recsys-cl train`` and ``recsys-cl main``: tracked jobs that train a run folder.
 
 - ``train``: train → test → index → a sample of candidates, one run.
 - ``main``: prepare → train → evaluate (saved embeddings re-scored, most-popular baseline) →
   index → candidates for every user → a servable candidate model, one run; prints the
   metrics, the run id and how to open the UI.
-- ``evaluate`` / ``index`` / ``recommend`` on a finished run folder: one run each, tagged with
-  the training run they read (``source_run_id``).
 
 Tracking is on by default (``sqlite:///mlruns.db``); ``--no-track`` gives a
 :class:`~recsys_cl.tracking.base.NullTracker`: ``main`` then writes the same files (no model is
@@ -20,25 +18,20 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import polars as pl
 
 from recsys_cl.config import RunConfig, load_config
-from recsys_cl.data import format_profile, load_split, profile
+from recsys_cl.data import format_profile, profile
 from recsys_cl.errors import RecsysError
-from recsys_cl.io import atomic_path
 from recsys_cl.optional import faiss_available, require_faiss
 from recsys_cl.tracking.base import Tracker, metric_dict
 
-from .data import build_split
-from .evaluate import ScoreReport, parse_ks, print_score, score_run
-from .runs import TrackingOptions, headline_k, open_run, print_tracking, source_run_id
-from .train import TrainReport, check_output_dir, print_training, run_training
-
-if TYPE_CHECKING:
-    from .recommend import RecommendReport
-    from .retrieval import IndexReport
+from ..folder import RunFolder
+from ..stages.data import build_split
+from ..stages.evaluate import ScoreReport, score_run
+from ..stages.record import headline_k
+from ..stages.train import TrainReport, check_output_dir, run_training
+from .report import print_training
+from .runs import TrackingOptions, open_run, print_tracking
 
 DEFAULT_MAIN_CONFIG = "configs/ml-100k/xsimgcl.yaml"
 # A source checkout (pip install -e) also finds its configs from outside the checkout.
@@ -62,73 +55,6 @@ def _training_run(
     )
 
 
-# ------------------------------------------------------------------------- retrieval stages
-
-
-def record_index(tracker: Tracker, cfg: RunConfig) -> IndexReport:
-    """Build, save and check the configured index over the run's items; record it."""
-    from .retrieval import run_index
-
-    report = run_index(cfg.output_dir, cfg.retrieval.index, check_k=cfg.retrieval.k)
-    _log_index(tracker, report)
-    return report
-
-
-def _log_index(tracker: Tracker, report: IndexReport) -> None:
-    tracker.log_metrics(
-        {
-            "time/index_build_seconds": report.index.meta.build_seconds,
-            "index/ann_recall_vs_exact": report.recall,
-            "index/queries_per_second": report.queries_per_second,
-            "index/file_bytes": float(report.file_bytes),
-        }
-    )
-    tracker.set_tags({"index": report.index.describe()})
-    tracker.log_artifact(report.index_path, "index")
-    tracker.log_artifact(report.meta_path, "index")
-
-
-def _sample_users(cfg: RunConfig) -> list[str]:
-    users = load_split(cfg.output_dir / "data").users
-    n = min(cfg.retrieval.sample_users, users.size)
-    return [str(u) for u in users.raw.head(n).to_list()]
-
-
-def record_candidates(
-    tracker: Tracker, cfg: RunConfig, index_path: Path, *, every_user: bool
-) -> RecommendReport:
-    """Candidates through the saved index: for every user (``candidates.parquet``, with their
-    Recall/NDCG on test) or for the first ``retrieval.sample_users`` users; the sample of
-    ``sample_users`` users is recorded either way."""
-    from .recommend import run_recommend
-
-    out = cfg.output_dir
-    k = cfg.retrieval.k
-    report = run_recommend(
-        out,
-        index_path=index_path,
-        users=None if every_user else _sample_users(cfg),
-        k=k,
-        out=out / ("candidates.parquet" if every_user else "candidates_sample.parquet"),
-        progress=cfg.train.progress,
-    )
-    sample = out / "candidates_sample.parquet"
-    if every_user:
-        # The file lists users in index order: the sample is its first users' rows, read
-        # lazily rather than loading every user's candidates back.
-        keep = pl.Series(load_split(out / "data").users.raw.head(cfg.retrieval.sample_users))
-        with atomic_path(sample) as tmp:
-            pl.scan_parquet(report.out).filter(pl.col("user_id").is_in(keep.implode())).sink_parquet(tmp)
-    tracker.log_artifact(sample, "candidates")
-    tracker.log_metrics({"time/candidates_seconds": report.seconds})
-    if report.quality is not None:
-        tracker.log_metrics(metric_dict(report.quality.metrics, "candidates"))
-    return report
-
-
-# ------------------------------------------------------------------------------- the jobs
-
-
 def train_job(args: argparse.Namespace) -> int:
     """``recsys-cl train``: one run with the training record, the index and a candidate
     sample (the index stages are skipped, and said so, when FAISS is not installed)."""
@@ -138,6 +64,8 @@ def train_job(args: argparse.Namespace) -> int:
         report = run_training(cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker)
         if tracker.enabled:
             if faiss_available():
+                from .retrieval import record_candidates, record_index
+
                 index = record_index(tracker, cfg)
                 record_candidates(tracker, cfg, index.index_path, every_user=False)
             else:
@@ -152,6 +80,9 @@ def train_job(args: argparse.Namespace) -> int:
 def main_job(args: argparse.Namespace) -> int:
     """``recsys-cl main``: prepare → train → evaluate → index → candidates → model."""
     require_faiss("recsys-cl main")
+    from ..stages.bundle import write_candidate_bundle
+    from .retrieval import record_candidates, record_index
+
     opts = TrackingOptions.from_args(args)
     if args.register is not None:
         if not opts.enabled:
@@ -194,10 +125,8 @@ def main_job(args: argparse.Namespace) -> int:
             q = cands.quality.metrics
             print(f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}")
 
-        from .bundle import write_candidate_bundle
-
         bundle = write_candidate_bundle(
-            out, out / "candidate_model", index_path=index.index_path, k=cfg.retrieval.k,
+            out, RunFolder(out).bundle_dir, index_path=index.index_path, k=cfg.retrieval.k,
             max_k=cfg.retrieval.max_k, max_rows=cfg.retrieval.max_rows,
         )
         model_uri = _log_model(tracker, bundle, args.register) if tracker.enabled else None
@@ -267,74 +196,4 @@ def _log_model(tracker: Tracker, bundle: Path, register: str | None) -> str:
     return info.model_uri
 
 
-# ----------------------------------------------------------- stages on a finished run folder
-
-
-def _folder_run(args: argparse.Namespace, job: str) -> contextlib.AbstractContextManager[Tracker]:
-    run_dir = Path(args.run_dir)
-    cfg_path = run_dir / "config.yaml"
-    cfg = load_config(cfg_path) if cfg_path.is_file() else None
-    tags: dict[str, Any] = {"job": job, "run_dir": str(run_dir)}
-    source = source_run_id(run_dir)
-    if source is not None:
-        tags["source_run_id"] = source
-    return open_run(
-        TrackingOptions.from_args(args),
-        experiment=cfg.experiment if cfg is not None else "recsys_cl",
-        configured_uri=cfg.tracking.uri if cfg is not None else None,
-        run_name=f"{job}:{run_dir.name}",
-        tags=tags,
-    )
-
-
-def evaluate_job(args: argparse.Namespace) -> int:
-    """``recsys-cl evaluate``: re-score a run folder; the metrics go to a run of their own
-    (``test/...``, tagged with the baseline when one was scored)."""
-    report = score_run(args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc)
-    # The baseline under its own name, as the main job logs it: test/ is the model's.
-    prefix = "baseline_most_popular" if args.baseline == "most-popular" else "test"
-    with _folder_run(args, "evaluate") as tracker:
-        tracker.set_tags({"scored": report.what})
-        tracker.log_metrics(metric_dict(report.result.metrics, prefix))
-        tracker.log_metrics(metric_dict(report.long_tail.metrics, prefix))
-        print_score(report)
-        print_tracking(tracker)
-    return 0
-
-
-def index_job(args: argparse.Namespace) -> int:
-    """``recsys-cl index``: the index is built first, so a mistake leaves no failed run."""
-    from .retrieval import index
-
-    report = index(args)
-    with _folder_run(args, "index") as tracker:
-        _log_index(tracker, report)
-        print_tracking(tracker)
-    return 0
-
-
-def recommend_job(args: argparse.Namespace) -> int:
-    """``recsys-cl recommend``: candidates first, then their run (a mistake leaves none)."""
-    from .recommend import recommend
-
-    report = recommend(args)
-    with _folder_run(args, "recommend") as tracker:
-        tracker.log_metrics({"time/candidates_seconds": report.seconds})
-        tracker.set_tags({"index": report.index, "candidates_file": str(report.out)})
-        if report.quality is not None:
-            tracker.log_metrics(metric_dict(report.quality.metrics, "candidates"))
-        print_tracking(tracker)
-    return 0
-
-
-__all__ = [
-    "DEFAULT_MAIN_CONFIG",
-    "evaluate_job",
-    "guard_baseline",
-    "index_job",
-    "main_job",
-    "record_candidates",
-    "record_index",
-    "recommend_job",
-    "train_job",
-]
+__all__ = ["DEFAULT_MAIN_CONFIG", "guard_baseline", "main_job", "train_job"]

@@ -19,7 +19,6 @@ from recsys_cl.config import (
 )
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import DataError
-from recsys_cl.optional import require_faiss
 from recsys_cl.imbalance import (
     ANNNegativeSampler,
     DNSSelector,
@@ -33,6 +32,7 @@ from recsys_cl.imbalance import (
 )
 from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, RecObjective
 from recsys_cl.models import NegativeSelector, Recommender
+from recsys_cl.optional import require_faiss
 from recsys_cl.training import (
     EdgeSampler,
     EdgeUniformSampler,

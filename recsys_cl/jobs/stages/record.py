@@ -14,24 +14,30 @@ a null one; callers skip them when ``tracker.enabled`` is False.
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from recsys_cl.config import ImbalanceConfig, RunConfig
 from recsys_cl.data import Split
+from recsys_cl.data.prepare import ITEM_IDS_FILE, USER_IDS_FILE
 from recsys_cl.data.stats import profile
 from recsys_cl.metrics import PopularityReport
+from recsys_cl.optional import faiss_distribution, installed_version
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import Tracker, flatten, metric_dict
 
-from .runs import headline_k
+from ..folder import RunFolder
 
 _PACKAGES = ("recsys-cl", "torch", "torch-geometric", "numpy", "polars", "pandas", "mlflow")
-_FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss")
+# The cut-off tables and plots headline (Recall@20 in the papers), else the smallest asked.
+HEADLINE_K = 20
+
+
+def headline_k(ks: Sequence[int]) -> int:
+    return HEADLINE_K if HEADLINE_K in ks else min(ks)
 
 
 def strategy_name(imbalance: ImbalanceConfig) -> str:
@@ -47,16 +53,10 @@ def library_versions() -> dict[str, str]:
     """Installed versions of the libraries a result depends on (``python`` included)."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    for name in _FAISS_DISTRIBUTIONS:
-        try:
-            out["faiss"] = f"{name} {importlib.metadata.version(name)}"
-            break
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        out[name] = installed_version(name) or "not installed"
+    faiss = faiss_distribution()
+    if faiss is not None:
+        out["faiss"] = f"{faiss} {installed_version(faiss)}"
     return out
 
 
@@ -98,12 +98,18 @@ def run_tags(cfg: RunConfig, device: str, strategy: str | None = None) -> dict[s
     return tags
 
 
-def record_start(tracker: Tracker, cfg: RunConfig, split: Split, run_dir: Path, device: str,
-                 strategy: str | None = None) -> None:
+def record_start(
+    tracker: Tracker,
+    cfg: RunConfig,
+    split: Split,
+    run: RunFolder,
+    device: str,
+    strategy: str | None = None,
+) -> None:
     """Config, tags and dataset profile, before the first epoch."""
     tracker.log_params(flatten(cfg.model_dump(mode="json")))
     tracker.set_tags(run_tags(cfg, device, strategy))
-    tracker.log_artifact(run_dir / "config.yaml")
+    tracker.log_artifact(run.config_file)
     p = profile(split)
     data = {
         "users": p.users,
@@ -135,7 +141,7 @@ def epoch_logger(tracker: Tracker, selected_on: str) -> Callable[[dict[str, Any]
 
 def record_result(
     tracker: Tracker,
-    run_dir: Path,
+    run: RunFolder,
     summary: dict[str, Any],
     long_tail: PopularityReport,
     ks: tuple[int, ...],
@@ -175,24 +181,26 @@ def record_result(
         ),
     }
     for name, figure in figures.items():
-        out = run_dir / name
+        out = run.root / name
         out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, dpi=110)
         tracker.log_artifact(out, "plots")
         plots.close(figure)
 
-    tracker.log_artifact(run_dir / "metrics.json")
-    tracker.log_artifact(run_dir / "model.pt", "checkpoint")
-    for name in ("user_embeddings.parquet", "item_embeddings.parquet"):
-        tracker.log_artifact(run_dir / name, "embeddings")
+    tracker.log_artifact(run.metrics_file)
+    tracker.log_artifact(run.model_file, "checkpoint")
+    for path in (run.user_embeddings, run.item_embeddings):
+        tracker.log_artifact(path, "embeddings")
     # The embeddings' rows carry raw ids; the maps give the dense index order they were
     # trained in (index i = row i of the model's tables).
-    for name in ("users.parquet", "items.parquet"):
-        tracker.log_artifact(run_dir / "data" / name, "embeddings/id_maps")
+    for name in (USER_IDS_FILE, ITEM_IDS_FILE):
+        tracker.log_artifact(run.data_dir / name, "embeddings/id_maps")
 
 
 __all__ = [
+    "HEADLINE_K",
     "epoch_logger",
+    "headline_k",
     "git_commit",
     "library_versions",
     "record_result",

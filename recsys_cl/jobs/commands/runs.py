@@ -1,4 +1,4 @@
-"""Opening tracked runs for the jobs, and the ``tracking.json`` a run folder keeps.
+"""Opening tracked runs for the commands, and the ``tracking.json`` a run folder keeps.
 
 ``tracking.json`` names the store and the MLflow run that trained a folder, so ``--resume``
 continues that run and later stages (``evaluate``, ``index``, ``recommend``, a resumed
@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys_cl.io import write_json
 from recsys_cl.tracking.base import NullTracker, Tracker
 
-TRACKING_FILE = "tracking.json"
-# The cut-off tables and plots headline (Recall@20 in the papers), else the smallest asked.
-HEADLINE_K = 20
-
-
-def headline_k(ks: Sequence[int]) -> int:
-    return HEADLINE_K if HEADLINE_K in ks else min(ks)
+from ..folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -46,33 +38,20 @@ class TrackingOptions:
         )
 
 
-def read_tracking_file(run_dir: Path) -> dict[str, Any]:
-    """``run_dir/tracking.json``, or ``{}`` when there is none (or it is unreadable: the folder
-    is then treated as never tracked, and a new run is opened)."""
-    try:
-        saved = json.loads((run_dir / TRACKING_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
 def write_tracking_file(run_dir: Path, tracker: Tracker, *, finished: bool = False) -> None:
     if tracker.run_id is not None:
-        write_json(
-            run_dir / TRACKING_FILE,
-            {"tracking_uri": tracker.uri, "run_id": tracker.run_id, "finished": finished},
-        )
+        RunFolder(run_dir).write_tracking(tracker.uri, tracker.run_id, finished=finished)
 
 
 def previous_run(run_dir: Path, uri: str) -> str | None:
     """The run id ``run_dir`` was recorded under, if it was recorded in store ``uri``."""
-    saved = read_tracking_file(run_dir)
+    saved = RunFolder(run_dir).tracking()
     return saved.get("run_id") if saved.get("tracking_uri") == uri else None
 
 
 def source_run_id(run_dir: Path) -> str | None:
     """The id of the MLflow run that trained ``run_dir``, in whichever store."""
-    return read_tracking_file(run_dir).get("run_id")
+    return RunFolder(run_dir).tracking().get("run_id")
 
 
 @contextlib.contextmanager
@@ -112,6 +91,22 @@ def open_run(
             write_tracking_file(run_dir, tracker, finished=True)
 
 
+def folder_run(args: argparse.Namespace, job: str) -> contextlib.AbstractContextManager[Tracker]:
+    run = RunFolder(args.run_dir)
+    cfg = run.config if run.has_config() else None
+    tags: dict[str, Any] = {"job": job, "run_dir": str(run.root)}
+    source = source_run_id(run.root)
+    if source is not None:
+        tags["source_run_id"] = source
+    return open_run(
+        TrackingOptions.from_args(args),
+        experiment=cfg.experiment if cfg is not None else "recsys_cl",
+        configured_uri=cfg.tracking.uri if cfg is not None else None,
+        run_name=f"{job}:{run.root.name}",
+        tags=tags,
+    )
+
+
 def print_tracking(tracker: Tracker) -> None:
     """The run id and how to look at it (nothing for an untracked run)."""
     if tracker.enabled:
@@ -120,13 +115,11 @@ def print_tracking(tracker: Tracker) -> None:
 
 
 __all__ = [
-    "TRACKING_FILE",
     "TrackingOptions",
-    "headline_k",
+    "folder_run",
     "open_run",
     "previous_run",
     "print_tracking",
-    "read_tracking_file",
     "source_run_id",
     "write_tracking_file",
 ]

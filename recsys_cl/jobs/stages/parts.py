@@ -15,6 +15,8 @@ from recsys_cl.errors import DataError
 from recsys_cl.metrics import EvalResult, PopularityReport, popularity_metrics
 from recsys_cl.metrics import evaluate as full_ranking
 
+from ..folder import RunFolder
+
 
 def test_exclusions(split: Split) -> list[UserItems]:
     """Items never ranked at test time: training items, and validation items when present."""
@@ -80,6 +82,13 @@ def run_parts(split: Split, label_threshold: float | None, source: str) -> RunPa
         train_seen=seen[0],
         test_exclude=seen,
     )
+
+
+def folder_parts(run: RunFolder) -> RunParts:
+    """:func:`run_parts` of a finished run folder, as its saved config says (a labelled run
+    scores only its positive test rows)."""
+    threshold = run.config.imbalance.weights.label_threshold
+    return run_parts(run.split, threshold, str(run.data_dir))
 
 
 def score_test(

@@ -10,7 +10,6 @@ the table of the latest comparison in that experiment again, from ``mlflow.searc
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,18 +24,18 @@ from recsys_cl.optional import faiss_available
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import metric_dict
 
-from .data import build_split
+from ..folder import RunFolder
+from ..stages.data import build_split
+from ..stages.record import HEADLINE_K, headline_k
+from ..stages.train import check_output_dir, run_training
+from .retrieval import record_candidates, record_index
 from .runs import (
     TrackingOptions,
-    headline_k,
     open_run,
     previous_run,
-    read_tracking_file,
     source_run_id,
     write_tracking_file,
 )
-from .tracked import record_candidates, record_index
-from .train import check_output_dir, run_training
 
 # Table columns: (header, MLflow metric name with {k}).
 _COLUMNS = (
@@ -114,10 +113,11 @@ def _finished(cfg: RunConfig, uri: str | None) -> bool:
     """Whether a strategy's folder holds a run whose every stage ended (a resume skips it):
     tracked in store ``uri``, its ``tracking.json`` says so for that store (a run finished in
     another store is trained again here); untracked, its ``metrics.json`` exists."""
+    run = RunFolder(cfg.output_dir)
     if uri is not None:
-        saved = read_tracking_file(cfg.output_dir)
+        saved = run.tracking()
         return bool(saved.get("finished")) and saved.get("tracking_uri") == uri
-    return (cfg.output_dir / "metrics.json").is_file()
+    return run.finished()
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -149,7 +149,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         for name, cfg in runs:
             if args.resume and _finished(cfg, parent.uri):
                 print(f"== {name}: finished earlier, read from {cfg.output_dir}", flush=True)
-                summary = json.loads((cfg.output_dir / "metrics.json").read_text())
+                summary = RunFolder(cfg.output_dir).metrics()
                 rows.append(summary_row(name, summary, source_run_id(cfg.output_dir), k))
                 continue
             print(f"== {name}", flush=True)
@@ -177,10 +177,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 def print_from_mlflow(args: argparse.Namespace) -> int:
     """Rebuild the latest comparison of ``--experiment`` from the tracking store."""
-    from recsys_cl.tracking.mlflow_tracker import latest_comparison, resolve_tracking_uri
+    from recsys_cl.tracking.mlflow_tracker import (
+        latest_comparison,
+        resolve_tracking_uri,
+    )
 
     parent, children = latest_comparison(resolve_tracking_uri(args.tracking_uri), args.experiment)
-    k = args.k or 20
+    k = args.k or HEADLINE_K
     rows = [comparison_row(strategy, metrics, run_id, k) for strategy, metrics, run_id in children]
     print(f"comparison {parent['run_id']} ({parent['sweep']}), {len(rows)} strategies")
     print(to_markdown(comparison_table(rows)))

@@ -1,0 +1,1 @@
+"""The ``recsys-cl`` command handlers: ``argparse`` options in, stages run, results printed."""

@@ -1,0 +1,234 @@
+"""The run folder: the one place that knows its layout, and how each part is read and written.
+
+A run folder (a config's ``output_dir``) holds::
+
+    config.yaml                     the resolved config
+    data/                           the prepared split (parquet parts, id maps, manifest)
+    checkpoints/last.pt             written after every epoch; ``--resume`` continues from it
+    model.pt                        the selected (best) state dict
+    user_embeddings.parquet         user_id (raw) + embedding
+    item_embeddings.parquet         item_id (raw) + embedding
+    metrics.json                    protocol, selection, test metrics (overall and long-tail),
+                                    history, cold counts, the imbalance strategies' summary
+    tracking.json                   the MLflow store and run that trained the folder
+    index/<kind>.faiss (+ .json)    a saved FAISS index (``recsys-cl index``)
+    candidates.parquet              top-K candidates of every user (``recsys-cl recommend``)
+    candidates_sample.parquet       the first users' candidates, logged with the run
+    candidate_model/                the candidate bundle the MLflow model serves
+
+Every write is atomic (:mod:`recsys_cl.io`). Reads check what they read and fail with one line
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys_cl.config import RunConfig, read_yaml, to_yaml, validate
+from recsys_cl.data import IdMap, Split, load_split, save_split
+from recsys_cl.errors import DataError
+from recsys_cl.io import atomic_path, read_table, write_json
+from recsys_cl.training.checkpoint import LAST_CHECKPOINT
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """A run folder at ``root``; nothing is read until asked (then the config and split are
+    read once and kept)."""
+
+    root: Path
+
+    def __init__(self, root: str | Path) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # ------------------------------------------------------------------------------ layout
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """What :class:`~recsys_cl.training.Trainer` writes into :attr:`checkpoint_dir`."""
+        return self.checkpoint_dir / LAST_CHECKPOINT
+
+    @property
+    def model_file(self) -> Path:
+        return self.root / "model.pt"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def user_embeddings(self) -> Path:
+        return self.root / "user_embeddings.parquet"
+
+    @property
+    def item_embeddings(self) -> Path:
+        return self.root / "item_embeddings.parquet"
+
+    @property
+    def tracking_file(self) -> Path:
+        return self.root / "tracking.json"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / "candidates.parquet"
+
+    @property
+    def candidates_sample(self) -> Path:
+        return self.root / "candidates_sample.parquet"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return self.root / "candidate_model"
+
+    # ------------------------------------------------------------------------------- reads
+
+    def require(self) -> RunFolder:
+        """This folder, checked to exist (the first step of every stage that reads a run)."""
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root}: run folder not found (the output_dir of `recsys-cl train`)"
+            )
+        return self
+
+    @cached_property
+    def config(self) -> RunConfig:
+        """The saved, resolved config, validated (read once)."""
+        path = self.config_file
+        if not path.is_file():
+            raise DataError(f"{path}: not found; is {self.root} a `recsys-cl train` run folder?")
+        return validate(read_yaml(path), RunConfig, str(path))
+
+    def has_config(self) -> bool:
+        return self.config_file.is_file()
+
+    @cached_property
+    def split(self) -> Split:
+        """The prepared split the run trained on (read once)."""
+        return load_split(self.data_dir)
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(user float32 [U, D], item float32 [I, D]) in the split's index order.
+
+        Raises:
+            DataError: missing files, ids that do not match the split, or unequal D.
+        """
+        split = self.split
+        user = _read_embeddings(self.user_embeddings, "user_id", split.users)
+        item = _read_embeddings(self.item_embeddings, "item_id", split.items)
+        if user.shape[1] != item.shape[1]:
+            raise DataError(
+                f"{self.root}: user D={user.shape[1]} and item D={item.shape[1]} differ"
+            )
+        return user, item
+
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json`` of a finished run."""
+        try:
+            summary = json.loads(self.metrics_file.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{self.metrics_file}: not found; the run has not finished") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.metrics_file}: unreadable ({exc})") from None
+        if not isinstance(summary, dict):
+            raise DataError(f"{self.metrics_file}: not a JSON object")
+        return summary
+
+    def finished(self) -> bool:
+        """Whether training wrote its final summary."""
+        return self.metrics_file.is_file()
+
+    def holds_run(self) -> bool:
+        """Whether training has started here (a checkpoint exists)."""
+        return self.last_checkpoint.exists()
+
+    def tracking(self) -> dict[str, Any]:
+        """``tracking.json``, or ``{}`` when there is none (or it is unreadable: the folder is
+        then treated as never tracked, and a new run is opened)."""
+        try:
+            saved = json.loads(self.tracking_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return saved if isinstance(saved, dict) else {}
+
+    def index_file(self, name: str) -> Path:
+        """Where an index named ``name`` is saved by default."""
+        return self.index_dir / f"{name}.faiss"
+
+    # ------------------------------------------------------------------------------ writes
+
+    def write_config(self, cfg: RunConfig) -> None:
+        with atomic_path(self.config_file) as tmp:
+            tmp.write_text(to_yaml(cfg))
+        self.__dict__["config"] = cfg
+
+    def write_split(self, split: Split) -> None:
+        save_split(split, self.data_dir)
+        self.__dict__["split"] = split
+
+    def write_embeddings(self, user: torch.Tensor, item: torch.Tensor) -> None:
+        """Both tables with their raw ids, in index order."""
+        split = self.split
+        _write_embeddings(self.user_embeddings, "user_id", split.users, user)
+        _write_embeddings(self.item_embeddings, "item_id", split.items, item)
+
+    def write_model(self, state: dict[str, torch.Tensor]) -> None:
+        with atomic_path(self.model_file) as tmp:
+            torch.save({k: v.cpu() for k, v in state.items()}, tmp)
+
+    def write_metrics(self, summary: dict[str, Any]) -> None:
+        write_json(self.metrics_file, summary)
+
+    def write_tracking(self, uri: str | None, run_id: str, *, finished: bool) -> None:
+        write_json(
+            self.tracking_file, {"tracking_uri": uri, "run_id": run_id, "finished": finished}
+        )
+
+
+def _read_embeddings(path: Path, key: str, ids: IdMap) -> np.ndarray:
+    table = read_table(
+        path,
+        [key, "embedding"],
+        missing="embeddings not found; is this a finished `recsys-cl train` run?",
+        exact=False,
+    )
+    idx = ids.to_index(table[key], source=str(path))
+    if table.height != ids.size or idx.n_unique() != ids.size:
+        raise DataError(f"{path}: {table.height} rows do not cover the run's {ids.size} ids")
+    emb = np.stack(table["embedding"].to_numpy())
+    order = np.argsort(idx.to_numpy())
+    return np.ascontiguousarray(emb[order], dtype=np.float32)
+
+
+def _write_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> None:
+    table = pl.DataFrame(
+        {key: ids.to_raw(np.arange(ids.size)), "embedding": emb.detach().cpu().float().numpy()}
+    )
+    with atomic_path(path) as tmp:
+        table.write_parquet(tmp)
+
+
+__all__ = ["RunFolder"]

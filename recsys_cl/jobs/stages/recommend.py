@@ -1,0 +1,278 @@
+"""The recommend stage: a finished run folder (+ a saved index) → top-K candidates Parquet.
+
+``recsys-cl recommend RUN_DIR`` writes each user's top-K unseen items and, when every user is
+scored, the candidates' Recall/NDCG on the run's test split, computed as ``recsys-cl evaluate``
+computes its numbers. The lists come from the :class:`~recsys_cl.retrieval.CandidateModel` the
+MLflow model serves (:func:`candidate_model` builds it from the folder), so the command line and
+the served model rank through one code path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm.auto import tqdm
+
+from recsys_cl.config.retrieval import IndexSpec
+from recsys_cl.data import IdMap
+from recsys_cl.errors import RecsysError
+from recsys_cl.metrics import evaluate as full_ranking
+from recsys_cl.retrieval import (
+    DEFAULT_CHUNK_USERS,
+    CandidateQuality,
+    CandidateScorer,
+    PairSet,
+    build_index,
+    candidate_schema,
+    candidate_table,
+    load_index,
+    most_popular,
+    normalize_rows,
+    write_candidates,
+)
+from recsys_cl.retrieval.candidate_model import (
+    DEFAULT_K,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_ROWS,
+    BundleInfo,
+    CandidateModel,
+    ColdStart,
+    id_dtype,
+    limits_ok,
+    lookup_users,
+)
+from recsys_cl.retrieval.index import Device
+
+from ..folder import RunFolder
+from .parts import RunParts, folder_parts
+
+Exclude = Literal["seen", "train", "none"]
+
+
+@dataclass(frozen=True)
+class RecommendReport:
+    """What :func:`run_recommend` wrote and measured.
+
+    Attributes:
+        k: the requested K; list_length: min(K, I), the longest list written.
+        n_users: users written (requested, de-duplicated). n_rows: Parquet rows.
+        n_short: users with fewer than ``k`` candidates. n_cold: users given most-popular items.
+        quality: candidate Recall/NDCG@k on test (all users scored, exclude ``seen``), or None.
+        exact: the evaluator's Recall/NDCG@k on the same embeddings when asked, or None.
+    """
+
+    out: Path
+    index: str
+    k: int
+    list_length: int
+    n_users: int
+    n_rows: int
+    n_short: int
+    n_cold: int
+    seconds: float
+    quality: CandidateQuality | None
+    exact: dict[str, float] | None
+
+
+def parse_user_ids(values: Sequence[str], users: IdMap) -> tuple[np.ndarray, np.ndarray]:
+    """Raw ids (strings from the command line or a file) → (ids typed like the map, int64
+    indices with -1 for ids the run does not know). Duplicates are dropped, order kept.
+
+    Ids are read as the served candidate model reads them (:func:`lookup_users`): a run with
+    integer ids takes canonical decimal integers in the 64-bit range only.
+
+    Raises:
+        InvalidUserIdError: the first entry that is not an integer for a run with integer ids.
+    """
+    texts = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+    typed, index = lookup_users(users, texts, where="requested user")
+    # "7", "07" and "+7" are one id: drop the duplicates typing reveals too.
+    _, first = np.unique(typed, return_index=True)
+    keep = np.sort(first)
+    return typed[keep], index[keep]
+
+
+def _exclusions(parts: RunParts, n_users: int, n_items: int, exclude: Exclude) -> PairSet | None:
+    if exclude == "none":
+        return None
+    tables = parts.test_exclude if exclude == "seen" else [parts.train_seen]
+    return PairSet.from_tables(tables, n_users, n_items)
+
+
+def candidate_model(
+    run: RunFolder,
+    *,
+    index_path: str | Path | None = None,
+    exclude: Exclude = "seen",
+    cold_start: ColdStart = "popular",
+    k: int = DEFAULT_K,
+    max_k: int = DEFAULT_MAX_K,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    device: Device = "auto",
+    parts: RunParts | None = None,
+) -> CandidateModel:
+    """The candidate model of a finished run folder.
+
+    Args:
+        index_path: a saved index of this run (checked against its embeddings and item ids);
+            None searches exactly (a flat index built in memory).
+        exclude: ``seen`` (train + validation items, what the evaluator masks at test time),
+            ``train`` (training items only) or ``none``.
+        cold_start: for ids the run never trained on, ``error`` raises
+            :class:`~recsys_cl.retrieval.UnknownUserError`; ``popular`` gives them the most
+            popular training items (score = number of training users; a labelled run counts
+            only its positive rows).
+        k, max_k, max_rows: the default list length, and the longest list and most rows one
+            request may ask for.
+        parts: the run's pair sets when the caller already read them.
+
+    Raises:
+        RecsysError: bad limits or policy; DataError and the retrieval errors for a run or
+            index that cannot be read or does not match.
+    """
+    if not limits_ok(k, max_k, max_rows) or cold_start not in ("popular", "error"):
+        raise RecsysError(
+            f"need 1 <= k <= max_k, max_rows >= 1 and cold_start 'popular' or 'error', got "
+            f"k={k!r}, max_k={max_k!r}, max_rows={max_rows!r}, cold_start={cold_start!r}"
+        )
+    split = run.require().split
+    user_emb, item_emb = run.embeddings()
+    parts = parts if parts is not None else folder_parts(run)
+    if index_path is None:
+        index = build_index(item_emb, IndexSpec(), item_ids=split.items, device=device)
+    else:
+        index = load_index(index_path, item_emb=item_emb, item_ids=split.items, device=device)
+    seen = _exclusions(parts, split.n_users, split.n_items, exclude)
+    pop_items, pop_scores = most_popular(parts.train, split.n_items)
+    info = BundleInfo(
+        k=k,
+        cold_start=cold_start,
+        metric=index.metric,
+        index=index.meta.factory,
+        user_id_dtype=id_dtype(split.users),
+        item_id_dtype=id_dtype(split.items),
+        n_users=split.n_users,
+        n_items=split.n_items,
+        dim=index.dim,
+        n_seen=0 if seen is None else int(seen.keys.size),
+        source_run=run.root.resolve().name,
+        max_k=max_k,
+        max_rows=max_rows,
+    )
+    return CandidateModel(
+        info, split.users, split.items, user_emb, item_emb, index, seen, pop_items, pop_scores
+    )
+
+
+def run_recommend(
+    run_dir: str | Path,
+    *,
+    index_path: str | Path | None = None,
+    users: Sequence[str] | None = None,
+    k: int = DEFAULT_K,
+    cold_start: ColdStart = "error",
+    exclude: Exclude = "seen",
+    out: str | Path | None = None,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    device: Device = "auto",
+    chunk_size: int = DEFAULT_CHUNK_USERS,
+    progress: bool = True,
+    compare_exact: bool = False,
+) -> RecommendReport:
+    """Write the top-``k`` unseen items of ``users`` (raw ids; None = every user) to Parquet
+    (default ``RUN_DIR/candidates.parquet``); see :func:`candidate_model` for the options.
+
+    Args:
+        compare_exact: also run the full-ranking evaluator (needs all users, exclude ``seen``).
+    """
+    if k < 1:
+        raise RecsysError(f"-k must be positive, got {k}")
+    if compare_exact and not (users is None and exclude == "seen"):
+        raise RecsysError("--compare-exact needs every user scored (no --users) and --exclude seen")
+    run = RunFolder(run_dir).require()
+    parts = folder_parts(run)
+    model = candidate_model(
+        run, index_path=index_path, exclude=exclude, cold_start=cold_start, k=k,
+        max_k=max(k, DEFAULT_MAX_K), device=device, parts=parts,
+    )
+    model.index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+    split = run.split
+    k_eff = min(k, model.index.n_items)
+
+    if users is None:
+        raw_ids: np.ndarray = split.users.to_raw(np.arange(split.n_users))
+        user_idx = np.arange(split.n_users, dtype=np.int64)
+    else:
+        raw_ids, user_idx = parse_user_ids(users, split.users)
+        if not raw_ids.size:
+            raise RecsysError("no user ids given (--users / --users-file is empty)")
+        model.refuse_unknown(
+            raw_ids, user_idx, "pass --cold-start popular to give them the most popular items"
+        )
+
+    scorer = None
+    if users is None and exclude == "seen" and parts.test_truth.nnz:
+        scorer = CandidateScorer(parts.test_truth, ks=(k_eff,))
+    schema = candidate_schema(split.users, split.items)
+    out_path = Path(out) if out is not None else run.candidates
+    counts = {"short": 0, "cold": int((user_idx < 0).sum())}
+
+    def tables() -> Iterator[pa.Table]:
+        with tqdm(total=len(user_idx), desc="recommend", unit="user", disable=not progress) as bar:
+            for start in range(0, len(user_idx), chunk_size):
+                chunk = user_idx[start : start + chunk_size]
+                cands = model.top_k(chunk, k_eff)
+                if scorer is not None:
+                    scorer.update(cands)
+                counts["short"] += int((cands.counts() < k).sum())
+                raw = raw_ids[start : start + chunk_size]
+                yield candidate_table(raw, cands.items, cands.scores, split.items, schema)
+                bar.update(len(chunk))
+
+    start = time.perf_counter()
+    n_rows = write_candidates(out_path, tables(), schema)
+    seconds = time.perf_counter() - start
+
+    exact = None
+    if compare_exact:
+        exact = _exact_metrics(model.user_emb, model.item_emb, parts, model.index.metric, k_eff)
+    return RecommendReport(
+        out=out_path,
+        index=model.index.describe() if index_path is not None else "exact (flat, in memory)",
+        k=k,
+        list_length=k_eff,
+        n_users=len(user_idx),
+        n_rows=n_rows,
+        n_short=counts["short"],
+        n_cold=counts["cold"],
+        seconds=seconds,
+        quality=scorer.result() if scorer is not None else None,
+        exact=exact,
+    )
+
+
+def _exact_metrics(
+    user: np.ndarray, item: np.ndarray, parts: RunParts, metric: str, k: int
+) -> dict[str, float]:
+    if metric == "cosine":
+        user, item = normalize_rows(user), normalize_rows(item)
+    result = full_ranking(
+        torch.from_numpy(user),
+        torch.from_numpy(item),
+        parts.test_truth,
+        parts.test_exclude,
+        ks=(k,),
+        metrics=("recall", "ndcg"),
+    )
+    return result.metrics
+
+
+__all__ = ["Exclude", "RecommendReport", "candidate_model", "parse_user_ids", "run_recommend"]
