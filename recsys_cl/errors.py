@@ -32,6 +32,11 @@ class TrainingError(RecsysError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
 
 
+def one_line(text: str) -> str:
+    """Collapse ``text`` to one line: the CLI prints error messages on a single line."""
+    return " ".join(str(text).split())
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (its type name when it has none): library
     errors (polars, FAISS, MLflow) often append tracebacks or hints a one-line message drops."""

@@ -7,7 +7,6 @@ import importlib.util
 
 from recsys_cl.errors import RecsysError
 
-
 # The distributions that install the ``faiss`` package, the project's own extras first.
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "faiss")
 

@@ -11,6 +11,7 @@ import torch
 from recsys_cl.data.stats import gini
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.metrics import evaluate, popularity_groups, popularity_metrics
+from recsys_cl.tracking.base import metric_dict
 
 
 def random_split(seed: int, n_users: int = 30, n_items: int = 40) -> tuple[UserItems, UserItems]:
@@ -158,5 +159,5 @@ def test_metric_names_for_mlflow() -> None:
         torch.randn(30, 4), torch.randn(40, 4), test, train, ks=(20,), return_topk=True,
         return_per_user=True,
     )
-    names = popularity_metrics(result, test, train).as_mlflow("test_")
-    assert "test_tail_recall_at_20" in names and all("@" not in n for n in names)
+    names = metric_dict(popularity_metrics(result, test, train).metrics, "test")
+    assert "test/tail_recall_at_20" in names and all("@" not in n for n in names)

@@ -12,14 +12,14 @@ import torch
 
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import RecsysError
-from recsys_cl.metrics import _blocks
 from recsys_cl.metrics import (
     METRICS,
+    _blocks,
     choose_chunk_size,
     evaluate,
-    mlflow_name,
     most_popular_scores,
 )
+from recsys_cl.tracking.base import metric_dict, mlflow_name
 
 GOWALLA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gowalla"
 
@@ -251,7 +251,7 @@ def test_result_names_for_mlflow_and_frozen() -> None:
     result = evaluate(user_emb, item_emb, test, train, ks=(20,), metrics=("recall", "ndcg"))
     assert list(result.metrics) == ["recall@20", "ndcg@20"]
     assert result.per_user is None and result.topk is None and result.users is None
-    names = result.as_mlflow(prefix="test/")
+    names = metric_dict(result.metrics, "test")
     assert set(names) == {"test/recall_at_20", "test/ndcg_at_20"}
     assert names["test/recall_at_20"] == result.metrics["recall@20"]
     assert mlflow_name("hit_rate@10 (val)") == "hit_rate_at_10 _val_"

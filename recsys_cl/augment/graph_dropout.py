@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recsys_cl.augment._random import randperm
 from recsys_cl.graph.bipartite import BipartiteGraph, interaction_adjacency
+from recsys_cl.rng import randperm
 
 
 def _check_ratio(p: float) -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recsys_cl.augment._random import rand
+from recsys_cl.rng import rand
 
 
 def simgcl_noise(emb: Tensor, eps: float, generator: torch.Generator | None) -> Tensor:

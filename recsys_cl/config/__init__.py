@@ -42,7 +42,15 @@ from .schema import (
     model_configs,
 )
 from .sweep import SweepConfig, load_sweep
-from .tune import ParamSpace, PrunerSpace, SamplerSpace, TuneSpace, load_space, search_base, trial_config
+from .tune import (
+    ParamSpace,
+    PrunerSpace,
+    SamplerSpace,
+    TuneSpace,
+    load_space,
+    search_base,
+    trial_config,
+)
 
 __all__ = [
     "ANNConfig",

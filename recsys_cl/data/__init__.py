@@ -33,7 +33,13 @@ from recsys_cl.data.splits import (
     split_ratio,
     split_temporal,
 )
-from recsys_cl.data.stats import DatasetProfile, Quantiles, format_profile, gini, profile
+from recsys_cl.data.stats import (
+    DatasetProfile,
+    Quantiles,
+    format_profile,
+    gini,
+    profile,
+)
 from recsys_cl.data.user_items import UserItems
 
 __all__ = [

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from recsys_cl.data.frame import one_line
-from recsys_cl.errors import ChecksumError, DownloadError
+from recsys_cl.errors import ChecksumError, DownloadError, one_line
 from recsys_cl.io import atomic_path
 
 _CHUNK = 1 << 20  # bytes read per step while hashing or downloading

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from recsys_cl.errors import DataError
+from recsys_cl.errors import DataError, one_line
 
 USER = "user"
 ITEM = "item"
@@ -37,11 +37,6 @@ _MAX_SHOWN = 40  # characters of an offending value quoted in a message
 def table_row(i: int) -> str:
     """Locate rows of an in-memory or Parquet table by their 0-based position."""
     return f"row {i}"
-
-
-def one_line(text: str) -> str:
-    """Collapse ``text`` to one line: the CLI prints error messages on a single line."""
-    return " ".join(str(text).split())
 
 
 def data_error(source: str, message: str) -> DataError:

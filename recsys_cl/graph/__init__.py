@@ -5,7 +5,12 @@ MessagePassing layer) lives in :mod:`recsys_cl.graph.pyg`, imported by name: it 
 re-exported here so that importing the graph does not load PyG (seconds) on every CLI path.
 """
 
-from recsys_cl.graph.adjacency import csr_edges, csr_matrix, normalized_adjacency, sym_spmm
+from recsys_cl.graph.adjacency import (
+    csr_edges,
+    csr_matrix,
+    normalized_adjacency,
+    sym_spmm,
+)
 from recsys_cl.graph.bipartite import (
     BipartiteGraph,
     bipartite_edge_index,

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from recsys_cl.augment._random import rand
 from recsys_cl.models.base import Batch, SelectedNegatives
 from recsys_cl.models.encoders import Propagation
+from recsys_cl.rng import rand
 
 
 def _candidates(batch: Batch) -> Tensor:

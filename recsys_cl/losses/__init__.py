@@ -6,9 +6,17 @@ from recsys_cl.losses.objectives import (
     InBatchSoftmaxObjective,
     RecObjective,
 )
-from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss, triplet_margin_loss
+from recsys_cl.losses.pairwise import (
+    bpr_loss,
+    margin_contrastive_loss,
+    triplet_margin_loss,
+)
 from recsys_cl.losses.regularization import ego_l2
-from recsys_cl.losses.softmax import in_batch_softmax_loss, info_nce, sampled_softmax_loss
+from recsys_cl.losses.softmax import (
+    in_batch_softmax_loss,
+    info_nce,
+    sampled_softmax_loss,
+)
 
 __all__ = [
     "BPRObjective",

@@ -1,7 +1,7 @@
 """Ranking metrics, the batched full-ranking evaluator and long-tail (popularity) metrics."""
 
 from recsys_cl.metrics.baselines import ScoringEmbeddings, most_popular_scores
-from recsys_cl.metrics.evaluator import EvalResult, choose_chunk_size, evaluate, mlflow_name
+from recsys_cl.metrics.evaluator import EvalResult, choose_chunk_size, evaluate
 from recsys_cl.metrics.popularity import (
     ITEM_GROUPS,
     USER_GROUPS,
@@ -31,7 +31,6 @@ __all__ = [
     "evaluate",
     "format_popularity",
     "hit_rate_at_k",
-    "mlflow_name",
     "most_popular_scores",
     "mrr_at_k",
     "ndcg_at_k",

@@ -10,7 +10,6 @@ of the means and counted in ``n_users_skipped``.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,14 +27,6 @@ from recsys_cl.metrics.ranking import METRICS, check_ks, check_metrics, ranking_
 # enough to sit beside a training process. On CUDA a quarter of the free memory is used instead.
 CPU_BLOCK_BYTES = 256 * 2**20
 _GPU_FREE_FRACTION = 0.25
-
-_MLFLOW_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-def mlflow_name(key: str) -> str:
-    """A metric name MLflow accepts: ``recall@20`` -> ``recall_at_20``; other unsafe chars -> _."""
-    return _MLFLOW_UNSAFE.sub("_", key.replace("@", "_at_"))
-
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -68,10 +59,6 @@ class EvalResult:
     users: Tensor | None = None
     per_user: dict[str, Tensor] | None = None
     topk: Tensor | None = None
-
-    def as_mlflow(self, prefix: str = "") -> dict[str, float]:
-        """Metrics under names MLflow accepts (``recall@20`` -> ``{prefix}recall_at_20``)."""
-        return {mlflow_name(prefix + key): value for key, value in self.metrics.items()}
 
 
 def choose_chunk_size(

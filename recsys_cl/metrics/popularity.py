@@ -35,7 +35,7 @@ import torch
 from recsys_cl.data.stats import gini
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.metrics._blocks import membership
-from recsys_cl.metrics.evaluator import EvalResult, mlflow_name
+from recsys_cl.metrics.evaluator import EvalResult
 from recsys_cl.metrics.ranking import check_ks, ranking_metrics
 
 ITEM_GROUPS: tuple[str, ...] = ("head", "mid", "tail")
@@ -83,11 +83,6 @@ class PopularityReport:
     item_group_sizes: dict[str, int]
     users_per_item_group: dict[str, int]
     users_per_activity_group: dict[str, int]
-
-    def as_mlflow(self, prefix: str = "") -> dict[str, float]:
-        """Metrics under names MLflow accepts: ``tail_recall@20`` ->
-        ``{prefix}tail_recall_at_20``."""
-        return {mlflow_name(prefix + key): value for key, value in self.metrics.items()}
 
     def to_dict(self) -> dict[str, object]:
         return {

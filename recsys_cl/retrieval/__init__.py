@@ -13,6 +13,7 @@ checks that they agree with exact search and with full-ranking evaluation.
 
 from recsys_cl.config.retrieval import IndexSpec
 
+from .candidate_model import BundleInfo, CandidateModel, CandidateRequestError
 from .candidates import (
     DEFAULT_CHUNK_USERS,
     Candidates,
@@ -51,7 +52,6 @@ from .quality import (
     recall_vs_exact,
 )
 from .store import index_paths, load_index, save_index
-from .candidate_model import BundleInfo, CandidateModel, CandidateRequestError  # noqa: I001 (needs the modules above)
 
 __all__ = [
     "DEFAULT_CHUNK_USERS",

@@ -30,7 +30,7 @@ from recsys_cl.config.retrieval import (
     IndexSpec,
 )
 from recsys_cl.data import IdMap
-from recsys_cl.errors import RecsysError
+from recsys_cl.errors import RecsysError, first_line
 
 from .errors import IndexBuildError, IndexSpecError, RetrievalError
 
@@ -71,9 +71,7 @@ def embeddings_fingerprint(item_emb: Any) -> str:
 
 def faiss_message(exc: BaseException) -> str:
     """FAISS's error text without its C++ signature and source location, on one line."""
-    text = str(exc).strip()
-    text = text.splitlines()[0] if text else type(exc).__name__
-    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", text)
+    text = re.sub(r"^Error in .*? at \S+:\d+: ", "", first_line(exc))
     return re.sub(r"^Error: '.*?' failed: ", "", text)
 
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from recsys_cl.config.retrieval import IndexSpec
 from recsys_cl.data import IdMap
+from recsys_cl.errors import first_line
 from recsys_cl.io import atomic_path, write_json
 
 from .errors import IndexFileError, IndexMismatchError
@@ -108,7 +109,7 @@ def meta_from_json(raw: Any, source: str) -> tuple[IndexMeta, str, int]:
     except ValidationError as exc:
         raise bad(f"spec: {exc.errors()[0]['msg']}") from None
     except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise bad(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise bad(first_line(exc)) from None
     if ids is not None and ids.size != meta.n_items:
         raise bad(f"{ids.size} item ids for {meta.n_items} items")
     return meta, sha, size

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from recsys_cl.metrics import mlflow_name
+_MLFLOW_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def mlflow_name(key: str) -> str:
+    """A metric name MLflow accepts: ``recall@20`` -> ``recall_at_20``; other unsafe chars -> _."""
+    return _MLFLOW_UNSAFE.sub("_", key.replace("@", "_at_"))
 
 
 def metric_key(name: str, prefix: str = "") -> str:

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from mlflow.utils.mlflow_tags import MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER
 
-from recsys_cl.errors import RecsysError
+from recsys_cl.errors import RecsysError, first_line
 from recsys_cl.interrupts import uninterrupted
 
 from .base import Tracker
@@ -107,11 +107,6 @@ def experiment_id(client: MlflowClient, uri: str, name: str) -> str:
 def _text(value: Any) -> str:
     text = "null" if value is None else str(list(value) if isinstance(value, tuple) else value)
     return text[:_MAX_PARAM_CHARS]
-
-
-def _one_line(exc: MlflowException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -268,7 +263,7 @@ def mlflow_run(
                 exp = experiment_id(client, uri, experiment)
                 run_id = client.create_run(exp, run_name=run_name, tags=source_tags()).info.run_id
     except MlflowException as exc:
-        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: {first_line(exc)}") from None
     try:
         # MLflow's own helpers (figures, models) resolve the store globally.
         with global_tracking_uri(uri), _ended(client, run_id, uri) as tracker:
@@ -278,7 +273,7 @@ def mlflow_run(
     except MlflowException as exc:
         # The store failing mid-run (a server gone, a name MLflow refuses) is the
         # environment's or the user's, not a bug: one line, exit 2; the run was ended FAILED.
-        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: {first_line(exc)}") from None
 
 
 def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
@@ -293,7 +288,7 @@ def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[t
     try:
         return _latest_comparison(MlflowClient(uri), uri, experiment)
     except MlflowException as exc:
-        raise TrackingError(f"tracking store {uri}: {_one_line(exc)}") from None
+        raise TrackingError(f"tracking store {uri}: {first_line(exc)}") from None
 
 
 def _latest_comparison(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import posixpath
 import tempfile
@@ -26,7 +25,13 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import LoggedModel, LoggedModelOutput, LoggedModelStatus, Metric, Run
+from mlflow.entities import (
+    LoggedModel,
+    LoggedModelOutput,
+    LoggedModelStatus,
+    Metric,
+    Run,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
@@ -34,8 +39,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys_cl.errors import RecsysError
 from recsys_cl.optional import faiss_distribution, installed_version
-
 from recsys_cl.retrieval.candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
+
 from .mlflow_tracker import global_tracking_uri, store_call
 from .model_uris import download_candidate_model, load_candidate_model, run_logged_model
 

@@ -37,9 +37,9 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from contextlib import contextmanager
 from io import StringIO
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -52,8 +52,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from recsys_cl.errors import RecsysError
-
+from recsys_cl.errors import RecsysError, one_line
 from recsys_cl.retrieval.candidate_model import too_many_rows
 
 # 16 MiB holds ~800,000 ids in dataframe_split form: far past any model's max_rows, so a
@@ -75,10 +74,6 @@ class RequestError(RecsysError):
         super().__init__(one_line(message))
         self.status = status
         self.code = code
-
-
-def one_line(message: str) -> str:
-    return " ".join(str(message).split())
 
 
 def parse_request(
