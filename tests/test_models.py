@@ -11,6 +11,7 @@ import torch
 from torch_geometric.nn import LGConv
 
 from recsys_cl.augment import SimGCLNoise, simgcl_noise
+from recsys_cl.config import method_names
 from recsys_cl.graph import BipartiteGraph, build_graph
 from recsys_cl.losses import info_nce
 from recsys_cl.models import (
@@ -222,6 +223,11 @@ METHODS: dict[str, MethodFactory] = {
         LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.2, 0.15, 0.2, 1
     ),
 }
+
+
+def test_contract_suite_covers_every_configured_method() -> None:
+    # A method added to the ModelConfig union must get a case above (its own factory).
+    assert set(method_names()) <= {name.split("_")[0] for name in METHODS}
 
 
 def train(
