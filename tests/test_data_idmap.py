@@ -66,7 +66,7 @@ def test_load_errors(tmp_path: Path) -> None:
         IdMap.load(tmp_path / "gone.parquet")
     junk = tmp_path / "junk.parquet"
     junk.write_text("not parquet")
-    with pytest.raises(DataError, match=r"junk\.parquet: not a readable id map"):
+    with pytest.raises(DataError, match=r"junk\.parquet: unreadable Parquet"):
         IdMap.load(junk)
     wrong = tmp_path / "wrong.parquet"
     pl.DataFrame({"index": [0, 1], "raw": [5, 5]}).write_parquet(wrong)

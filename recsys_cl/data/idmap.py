@@ -12,7 +12,7 @@ import polars as pl
 
 from recsys_cl.data.frame import data_error, shown
 from recsys_cl.errors import DataError
-from recsys_cl.io import atomic_path
+from recsys_cl.io import atomic_path, read_table
 
 Missing = Literal["error", "null"]
 RawIds = pl.Series | np.ndarray | Sequence[Any]
@@ -157,14 +157,7 @@ class IdMap:
             DataError: the file is missing, unreadable or not a valid id map.
         """
         path = Path(path)
-        if not path.is_file():
-            raise data_error(str(path), "id map file not found")
-        try:
-            frame = pl.read_parquet(path)
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise data_error(str(path), f"not a readable id map: {exc}") from exc
-        if frame.columns != [_INDEX, _RAW]:
-            raise data_error(str(path), f"id map needs columns index, raw; found {frame.columns}")
+        frame = read_table(path, [_INDEX, _RAW], missing="id map file not found")
         expected = pl.int_range(frame.height, dtype=pl.Int64, eager=True)
         if not frame[_INDEX].cast(pl.Int64).equals(expected.alias(_INDEX)):
             raise data_error(str(path), "id map indices are not 0..n-1 in order")

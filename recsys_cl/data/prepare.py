@@ -33,7 +33,7 @@ from recsys_cl.data.splits import (
     split_temporal,
 )
 from recsys_cl.data.stats import profile
-from recsys_cl.io import atomic_dir, write_json
+from recsys_cl.io import atomic_dir, read_table, write_json
 
 SplitMethod = Literal["given", "ratio", "temporal", "leave_one_out"]
 FORMAT_VERSION = 1
@@ -170,14 +170,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def _read_part(path: Path, rows: int, n_users: int, n_items: int) -> pl.DataFrame:
-    if not path.is_file():
-        raise data_error(str(path), "missing part of a prepared split")
-    try:
-        df = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise data_error(str(path), f"unreadable: {exc}") from exc
-    if USER not in df.columns or ITEM not in df.columns:
-        raise data_error(str(path), f"needs columns user, item; found {', '.join(df.columns)}")
+    df = read_table(path, [USER, ITEM], missing="missing part of a prepared split", exact=False)
     if df.height != rows:
         raise data_error(str(path), f"has {df.height} rows, the manifest says {rows}")
     for column, bound in ((USER, n_users), (ITEM, n_items)):

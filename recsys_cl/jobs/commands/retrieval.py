@@ -17,8 +17,8 @@ import polars as pl
 
 from recsys_cl.config import RunConfig, apply_overrides, read_yaml, validate
 from recsys_cl.config.retrieval import IndexSpec
-from recsys_cl.errors import DataError, RecsysError, first_line
-from recsys_cl.io import atomic_path
+from recsys_cl.errors import DataError, RecsysError
+from recsys_cl.io import atomic_path, read_table
 from recsys_cl.tracking.base import Tracker, metric_dict
 
 from ..folder import RunFolder
@@ -170,10 +170,7 @@ def read_users_file(path: str | Path) -> list[str]:
     if not p.is_file():
         raise DataError(f"{p}: users file not found")
     if p.suffix == ".parquet":
-        try:
-            frame = pl.read_parquet(p, columns=["user_id"])
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise DataError(f"{p}: needs a readable user_id column ({first_line(exc)})") from None
+        frame = read_table(p, ["user_id"], exact=False)
         return [str(v) for v in frame["user_id"].to_list() if v is not None]
     try:
         text = p.read_text(encoding="utf-8")
