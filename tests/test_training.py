@@ -4,7 +4,6 @@ contrastive loss falls, a non-finite loss stops training with its epoch and batc
 
 from __future__ import annotations
 
-import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_cl.config import ModelConfig, SGLConfig, SimGCLConfig, load_config
+from recsys_cl.config import (
+    ModelConfig,
+    SGLConfig,
+    SimGCLConfig,
+    load_config,
+    method_names,
+)
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import TrainingError
 from recsys_cl.graph import build_graph
@@ -34,18 +39,12 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _methods() -> list[str]:
-    """Every method a run config accepts, read off the ModelConfig union (config/schema.py)."""
-    union, _discriminator = typing.get_args(ModelConfig)
-    return [cls.model_fields["method"].default for cls in typing.get_args(union)]
-
-
 def _shipped_models() -> list[object]:
     """Each method's default model block (what ``model.method=X`` alone gives: the papers'
     settings) and the block of every shipped ``configs/<dataset>/<method>.yaml``, one case per
     distinct block, its id naming every source that ships it."""
     cases = []
-    for name in _methods():
+    for name in method_names():
         default = load_config(None, ["data.dataset=planted", f"model.method={name}"]).model
         sources: dict[ModelConfig, list[str]] = {default: ["defaults"]}
         for path in sorted(CONFIGS.glob(f"*/{name}.yaml")):
@@ -88,7 +87,7 @@ def _trainer(
 
 def test_every_method_has_a_shipped_model_case() -> None:
     methods = {case.values[0].method for case in _shipped_models()}
-    assert methods == set(_methods()) and len(methods) >= 5
+    assert methods == set(method_names()) and len(methods) >= 5
 
 
 @pytest.mark.parametrize("model", _shipped_models())
