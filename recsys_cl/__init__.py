@@ -1,1 +1,70 @@
-"""recsys_cl."""
+"""recsys_cl: graph contrastive learning for recommendation, with class-imbalance strategies,
+FAISS retrieval and MLflow tracking.
+
+The names below are what a Python user needs to train and score a model (see the README's
+"Python API"); each lives in its subpackage and is imported from there on first use, so that
+``import recsys_cl`` loads neither torch nor FAISS nor MLflow (the command line sets torch's
+threads before torch loads, and FAISS is an optional extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_API = {
+    # data
+    "load_benchmark": "recsys_cl.data",
+    "prepare": "recsys_cl.data",
+    "read_interactions": "recsys_cl.data",
+    # graph
+    "BipartiteGraph": "recsys_cl.graph",
+    "build_graph": "recsys_cl.graph",
+    # models
+    "LightGCN": "recsys_cl.models",
+    "MF": "recsys_cl.models",
+    "SGL": "recsys_cl.models",
+    "SimGCL": "recsys_cl.models",
+    "XSimGCL": "recsys_cl.models",
+    # training
+    "EarlyStopping": "recsys_cl.training",
+    "Sampling": "recsys_cl.training",
+    "Schedule": "recsys_cl.training",
+    "Trainer": "recsys_cl.training",
+    # evaluation
+    "evaluate": "recsys_cl.metrics",
+    # configs and run folders
+    "load_config": "recsys_cl.config",
+    "RunFolder": "recsys_cl.jobs",
+    "run_training": "recsys_cl.jobs",
+    # candidates (needs the cpu or gpu extra: FAISS)
+    "CandidateModel": "recsys_cl.retrieval",
+}
+
+__all__ = sorted(_API)
+
+if TYPE_CHECKING:
+    from recsys_cl.config import load_config
+    from recsys_cl.data import load_benchmark, prepare, read_interactions
+    from recsys_cl.graph import BipartiteGraph, build_graph
+    from recsys_cl.jobs import RunFolder, run_training
+    from recsys_cl.metrics import evaluate
+    from recsys_cl.models import MF, SGL, LightGCN, SimGCL, XSimGCL
+    from recsys_cl.retrieval import CandidateModel
+    from recsys_cl.training import EarlyStopping, Sampling, Schedule, Trainer
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recsys_cl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

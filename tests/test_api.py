@@ -1,0 +1,54 @@
+"""The top-level API: every exported name resolves to its subpackage's object, the README's
+Python example imports only exported names, and importing the package loads no heavy library."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import recsys_cl
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize("name", recsys_cl.__all__)
+def test_exported_names_are_the_subpackages_objects(name: str) -> None:
+    if name == "CandidateModel":
+        pytest.importorskip("faiss", reason="CandidateModel needs the cpu or gpu extra")
+    module = importlib.import_module(recsys_cl._API[name])
+    assert getattr(recsys_cl, name) is getattr(module, name)
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Traner'"):
+        recsys_cl.Traner  # noqa: B018
+
+
+def test_version_is_the_installed_distribution() -> None:
+    assert recsys_cl.__version__ == importlib.metadata.version("recsys-cl")
+
+
+def test_the_readme_python_example_uses_the_top_level_api() -> None:
+    text = README.read_text()
+    block = text.split("## Python API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    imported = re.search(r"from recsys_cl import \(([^)]*)\)", block)
+    assert imported is not None, "the example imports from recsys_cl"
+    names = {n.strip() for n in imported.group(1).replace("\n", " ").split(",") if n.strip()}
+    assert names and names <= set(recsys_cl.__all__)
+    assert "from recsys_cl." not in block  # nothing from a subpackage
+
+
+@pytest.mark.integration
+def test_importing_the_package_loads_no_heavy_library() -> None:
+    code = (
+        "import sys, recsys_cl; "
+        "print(sorted(m for m in ('torch', 'faiss', 'mlflow', 'polars') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
