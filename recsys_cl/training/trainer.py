@@ -27,7 +27,7 @@ from recsys_cl.errors import TrainingError
 from recsys_cl.graph import BipartiteGraph
 from recsys_cl.models import Batch, Recommender
 
-from .checkpoint import TrainState, load_checkpoint, save_checkpoint
+from .checkpoint import LAST_CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from .plan import Sampling, Schedule
 from .sampling import UniformNegativeSampler, sample_epoch
 
@@ -65,7 +65,8 @@ class Trainer:
         sampling: the rows, negatives and loss weights each epoch draws (None: every training
             edge once, one uniform negative, unweighted).
         evaluate: returns metrics for the current model; None disables selection.
-        checkpoint_dir: where ``last.pt`` is written after every epoch (None: no checkpoints).
+        checkpoint_dir: where :data:`~.checkpoint.LAST_CHECKPOINT` is written after every epoch
+            (None: no checkpoints).
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
         progress: show a per-epoch progress bar.
         on_epoch_end: called with each epoch's history record (logging).
@@ -114,7 +115,7 @@ class Trainer:
 
     @property
     def last_path(self) -> Path | None:
-        return self.checkpoint_dir / "last.pt" if self.checkpoint_dir is not None else None
+        return self.checkpoint_dir / LAST_CHECKPOINT if self.checkpoint_dir is not None else None
 
     def fit(self, resume: bool = False) -> FitResult:
         state, best_model = TrainState(), None
