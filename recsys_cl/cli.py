@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _leaf_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
-    leaves = []
+    leaves: list[argparse.ArgumentParser] = []
     for parser in sub.choices.values():
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         leaves += _leaf_parsers(nested[0]) if nested else [parser]
@@ -483,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No telemetry; MLflow's INFO lines (store creation, migrations, model validation) and
     # artifact download bars are noise on a command line. Restored for in-process callers.
     saved_env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
-    for name, value in _MLFLOW_ENV.items():
-        os.environ.setdefault(name, value)
+    for name, default in _MLFLOW_ENV.items():
+        os.environ.setdefault(name, default)
     try:
         # Before torch loads: OpenMP reads its wait policy and thread count once.
         configure_threads(args.threads)

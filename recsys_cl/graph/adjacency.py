@@ -93,14 +93,14 @@ class _SymmetricSpMM(torch.autograd.Function):
     """``adj @ x`` whose backward uses ``adj`` itself in place of ``adj.T`` (adj symmetric)."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:
         # adj is a constant of the graph (no grad), so keeping a reference is enough.
         ctx.adj = adj
         return _mm(adj, x)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor) -> tuple[None, Tensor]:
         return None, _mm(ctx.adj, grad_out)
 
 

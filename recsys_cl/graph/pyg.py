@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch_geometric.data import Data, HeteroData  # type: ignore[import-untyped]
-from torch_geometric.nn import MessagePassing  # type: ignore[import-untyped]
+from torch_geometric.data import Data, HeteroData
+from torch_geometric.nn import MessagePassing
 
 from recsys_cl.graph.adjacency import (
     csr_edges,

@@ -218,7 +218,7 @@ def _read_embeddings(path: Path, key: str, ids: IdMap) -> np.ndarray:
     idx = ids.to_index(table[key], source=str(path))
     if table.height != ids.size or idx.n_unique() != ids.size:
         raise DataError(f"{path}: {table.height} rows do not cover the run's {ids.size} ids")
-    emb = np.stack(table["embedding"].to_numpy())
+    emb = np.stack(list(table["embedding"].to_numpy()))
     order = np.argsort(idx.to_numpy())
     return np.ascontiguousarray(emb[order], dtype=np.float32)
 

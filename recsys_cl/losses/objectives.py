@@ -94,6 +94,10 @@ class InBatchSoftmaxObjective(RecObjective):
     """
 
     uses_negatives = False
+    # Buffers registered in __init__ (None when unused), declared for the type checker.
+    item_log_q: Tensor | None
+    positive_indptr: Tensor | None
+    positive_indices: Tensor | None
 
     def __init__(
         self,

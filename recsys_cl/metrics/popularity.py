@@ -147,8 +147,8 @@ def popularity_metrics(
         group_hits = hits & (top_group == g)
         values = ranking_metrics(group_hits[has], n_rel[has], ks, ("recall", "ndcg"))
         for key, v in values.items():
-            metric, k = key.split("@")
-            out[f"{name}_{metric}@{k}"] = float(v.mean()) if len(v) else float("nan")
+            metric, cutoff = key.split("@")
+            out[f"{name}_{metric}@{cutoff}"] = float(v.mean()) if len(v) else float("nan")
 
     pop_t = torch.from_numpy(popularity.astype(np.float64))
     for k in ks:

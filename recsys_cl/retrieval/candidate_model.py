@@ -122,7 +122,7 @@ class BundleInfo:
 
 
 def is_positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
 
 
 def too_many_rows(n_rows: int, max_rows: int) -> str:
@@ -143,7 +143,7 @@ def _read_embeddings(path: Path, key: str, n: int, dim: int) -> tuple[IdMap, np.
     frame = read_table(path, [key, "embedding"], missing=_IN_BUNDLE)
     try:
         ids = IdMap(frame[key])
-        emb = np.ascontiguousarray(np.stack(frame["embedding"].to_numpy()), dtype=np.float32)
+        emb = np.ascontiguousarray(np.stack(list(frame["embedding"].to_numpy())), dtype=np.float32)
     except (ValueError, TypeError) as exc:
         raise DataError(f"{path}: not embeddings in id order ({exc})") from None
     if emb.shape != (n, dim) or not np.isfinite(emb).all():
@@ -240,7 +240,7 @@ class CandidateModel:
             raise RecsysError(f"{out}: exists and is not a candidate bundle; refusing to replace it")
         seen_keys = self.seen.keys if self.seen is not None else np.zeros(0, dtype=np.int64)
         seen_users, seen_items = np.divmod(seen_keys, self.items.size)
-        tables = {
+        tables: dict[str, dict[str, Any]] = {
             USER_FILE: {"user_id": self.users.raw, "embedding": self.user_emb},
             ITEM_FILE: {"item_id": self.items.raw, "embedding": self.item_emb},
             SEEN_FILE: {

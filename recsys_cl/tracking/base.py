@@ -59,8 +59,12 @@ class Tracker(Protocol):
     nothing is recorded.
     """
 
-    enabled: bool
-    uri: str | None
+    # Read-only members, so that an implementation may narrow them (MlflowTracker's uri is a str).
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def uri(self) -> str | None: ...
 
     @property
     def run_id(self) -> str | None: ...

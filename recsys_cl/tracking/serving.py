@@ -314,7 +314,7 @@ def local_server(
             cwd=log_dir, start_new_session=True,
         )
     try:
-        _wait_for_ping(proc, f"{base_url}/ping", stderr, start_timeout_s)
+        _wait_for_ping(proc, command[0], f"{base_url}/ping", stderr, start_timeout_s)
         yield proc
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -335,11 +335,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _wait_for_ping(proc: subprocess.Popen[bytes], url: str, stderr: Path, timeout_s: float) -> None:
+def _wait_for_ping(
+    proc: subprocess.Popen[bytes], program: str, url: str, stderr: Path, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServerError(f"{proc.args[0]} exited with {proc.returncode}:\n{stderr.read_text()[-3000:]}")
+            raise ServerError(
+                f"{program} exited with {proc.returncode}:\n{stderr.read_text()[-3000:]}"
+            )
         if _answers(url):
             return
         time.sleep(0.25)

@@ -41,7 +41,7 @@ def data_stats(args: argparse.Namespace) -> int:
             f"data stats needs a dataset ({', '.join(dataset_names())}), a file, or --config"
         )
     if args.config is not None or args.overrides:
-        cfg = load_config(args.config, args.overrides)
+        cfg: RunConfig = load_config(args.config, args.overrides)
         split = build_split(cfg.data, args.data_dir, cfg.seed)
         name = cfg.data.dataset or str(cfg.data.path)
         print(format_profile(profile(split), f"{name}: {split.method} split (indices fitted on train)"))
