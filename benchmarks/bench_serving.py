@@ -54,7 +54,12 @@ HOSTILE = (
     ("column foo", b'{"dataframe_records": [{"user_id": 1, "foo": 2}]}'),
     ("k = 0", b'{"dataframe_records": [{"user_id": 1}], "params": {"k": 0}}'),
     ("k = 10**9", b'{"dataframe_records": [{"user_id": 1}], "params": {"k": 1000000000}}'),
-    ("10,001 rows", b'{"dataframe_split": {"columns": ["user_id"], "data": [' + b",".join([b"[1]"] * 10_001) + b"]}}"),
+    (
+        "10,001 rows",
+        b'{"dataframe_split": {"columns": ["user_id"], "data": ['
+        + b",".join([b"[1]"] * 10_001)
+        + b"]}}",
+    ),
     ("invalid JSON", b'{"dataframe_records": ['),
     ("5 MB of [", b"[" * 5_000_000),
 )
@@ -94,17 +99,32 @@ class ModeResult:
 
 def server_command(server: str, model_uri: str, port: int, workers: int) -> list[str]:
     if server == "mlflow":
-        return [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-                "-h", "127.0.0.1", "-p", str(port), "--workers", str(workers)]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            str(workers),
+        ]
     return [sys.executable, "-m", "recsys_cl.cli", "serve", model_uri, "--host", "127.0.0.1",
             "--port", str(port), "--workers", str(workers)]
 
 
 def model_users(model_uri: str, tracking_uri: str) -> list[object]:
     """The raw user ids of the model's bundle."""
-    from recsys_cl.tracking.model_uris import download_candidate_model
-
     from mlflow.models import Model
+
+    from recsys_cl.tracking.model_uris import download_candidate_model
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
         local = Path(download_candidate_model(model_uri, tracking_uri, tmp))
@@ -138,14 +158,21 @@ def run_mode(
         connection = http.client.HTTPConnection(host, port, timeout=60)
         i = 0
         while claim():
-            body = json.dumps({
-                "dataframe_split": {"columns": ["user_id"], "data": [[users[u]] for u in picks[c][i]]},
-                "params": {"k": k},
-            })
+            body = json.dumps(
+                {
+                    "dataframe_split": {
+                        "columns": ["user_id"],
+                        "data": [[users[u]] for u in picks[c][i]],
+                    },
+                    "params": {"k": k},
+                }
+            )
             i += 1
             start = time.perf_counter()
             try:
-                connection.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+                connection.request(
+                    "POST", "/invocations", body, {"Content-Type": "application/json"}
+                )
                 response = connection.getresponse()
                 payload = response.read()
                 elapsed = time.perf_counter() - start
@@ -171,7 +198,9 @@ def run_mode(
         thread.join()
     seconds = time.perf_counter() - start
     answered = np.asarray([x for per in latencies for x in per]) * 1000
-    p50, p95, p99 = (np.percentile(answered, q) if answered.size else float("nan") for q in (50, 95, 99))
+    p50, p95, p99 = (
+        np.percentile(answered, q) if answered.size else float("nan") for q in (50, 95, 99)
+    )
     return ModeResult(
         mode, batch, clients, int(sent[0]), int(sum(errors)), round(seconds, 2),
         round(answered.size / seconds, 1), round(answered.size * batch / seconds, 1),
@@ -193,23 +222,49 @@ def send_hostile(host: str, port: int) -> list[tuple[str, int, int, str]]:
             message = str(json.loads(text)["message"])
         except (ValueError, KeyError, TypeError):
             message = text
-        out.append((label, response.status, len(message.splitlines()), message.splitlines()[0] if message else ""))
+        out.append(
+            (
+                label,
+                response.status,
+                len(message.splitlines()),
+                message.splitlines()[0] if message else "",
+            )
+        )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-uri", required=True, help="models:/<model_id>, models:/<name>/<version> or runs:/...")
+    p.add_argument(
+        "--model-uri",
+        required=True,
+        help="models:/<model_id>, models:/<name>/<version> or runs:/...",
+    )
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlruns.db"))
     p.add_argument("--server", choices=["recsys-cl", "mlflow"], default="recsys-cl",
                    help="recsys-cl serve (default) or mlflow models serve")
-    p.add_argument("--workers", type=_positive(int), default=1, help="server worker processes (default 1)")
-    p.add_argument("--clients", type=_positive(int), default=8, help="concurrent clients (default 8)")
-    p.add_argument("--requests", type=_positive(int), default=2000, help="most requests per mode (default 2000)")
-    p.add_argument("--seconds", type=_positive(float), default=60.0, help="most seconds per mode (default 60)")
-    p.add_argument("--batch", type=_positive(int), default=100, help="users per batched request (default 100)")
+    p.add_argument(
+        "--workers", type=_positive(int), default=1, help="server worker processes (default 1)"
+    )
+    p.add_argument(
+        "--clients", type=_positive(int), default=8, help="concurrent clients (default 8)"
+    )
+    p.add_argument(
+        "--requests",
+        type=_positive(int),
+        default=2000,
+        help="most requests per mode (default 2000)",
+    )
+    p.add_argument(
+        "--seconds", type=_positive(float), default=60.0, help="most seconds per mode (default 60)"
+    )
+    p.add_argument(
+        "--batch", type=_positive(int), default=100, help="users per batched request (default 100)"
+    )
     p.add_argument("-k", type=_positive(int), default=20, help="items per user (default 20)")
-    p.add_argument("--modes", default="single,batched", help="comma-separated: single, batched; or none")
+    p.add_argument(
+        "--modes", default="single,batched", help="comma-separated: single, batched; or none"
+    )
     p.add_argument("--hostile", action="store_true", help="also send each malformed request once")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="also print a JSON record")
@@ -240,10 +295,20 @@ def _bench(args: argparse.Namespace, modes: list[str]) -> int:
                 batch = 1 if mode == "single" else args.batch
                 run_mode("127.0.0.1", port, users, mode=mode, batch=batch, k=args.k, clients=1,
                          max_requests=WARMUP_REQUESTS, max_seconds=30, seed=args.seed)
-                results.append(run_mode(
-                    "127.0.0.1", port, users, mode=mode, batch=batch, k=args.k, clients=args.clients,
-                    max_requests=args.requests, max_seconds=args.seconds, seed=args.seed,
-                ))
+                results.append(
+                    run_mode(
+                        "127.0.0.1",
+                        port,
+                        users,
+                        mode=mode,
+                        batch=batch,
+                        k=args.k,
+                        clients=args.clients,
+                        max_requests=args.requests,
+                        max_seconds=args.seconds,
+                        seed=args.seed,
+                    )
+                )
             hostile = send_hostile("127.0.0.1", port) if args.hostile else []
     # Other processes on the machine take CPU from both the server and the clients: say how busy it was.
     load = os.getloadavg()[0]
@@ -260,11 +325,23 @@ def _bench(args: argparse.Namespace, modes: list[str]) -> int:
     for label, status, lines, first in hostile:
         print(f"{label:<13} {status}  {lines} line{'s' if lines != 1 else ''}  {first[:100]}")
     if args.json:
-        print(json.dumps({
-            "server": shown, "workers": args.workers, "k": args.k, "cpus": os.cpu_count(), "load_avg_1min": load,
-            "python": platform.python_version(), "results": [asdict(r) for r in results],
-            "hostile": [dict(zip(("request", "status", "lines", "first_line"), h)) for h in hostile],
-        }))
+        print(
+            json.dumps(
+                {
+                    "server": shown,
+                    "workers": args.workers,
+                    "k": args.k,
+                    "cpus": os.cpu_count(),
+                    "load_avg_1min": load,
+                    "python": platform.python_version(),
+                    "results": [asdict(r) for r in results],
+                    "hostile": [
+                        dict(zip(("request", "status", "lines", "first_line"), h, strict=True))
+                        for h in hostile
+                    ],
+                }
+            )
+        )
     return 0
 
 

@@ -26,14 +26,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _start(config: str, epochs: int, out: Path, code: Path, env: dict[str, str]) -> subprocess.Popen:
+def _start(
+    config: str, epochs: int, out: Path, code: Path, env: dict[str, str]
+) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "recsys_cl.cli", "train", "-c", config, "--no-track",
         "--set", f"output_dir={out}", "--set", f"train.epochs={epochs}",
         "--set", "train.progress=false", "--set", "train.patience=0",
     ]
     full_env = {**os.environ, **env, "PYTHONPATH": str(code)}
-    return subprocess.Popen(cmd, cwd=code, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, cwd=code, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 def _finish(proc: subprocess.Popen, start: float, out: Path) -> dict:
@@ -52,18 +56,24 @@ def _finish(proc: subprocess.Popen, start: float, out: Path) -> dict:
     }
 
 
-def run_jobs(n: int, config: str, epochs: int, code: Path, env: dict[str, str], root: Path) -> list[dict]:
+def run_jobs(
+    n: int, config: str, epochs: int, code: Path, env: dict[str, str], root: Path
+) -> list[dict]:
     outs = [root / f"job{i}" for i in range(n)]
     start = time.perf_counter()
     procs = [_start(config, epochs, out, code, env) for out in outs]
-    return [_finish(p, start, out) for p, out in zip(procs, outs)]
+    return [_finish(p, start, out) for p, out in zip(procs, outs, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", default="configs/ml-100k/lightgcn.yaml")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--code", type=Path, default=REPO, help="checkout whose recsys_cl runs (default: this one)")
+    p.add_argument(
+        "--code", type=Path, default=REPO, help="checkout whose recsys_cl runs (default: this one)"
+    )
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--label", default=None, help="name of this setting in the output")
     args = p.parse_args(argv)
@@ -74,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         pair = run_jobs(2, config, args.epochs, args.code, env, Path(tmp) / "pair")
     label = args.label or f"{args.code.name} {' '.join(args.env) or '(defaults)'}"
     slow = max(j["wall_s"] for j in pair) / alone[0]["wall_s"]
-    print(f"| setting | job | wall s | median epoch s | CPU s | invol. switches | threads |")
+    print("| setting | job | wall s | median epoch s | CPU s | invol. switches | threads |")
     print("|---|---|---|---|---|---|---|")
     for name, jobs in (("alone", alone), ("two together", pair)):
         for i, j in enumerate(jobs):

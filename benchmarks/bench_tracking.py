@@ -21,9 +21,13 @@ from recsys_cl.tracking.mlflow_tracker import mlflow_run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--epochs", type=int, default=200, help="epochs logged (default 200)")
-    parser.add_argument("--eval-every", type=int, default=5, help="evaluated every N epochs (default 5)")
+    parser.add_argument(
+        "--eval-every", type=int, default=5, help="evaluated every N epochs (default 5)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -38,13 +42,23 @@ def main() -> None:
                 record.update({f"loss/{t}": 1.0 / epoch for t in ("rec", "cl", "reg", "total")})
                 is_eval = epoch % args.eval_every == 0
                 if is_eval:
-                    record.update({f"{m}@{k}": 0.1 for m in ("recall", "ndcg", "precision", "hit_rate", "mrr") for k in (10, 20, 50)})
+                    record.update(
+                        {
+                            f"{m}@{k}": 0.1
+                            for m in ("recall", "ndcg", "precision", "hit_rate", "mrr")
+                            for k in (10, 20, 50)
+                        }
+                    )
                 t = time.perf_counter()
                 log(record)
                 (evaluated if is_eval else plain).append(time.perf_counter() - t)
     print(f"new SQLite store created and run opened in {opened:.2f} s (schema migrations)")
-    print(f"per-epoch log, losses only:    median {statistics.median(plain) * 1e3:.1f} ms over {len(plain)} epochs")
-    print(f"per-epoch log, with 15 metrics: median {statistics.median(evaluated) * 1e3:.1f} ms over {len(evaluated)} epochs")
+    print(
+        f"per-epoch log, losses only:    median {statistics.median(plain) * 1e3:.1f} ms over {len(plain)} epochs"
+    )
+    print(
+        f"per-epoch log, with 15 metrics: median {statistics.median(evaluated) * 1e3:.1f} ms over {len(evaluated)} epochs"
+    )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,15 @@ def positive_int(text: str) -> int:
 def bench_config(dataset: str, method: str, layers: int) -> RunConfig:
     """The paper settings on ``dataset``: its given split (paper protocol) when it ships one,
     else the split of ``configs/<dataset>/<method>.yaml`` (or of the default config)."""
-    common = [f"data.dataset={dataset}", f"model.method={method}", f"model.layers={0 if method == 'mf' else layers}"]
+    common = [
+        f"data.dataset={dataset}",
+        f"model.method={method}",
+        f"model.layers={0 if method == 'mf' else layers}",
+    ]
     if get_spec(dataset).given_split:
         return load_config(
-            None, [*common, "data.split.kind=given", "data.split.val_ratio=0", "train.protocol=paper"]
+            None,
+            [*common, "data.split.kind=given", "data.split.val_ratio=0", "train.protocol=paper"],
         )
     shipped = CONFIGS / dataset / f"{method}.yaml"
     return load_config(shipped if shipped.is_file() else None, common)
@@ -75,18 +80,35 @@ def bench_config(dataset: str, method: str, layers: int) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     p = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="xsimgcl", choices=["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"])
-    p.add_argument("--dataset", default="gowalla", choices=dataset_names(), help="registered dataset (default gowalla)")
-    p.add_argument("--data-dir", default=None, help="folder with <dataset>/ (default $RECSYS_CL_DATA)")
-    p.add_argument("--epochs", type=positive_int, default=3, help="timed epochs; the median is reported")
-    p.add_argument("--eval-repeats", type=positive_int, default=3, help="timed full-ranking evaluations")
+    p.add_argument(
+        "--method", default="xsimgcl", choices=["mf", "lightgcn", "sgl", "simgcl", "xsimgcl"]
+    )
+    p.add_argument(
+        "--dataset",
+        default="gowalla",
+        choices=dataset_names(),
+        help="registered dataset (default gowalla)",
+    )
+    p.add_argument(
+        "--data-dir", default=None, help="folder with <dataset>/ (default $RECSYS_CL_DATA)"
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=3, help="timed epochs; the median is reported"
+    )
+    p.add_argument(
+        "--eval-repeats", type=positive_int, default=3, help="timed full-ranking evaluations"
+    )
     p.add_argument("--batch-size", type=positive_int, default=2048)
     p.add_argument("--layers", type=positive_int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)"
+    )
     p.add_argument("--json", action="store_true", help="also print a JSON record")
     args = p.parse_args(argv)
-    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+    if args.device not in ("cpu", "cuda") or (
+        args.device == "cuda" and not torch.cuda.is_available()
+    ):
         p.error(f"--device {args.device!r}: cpu, or cuda on a machine with a CUDA GPU")
     try:
         return _bench(args)
@@ -103,7 +125,10 @@ def _bench(args: argparse.Namespace) -> int:
     split = build_split(cfg.data, args.data_dir, cfg.seed)
     train = split.user_items("train")
     graph = build_graph(
-        torch.from_numpy(train.rows()), torch.from_numpy(train.indices), split.n_users, split.n_items
+        torch.from_numpy(train.rows()),
+        torch.from_numpy(train.indices),
+        split.n_users,
+        split.n_items,
     ).to(device)
     torch.manual_seed(cfg.seed)
     method = build_method(cfg.model, split.n_users, split.n_items).to(device)
@@ -145,7 +170,9 @@ def _bench(args: argparse.Namespace) -> int:
         "eval_users": result.n_users_evaluated,
         "recall@20_after_timed_epochs": result.metrics["recall@20"],
         "peak_rss_mb": _peak_rss_mb(),
-        "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20
+        if device.type == "cuda"
+        else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

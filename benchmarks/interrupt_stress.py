@@ -32,7 +32,9 @@ from tests.conftest import make_long_tail_log  # noqa: E402
 def trial(root: Path) -> tuple[int, str, str]:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    make_long_tail_log(n_users=150, n_items=300, seed=11, mean_activity=15).write_csv(root / "log.csv")
+    make_long_tail_log(n_users=150, n_items=300, seed=11, mean_activity=15).write_csv(
+        root / "log.csv"
+    )
     (root / "run.yaml").write_text(
         f"experiment: stress\noutput_dir: {root / 'run'}\n"
         f"data: {{path: {root / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
@@ -42,8 +44,20 @@ def trial(root: Path) -> tuple[int, str, str]:
     uri = f"sqlite:///{root / 'mlruns.db'}"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recsys_cl.cli", "train", "-c", str(root / "run.yaml"), "--tracking-uri", uri],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "recsys_cl.cli",
+            "train",
+            "-c",
+            str(root / "run.yaml"),
+            "--tracking-uri",
+            uri,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     while not (root / "run" / "checkpoints" / "last.pt").exists():
         if proc.poll() is not None:
@@ -56,7 +70,9 @@ def trial(root: Path) -> tuple[int, str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=30, help="runs to stop (default 30)")
     parser.add_argument("--out", default="/tmp/interrupt_stress", help="scratch folder (replaced)")
     args = parser.parse_args()
@@ -65,7 +81,10 @@ def main() -> None:
         code, status, stderr = trial(Path(args.out) / str(i))
         ok = code == 130 and status == "KILLED"
         bad += not ok
-        print(f"trial {i:>2}: exit {code}, run {status}" + ("" if ok else f"\n{stderr[-1500:]}"), flush=True)
+        print(
+            f"trial {i:>2}: exit {code}, run {status}" + ("" if ok else f"\n{stderr[-1500:]}"),
+            flush=True,
+        )
     print(f"{args.trials - bad} of {args.trials} ended KILLED with exit 130")
 
 

@@ -47,7 +47,9 @@ def _train(name: str, config: str, overrides: list[str], out: Path, threads: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--run", action="append", required=True, metavar="NAME=CONFIG")
     p.add_argument("--set-for", nargs=2, action="append", default=[], metavar=("NAME", "KEY=VALUE"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -76,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     pop = evaluate(*most_popular_scores(train), split.user_items("test"), excl, ks=(20,)).metrics
 
     sel = first["select_metric"]
-    print(f"| run | best epoch / run | {sel} ({first['selected_on']}) | test recall@20 | test ndcg@20 | s/epoch |")
+    print(
+        f"| run | best epoch / run | {sel} ({first['selected_on']}) | test recall@20 | test ndcg@20 | s/epoch |"
+    )
     print("|---|---|---|---|---|---|")
     print(f"| most popular | – | – | {pop['recall@20']:.4f} | {pop['ndcg@20']:.4f} | – |")
     for name, r in results.items():

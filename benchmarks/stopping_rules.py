@@ -64,7 +64,9 @@ def replay(trace: dict, rule: EarlyStopping, eval_every: int, metric: str, budge
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("traces", nargs="+", type=Path)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--budget", type=int, help="epoch budget (default: the whole trace)")
@@ -72,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     traces = {t.stem: json.loads(t.read_text()) for t in args.traces}
 
-    print("| trace | epochs traced | rule | stops at epoch | selected epoch | val | test R@20 | test N@20 | most-popular test R@20 / N@20 |")
+    print(
+        "| trace | epochs traced | rule | stops at epoch | selected epoch | val | test R@20 | test N@20 | most-popular test R@20 / N@20 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     replays: dict[str, dict[str, dict]] = {}
     for name, trace in traces.items():
@@ -106,15 +110,29 @@ def _plot(traces: dict[str, dict], replays: dict[str, dict[str, dict]], path: Pa
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
-    for ax, (name, trace) in zip(axes.flat, traces.items()):
+    for ax, (name, trace) in zip(axes.flat, traces.items(), strict=False):
         metric = trace["select_metric"]
         curve = [r for r in trace["history"] if f"val/{metric}" in r]
-        ax.plot([r["epoch"] for r in curve], [r[f"val/{metric}"] for r in curve], lw=1, label=f"val {metric}")
-        ax.axhline(trace["most_popular"]["val"][metric], color="grey", ls=":", label="most-popular (val)")
+        ax.plot(
+            [r["epoch"] for r in curve],
+            [r[f"val/{metric}"] for r in curve],
+            lw=1,
+            label=f"val {metric}",
+        )
+        ax.axhline(
+            trace["most_popular"]["val"][metric], color="grey", ls=":", label="most-popular (val)"
+        )
         for rule_name, color in ((BEFORE, "C3"), (DEFAULT, "C2")):
             r = replays[name][rule_name]
             ax.axvline(r["stop_epoch"], color=color, ls="--", lw=1, label=f"stop: {rule_name}")
-            ax.plot([r["best_epoch"]], [r["val"]], "o", color=color, ms=5, label=f"selected: {rule_name}")
+            ax.plot(
+                [r["best_epoch"]],
+                [r["val"]],
+                "o",
+                color=color,
+                ms=5,
+                label=f"selected: {rule_name}",
+            )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel(f"epoch ({trace['batches_per_epoch']} steps each)")
         ax.grid(alpha=0.3)

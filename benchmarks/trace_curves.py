@@ -32,7 +32,9 @@ from recsys_cl.models import Recommender
 from recsys_cl.training import EarlyStopping, Trainer
 
 
-def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None) -> dict:
+def trace(
+    config: str, overrides: list[str], epochs: int, eval_every: int, data_dir: str | None
+) -> dict:
     cfg = load_config(config, overrides)
     split = build_split(cfg.data, data_dir, cfg.seed)
     # Built as a real run builds it (graph, strategies, method); only the evaluation and the
@@ -47,7 +49,10 @@ def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_
         user, item = m.embeddings(built.graph.adj)
         val = evaluate(user, item, parts.val_truth, [parts.train_seen], ks=ks).metrics
         test = evaluate(user, item, parts.test_truth, parts.test_exclude, ks=ks).metrics
-        return {**{f"val/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()}}
+        return {
+            **{f"val/{k}": v for k, v in val.items()},
+            **{f"test/{k}": v for k, v in test.items()},
+        }
 
     plan = replace(
         schedule(cfg, built.most_popular_score),
@@ -71,7 +76,9 @@ def trace(config: str, overrides: list[str], epochs: int, eval_every: int, data_
     start = time.perf_counter()
     fit = trainer.fit()
     pop = evaluate(*most_popular_scores(train), parts.test_truth, parts.test_exclude, ks=ks).metrics
-    pop_val = evaluate(*most_popular_scores(train), parts.val_truth, [parts.train_seen], ks=ks).metrics
+    pop_val = evaluate(
+        *most_popular_scores(train), parts.val_truth, [parts.train_seen], ks=ks
+    ).metrics
     return {
         "config": config,
         "overrides": overrides,
@@ -120,9 +127,15 @@ def write_planted(folder: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write-planted", type=Path, metavar="DIR",
-                   help="write the planted log and its XSimGCL config into DIR, print the config path, exit")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--write-planted",
+        type=Path,
+        metavar="DIR",
+        help="write the planted log and its XSimGCL config into DIR, print the config path, exit",
+    )
     p.add_argument("--config")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--epochs", type=int, default=400)

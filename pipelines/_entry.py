@@ -20,7 +20,10 @@ _TRUE, _FALSE = ("true", "1", "yes"), ("", "false", "0", "no")
 
 
 def command_line(
-    command: str, flags: Sequence[str], argv: Sequence[str] | None = None, switches: Sequence[str] = ()
+    command: str,
+    flags: Sequence[str],
+    argv: Sequence[str] | None = None,
+    switches: Sequence[str] = (),
 ) -> list[str]:
     """The ``recsys-cl`` arguments for ``command`` from the entry point's ``argv``."""
     parser = argparse.ArgumentParser(
@@ -51,5 +54,10 @@ def command_line(
     return [*args, *rest]
 
 
-def run(command: str, flags: Sequence[str], argv: Sequence[str] | None = None, switches: Sequence[str] = ()) -> int:
+def run(
+    command: str,
+    flags: Sequence[str],
+    argv: Sequence[str] | None = None,
+    switches: Sequence[str] = (),
+) -> int:
     return recsys_cl(command_line(command, flags, argv, switches))

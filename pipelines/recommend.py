@@ -6,4 +6,6 @@ import sys
 from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(run("recommend", flags=("run-dir", "index", "users", "k", "cold-start", "tracking-uri")))
+    sys.exit(
+        run("recommend", flags=("run-dir", "index", "users", "k", "cold-start", "tracking-uri"))
+    )

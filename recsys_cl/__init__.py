@@ -47,14 +47,27 @@ _API = {
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:
-    from recsys_cl.config import load_config
-    from recsys_cl.data import load_benchmark, prepare, read_interactions
-    from recsys_cl.graph import BipartiteGraph, build_graph
-    from recsys_cl.jobs import RunFolder, run_training
-    from recsys_cl.metrics import evaluate
-    from recsys_cl.models import MF, SGL, LightGCN, SimGCL, XSimGCL
-    from recsys_cl.retrieval import CandidateModel
-    from recsys_cl.training import EarlyStopping, Sampling, Schedule, Trainer
+    # `name as name` marks a re-export for linters and type checkers, which cannot read the
+    # computed __all__.
+    from recsys_cl.config import load_config as load_config
+    from recsys_cl.data import load_benchmark as load_benchmark
+    from recsys_cl.data import prepare as prepare
+    from recsys_cl.data import read_interactions as read_interactions
+    from recsys_cl.graph import BipartiteGraph as BipartiteGraph
+    from recsys_cl.graph import build_graph as build_graph
+    from recsys_cl.jobs import RunFolder as RunFolder
+    from recsys_cl.jobs import run_training as run_training
+    from recsys_cl.metrics import evaluate as evaluate
+    from recsys_cl.models import MF as MF
+    from recsys_cl.models import SGL as SGL
+    from recsys_cl.models import LightGCN as LightGCN
+    from recsys_cl.models import SimGCL as SimGCL
+    from recsys_cl.models import XSimGCL as XSimGCL
+    from recsys_cl.retrieval import CandidateModel as CandidateModel
+    from recsys_cl.training import EarlyStopping as EarlyStopping
+    from recsys_cl.training import Sampling as Sampling
+    from recsys_cl.training import Schedule as Schedule
+    from recsys_cl.training import Trainer as Trainer
 
 
 def __getattr__(name: str) -> Any:

@@ -78,8 +78,12 @@ def _add_tracking(p: argparse.ArgumentParser, experiment: bool = True) -> None:
         "tracking.uri, else sqlite:///mlruns.db); an http:// server works the same way",
     )
     if experiment:
-        group.add_argument("--experiment", metavar="NAME", help="MLflow experiment (default: the config's)")
-    group.add_argument("--run-name", metavar="NAME", help="MLflow run name (default: job:method:folder)")
+        group.add_argument(
+            "--experiment", metavar="NAME", help="MLflow experiment (default: the config's)"
+        )
+    group.add_argument(
+        "--run-name", metavar="NAME", help="MLflow run name (default: job:method:folder)"
+    )
     group.add_argument("--no-track", action="store_true", help="record nothing in MLflow")
 
 
@@ -148,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints the metrics, the run id and how to open the MLflow UI.",
     )
     main_job.add_argument(
-        "--config", "-c", metavar="FILE", help="YAML run config (default: configs/ml-100k/xsimgcl.yaml)"
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="YAML run config (default: configs/ml-100k/xsimgcl.yaml)",
     )
     main_job.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -176,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a base-config value for every strategy, e.g. --set train.epochs=50",
     )
-    cmp.add_argument("--out", metavar="DIR", help="strategies train in DIR/<name> (default: the sweep's output_dir)")
+    cmp.add_argument(
+        "--out",
+        metavar="DIR",
+        help="strategies train in DIR/<name> (default: the sweep's output_dir)",
+    )
     cmp.add_argument(
         "--resume", action="store_true",
         help="continue an interrupted sweep: finished strategies are read back, an interrupted "
@@ -259,17 +270,22 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_args(tune, required=True)
-    tune.add_argument("--space", required=True, metavar="FILE", help="search space YAML (see configs/tune/)")
+    tune.add_argument(
+        "--space", required=True, metavar="FILE", help="search space YAML (see configs/tune/)"
+    )
     tune.add_argument(
         "--trials", type=int, metavar="N",
         help="trials to finish, counting those finished before a --resume (default: the space's)",
     )
     tune.add_argument(
-        "--timeout", type=float, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
         help="start no new trial after SECONDS of this invocation (default: the space's, else none)",
     )
     tune.add_argument(
-        "--final", action="store_true",
+        "--final",
+        action="store_true",
         help="then train the best config once with the normal job and score test once (a child run tagged tune.final)",
     )
     tune.add_argument(
@@ -377,7 +393,9 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         "default: exact search over the run's item embeddings",
     )
     who = rec.add_mutually_exclusive_group()
-    who.add_argument("--users", metavar="ID,ID", help="comma-separated raw user ids (default: all users)")
+    who.add_argument(
+        "--users", metavar="ID,ID", help="comma-separated raw user ids (default: all users)"
+    )
     who.add_argument(
         "--users-file", metavar="FILE",
         help="raw user ids, one per line (lines starting with # skipped), or a Parquet file with a "
@@ -400,7 +418,9 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         "(default; what evaluation masks), train = training items only, none",
     )
     rec.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
-    rec.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
+    rec.add_argument(
+        "--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch"
+    )
     rec.add_argument(
         "--out", metavar="FILE.parquet",
         help="output file, written atomically (default: RUN_DIR/candidates.parquet)",
@@ -426,11 +446,29 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "rows over the model's limits) answered 4xx with a one-line message naming the row.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    srv.add_argument("model_uri", help="models:/<model_id>, models:/<name>/<version>, runs:/<run_id>/candidate_model or a folder")
-    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    srv.add_argument("--port", "-p", type=int, default=5001, help="port (default 5001; mlflow ui takes 5000)")
-    srv.add_argument("--workers", "-w", type=int, default=1, help="server processes, each holding the model (default 1)")
-    srv.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body accepted, in MiB (default 16)")
+    srv.add_argument(
+        "model_uri",
+        help="models:/<model_id>, models:/<name>/<version>, runs:/<run_id>/candidate_model or a folder",
+    )
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    srv.add_argument(
+        "--port", "-p", type=int, default=5001, help="port (default 5001; mlflow ui takes 5000)"
+    )
+    srv.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=1,
+        help="server processes, each holding the model (default 1)",
+    )
+    srv.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=16.0,
+        help="largest request body accepted, in MiB (default 16)",
+    )
     srv.add_argument(
         "--tracking-uri", metavar="URI",
         help="MLflow store the model is in (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)",
@@ -463,7 +501,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         require_faiss(f"recsys-cl {args.command}")
         from recsys_cl.jobs.commands import retrieval
 
-        return retrieval.index_job(args) if args.command == "index" else retrieval.recommend_job(args)
+        return (
+            retrieval.index_job(args) if args.command == "index" else retrieval.recommend_job(args)
+        )
     if args.command == "serve":
         from recsys_cl.jobs.commands.serve import serve_job
 

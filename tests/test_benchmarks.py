@@ -19,7 +19,11 @@ def _bench_train(*args: str, data: Path | None = None) -> subprocess.CompletedPr
     if data is not None:
         env["RECSYS_CL_DATA"] = str(data)
     return subprocess.run(
-        [sys.executable, str(BENCH_TRAIN), *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, str(BENCH_TRAIN), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -53,8 +57,18 @@ def test_bench_train_picks_each_datasets_split() -> None:
 
 @pytest.mark.integration
 def test_bench_train_runs_on_ml_100k(shared_datasets: Path) -> None:
-    proc = _bench_train("--dataset", "ml-100k", "--method", "mf", "--epochs", "1", "--eval-repeats", "1",
-                        "--json", data=shared_datasets)
+    proc = _bench_train(
+        "--dataset",
+        "ml-100k",
+        "--method",
+        "mf",
+        "--epochs",
+        "1",
+        "--eval-repeats",
+        "1",
+        "--json",
+        data=shared_datasets,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '"dataset": "ml-100k", "split": "ratio"' in proc.stdout
 

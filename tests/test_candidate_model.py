@@ -100,7 +100,9 @@ def _direct(run_dir: Path, users: list[Any], k: int) -> pd.DataFrame:
     user_emb, item_emb = run.embeddings()
     index = build_index(item_emb, IndexSpec(), item_ids=split.items, device="cpu")
     seen = PairSet.from_tables(seen_tables(split), split.n_users, split.n_items)
-    cands = top_k_candidates(index, user_emb, split.users.to_index(np.asarray(users)), k=k, exclude=seen)
+    cands = top_k_candidates(
+        index, user_emb, split.users.to_index(np.asarray(users)), k=k, exclude=seen
+    )
     rows, cols = np.nonzero(cands.items >= 0)
     return pd.DataFrame(
         {
@@ -117,7 +119,9 @@ def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
     assert got["user_id"].tolist() == want["user_id"].tolist()
     assert got["rank"].tolist() == want["rank"].tolist()
     assert got["item_id"].tolist() == want["item_id"].tolist()
-    assert np.allclose(got["score"].to_numpy(float), want["score"].to_numpy(float), rtol=1e-5, atol=1e-6)
+    assert np.allclose(
+        got["score"].to_numpy(float), want["score"].to_numpy(float), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_bundle_answers_as_direct_search(run_dir: Path) -> None:
@@ -170,7 +174,9 @@ def test_same_lists_as_recsys_cl_recommend(int_run: Path, int_bundle: Path, tmp_
 
 
 def test_string_ids_and_error_cold_start(str_run: Path, tmp_path: Path) -> None:
-    model = CandidateModel.load(write_candidate_bundle(str_run, tmp_path / "b", k=3, cold_start="error"))
+    model = CandidateModel.load(
+        write_candidate_bundle(str_run, tmp_path / "b", k=3, cold_start="error")
+    )
     first = model.users.raw.to_list()[0]
     assert model.predict(pd.DataFrame({"user_id": [first]}))["user_id"].tolist() == [first] * 3
     with pytest.raises(UnknownUserError, match="2 of 3 requested users are unknown.*'nobody'"):
@@ -198,10 +204,18 @@ def test_request_errors(int_bundle: Path) -> None:
 HOSTILE_FRAMES = [
     ({"user_id": [1, 1.5]}, None, "request row 1: user_id 1.5 is not an integer"),
     ({"user_id": [1.9]}, None, "request row 0: user_id 1.9 is not an integer"),
-    ({"user_id": pd.Series([1, True], dtype=object)}, None, "request row 1: user_id True is not an integer"),
+    (
+        {"user_id": pd.Series([1, True], dtype=object)},
+        None,
+        "request row 1: user_id True is not an integer",
+    ),
     ({"user_id": [True]}, None, "request row 0: user_id True is not an integer"),
     ({"user_id": [2, 1e30]}, None, "request row 1: user_id 1e+30 is not an integer"),
-    ({"user_id": pd.Series([3, 2**64], dtype=object)}, None, "request row 1: user_id 18446744073709551616"),
+    (
+        {"user_id": pd.Series([3, 2**64], dtype=object)},
+        None,
+        "request row 1: user_id 18446744073709551616",
+    ),
     ({"user_id": ["1_0"]}, None, "request row 0: user_id '1_0' is not an integer"),
     ({"user_id": [1], "foo": [2]}, None, "unknown column 'foo'"),
     ({"user_id": [1, 2], "k": [3, 0]}, None, "request row 1: k must be an integer from 1 to 100"),
@@ -216,7 +230,9 @@ HOSTILE_FRAMES = [
 @pytest.fixture(scope="module")
 def strict_bundle(int_run: Path) -> Path:
     """Small limits, so a too-long request stays small: max_k 100, max_rows 40."""
-    return write_candidate_bundle(int_run, int_run.parent / "bundle_strict", k=5, max_k=100, max_rows=40)
+    return write_candidate_bundle(
+        int_run, int_run.parent / "bundle_strict", k=5, max_k=100, max_rows=40
+    )
 
 
 @pytest.mark.parametrize(("columns", "k", "message"), HOSTILE_FRAMES)
@@ -236,7 +252,9 @@ def test_an_unsigned_column_past_int64_is_refused_not_wrapped(strict_bundle: Pat
     model = CandidateModel.load(strict_bundle)
     u0 = model.users.raw.to_list()[0]
     frame = pd.DataFrame({"user_id": pd.Series([u0, 2**64 - 1], dtype="uint64")})
-    with pytest.raises(InvalidUserIdError, match="^request row 1: user_id 18446744073709551615 is not an integer"):
+    with pytest.raises(
+        InvalidUserIdError, match="^request row 1: user_id 18446744073709551615 is not an integer"
+    ):
         model.predict(frame)
     if u0 >= 0:
         ok = model.predict(pd.DataFrame({"user_id": pd.Series([u0], dtype="uint64")}), k=1)
@@ -252,7 +270,10 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
     assert got["user_id"].tolist() == [u0, u1, u0, u1]
     # A string run takes strings only: 5 is not "5".
     strings = CandidateModel.load(str_bundle)
-    with pytest.raises(InvalidUserIdError, match="^request row 1: user_id 5 is a int; this run's user ids are strings"):
+    with pytest.raises(
+        InvalidUserIdError,
+        match="^request row 1: user_id 5 is a int; this run's user ids are strings",
+    ):
         strings.predict(pd.DataFrame({"user_id": pd.Series(["u0", 5], dtype=object)}))
     # Limits travel in bundle.json; a version 1 bundle (no limits) reads with the defaults.
     info = json.loads((int_bundle / "bundle.json").read_text())
@@ -260,10 +281,14 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
     assert "/" not in info["source_run"]  # the run folder's name, no path of this machine
     old = {key: value for key, value in info.items() if key not in ("max_k", "max_rows")}
     (int_bundle.parent / "bundle_v1").mkdir(exist_ok=True)
-    (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(json.dumps({**old, "format_version": 1}))
+    (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(
+        json.dumps({**old, "format_version": 1})
+    )
     assert BundleInfo.read(int_bundle.parent / "bundle_v1").max_rows == 1000
     # A version 1 bundle with a default list over 1000 stays readable: its max_k covers its k.
-    (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(json.dumps({**old, "k": 2000, "format_version": 1}))
+    (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(
+        json.dumps({**old, "k": 2000, "format_version": 1})
+    )
     assert BundleInfo.read(int_bundle.parent / "bundle_v1").max_k == 2000
     with pytest.raises(RecsysError, match="need 1 <= k <= max_k"):
         write_candidate_bundle(int_bundle.parent / "run", int_bundle.parent / "bad", k=50, max_k=10)
@@ -271,12 +296,17 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
 
 def test_saved_index_is_copied_and_bad_bundles_fail_on_load(int_run: Path, tmp_path: Path) -> None:
     run = RunFolder(int_run)
-    saved = build_index(run.embeddings()[1], IndexSpec(kind="hnsw"), item_ids=run.split.items, device="cpu")
+    saved = build_index(
+        run.embeddings()[1], IndexSpec(kind="hnsw"), item_ids=run.split.items, device="cpu"
+    )
     faiss_file, _ = save_index(saved, tmp_path / "idx" / "hnsw.faiss")
     bundle = write_candidate_bundle(int_run, tmp_path / "b", index_path=faiss_file)
     assert (bundle / "index.faiss").read_bytes() == faiss_file.read_bytes()
     model = CandidateModel.load(bundle)
-    assert model.info.index.startswith("HNSW") and len(model.predict(pd.DataFrame({"user_id": [0]}))) == 20
+    assert (
+        model.info.index.startswith("HNSW")
+        and len(model.predict(pd.DataFrame({"user_id": [0]}))) == 20
+    )
     # A bundle is replaced whole; anything else at out_dir (the run folder itself) is refused.
     assert CandidateModel.load(write_candidate_bundle(int_run, bundle)).info.index == "Flat"
     with pytest.raises(RecsysError, match="is not a candidate bundle; refusing to replace it"):
@@ -312,7 +342,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("mlflow_store")
     uri = f"sqlite:///{root}/mlruns.db"
     artifacts = (root / "artifacts").as_uri()
-    return uri, MlflowClient(tracking_uri=uri).create_experiment("candidates", artifact_location=artifacts)
+    return uri, MlflowClient(tracking_uri=uri).create_experiment(
+        "candidates", artifact_location=artifacts
+    )
 
 
 @pytest.fixture
@@ -341,9 +373,15 @@ def _assert_logged_model(uri: str, run_id: str, model_id: str) -> None:
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     logged = client.get_logged_model(model_id)
-    assert (logged.name, logged.status, logged.source_run_id) == ("candidate_model", "READY", run_id)
+    assert (logged.name, logged.status, logged.source_run_id) == (
+        "candidate_model",
+        "READY",
+        run_id,
+    )
     assert logged.experiment_id == run.info.experiment_id
-    found = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+    )
     assert [m.model_id for m in found] == [model_id]
     assert [o.model_id for o in run.outputs.model_outputs] == [model_id]
     assert run.info.status == "RUNNING"
@@ -391,7 +429,9 @@ def test_pyfunc_round_trip_in_a_fresh_process(
         in_process = load_candidate_model(model_uri, uri)
         _assert_same(in_process.predict(pd.DataFrame({"user_id": users}), params={"k": 3}), want)
         # The MLmodel names the logged model it was logged as.
-        assert in_process.metadata.model_id == info.model_id and in_process.metadata.run_id == run_id
+        assert (
+            in_process.metadata.model_id == info.model_id and in_process.metadata.run_id == run_id
+        )
 
     # Logging the same run's model again (a resumed job) returns the model already there.
     again = log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id)
@@ -399,7 +439,9 @@ def test_pyfunc_round_trip_in_a_fresh_process(
     with pytest.raises(RecsysError, match="run nope not found"):
         log_candidate_model(str_bundle, tracking_uri=uri, run_id="nope")
     with pytest.raises(RecsysError, match="not a valid MLflow logged model name"):
-        log_candidate_model(str_bundle, tracking_uri=uri, run_id=run_id, artifact_path="models/cand")
+        log_candidate_model(
+            str_bundle, tracking_uri=uri, run_id=run_id, artifact_path="models/cand"
+        )
     _assert_logged_model(uri, run_id, info.model_id)  # the refused calls created nothing
 
 
@@ -411,14 +453,21 @@ def test_registered_model_version(int_bundle: Path, tracking: tuple[str, str]) -
 
     uri, run_id = tracking
     global_uri, env_uri = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
-    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-test")
+    info = log_candidate_model(
+        int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-test"
+    )
     # Registering into the local registry points the global tracking URI at the store for a
     # moment (MLflow resolves models:/<model_id> through it); it is put back.
-    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == (global_uri, env_uri)
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == (
+        global_uri,
+        env_uri,
+    )
     _assert_logged_model(uri, run_id, info.model_id)
     client = MlflowClient(uri)
     versions = client.search_model_versions("name='recsys-cl-test'")
-    assert [(v.version, v.run_id, v.status) for v in versions] == [(info.registered_version, run_id, "READY")]
+    assert [(v.version, v.run_id, v.status) for v in versions] == [
+        (info.registered_version, run_id, "READY")
+    ]
     # The version points at the logged model, and the logged model lists the version.
     assert versions[0].source == info.model_uri
     tag = json.loads(client.get_logged_model(info.model_id).tags["mlflow.modelVersions"])
@@ -447,28 +496,38 @@ def test_served_model_answers_invocations(
     from recsys_cl.tracking.serving import free_port, local_server
 
     uri, run_id = tracking
-    info = log_candidate_model(int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-serve")
+    info = log_candidate_model(
+        int_bundle, tracking_uri=uri, run_id=run_id, register="recsys-cl-serve"
+    )
     # The form the README gives (models:/<id> and runs:/ load in a fresh process above).
     served_uri = f"models:/recsys-cl-serve/{info.registered_version}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", served_uri,
                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    with local_server(command, base, log_dir=tmp_path, env=_env(uri), start_timeout_s=SERVER_START_TIMEOUT_S):
+    with local_server(
+        command, base, log_dir=tmp_path, env=_env(uri), start_timeout_s=SERVER_START_TIMEOUT_S
+    ):
         users = CandidateModel.load(int_bundle).users.raw.to_list()[:3]
         status, body = _post(
             f"{base}/invocations",
-            {"dataframe_split": {"columns": ["user_id"], "data": [[u] for u in users]}, "params": {"k": 5}},
+            {
+                "dataframe_split": {"columns": ["user_id"], "data": [[u] for u in users]},
+                "params": {"k": 5},
+            },
         )
         assert status == 200, body
         _assert_same(pd.DataFrame(body["predictions"]), _direct(int_run, users, 5))
 
-        status, body = _post(f"{base}/invocations", {"dataframe_records": [{"user_id": users[0], "k": 0}]})
+        status, body = _post(
+            f"{base}/invocations", {"dataframe_records": [{"user_id": users[0], "k": 0}]}
+        )
         assert status == 400 and "request row 0: k must be an integer" in body["message"]
         # MLflow's server hands the model the values as sent (no input schema to cast them), so it
         # refuses a fractional id too, though it prefixes the message with a dump of the request;
         # `recsys-cl serve` answers in one line (tests/test_serving.py).
         status, body = _post(
-            f"{base}/invocations", {"dataframe_split": {"columns": ["user_id"], "data": [[users[0]], [1.5]]}}
+            f"{base}/invocations",
+            {"dataframe_split": {"columns": ["user_id"], "data": [[users[0]], [1.5]]}},
         )
         assert status == 400 and "request row 1: user_id 1.5 is not an integer" in body["message"]

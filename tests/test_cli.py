@@ -31,7 +31,9 @@ def log_csv(tmp_path: Path) -> Path:
 def _config(tmp_path: Path, log: Path, **train: object) -> Path:
     settings = {"epochs": 4, "batch_size": 256, "eval_every": 1, "patience": 20, "progress": False}
     settings.update(train)
-    lines = "\n".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items())
+    lines = "\n".join(
+        f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()
+    )
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
         f"output_dir: {tmp_path / 'run'}\n"
@@ -75,7 +77,13 @@ def test_argparse_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--help"], ["data", "--help"], ["data", "stats", "--help"], ["train", "--help"], ["evaluate", "--help"]):
+    for argv in (
+        ["--help"],
+        ["data", "--help"],
+        ["data", "stats", "--help"],
+        ["train", "--help"],
+        ["evaluate", "--help"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from recsys_cl.config import RunConfig, apply_overrides, load_config, load_sweep, parse_override
 from recsys_cl.errors import ConfigError
@@ -14,7 +15,9 @@ from recsys_cl.errors import ConfigError
 # configs/sweeps/ holds strategy sweeps (below); configs/tune/ holds search spaces (test_tune.py).
 CONFIG_DIR = Path(__file__).resolve().parents[1].joinpath("configs")
 CONFIGS = sorted(
-    p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("index", "imbalance", "sweeps", "tune")
+    p
+    for p in CONFIG_DIR.glob("*/*.yaml")
+    if p.parent.name not in ("index", "imbalance", "sweeps", "tune")
 )
 SWEEPS = sorted(CONFIG_DIR.glob("sweeps/*.yaml"))
 BASE = ["data.dataset=ml-100k"]
@@ -44,7 +47,10 @@ def test_sweep_errors_name_the_file_and_strategy(tmp_path: Path) -> None:
     base.write_text("data: {dataset: ml-100k}\n")
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text("base: base.yaml\nstrategies:\n  typo: {weights: {propensity_gama: 0.5}}\n")
-    with pytest.raises(ConfigError, match=r"sweep.yaml \(strategy typo\): imbalance.weights.propensity_gama: unknown key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"sweep.yaml \(strategy typo\): imbalance.weights.propensity_gama: unknown key",
+    ):
         load_sweep(sweep)
     sweep.write_text("base: base.yaml\nstrategies: {}\n")
     with pytest.raises(ConfigError, match="strategies: needs at least one strategy"):
@@ -60,12 +66,17 @@ def test_sweep_errors_name_the_file_and_strategy(tmp_path: Path) -> None:
 def test_sweep_overrides_reach_every_strategy_block(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text("data: {dataset: ml-100k}\noutput_dir: out/base\n")
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text("base: base.yaml\nstrategies:\n  a: {}\n  b: {weights: {propensity_gamma: 0.5}}\n")
+    sweep.write_text(
+        "base: base.yaml\nstrategies:\n  a: {}\n  b: {weights: {propensity_gamma: 0.5}}\n"
+    )
     runs = load_sweep(sweep, ["imbalance.loss.focal_gamma=2", "train.epochs=7"])
     assert [cfg.imbalance.loss.focal_gamma for _, cfg in runs] == [2, 2]
     assert [cfg.imbalance.weights.propensity_gamma for _, cfg in runs] == [0.0, 0.5]
     assert {cfg.train.epochs for _, cfg in runs} == {7}
-    assert [cfg.output_dir for _, cfg in runs] == [Path("out/base/compare/a"), Path("out/base/compare/b")]
+    assert [cfg.output_dir for _, cfg in runs] == [
+        Path("out/base/compare/a"),
+        Path("out/base/compare/b"),
+    ]
 
 
 def test_paper_defaults() -> None:
@@ -136,7 +147,7 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_config_is_frozen() -> None:
     cfg = load_config(None, BASE)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
 
 

@@ -25,7 +25,7 @@ def raw_pairs(split: Split, part: str) -> set[tuple[object, object]]:
     df = split.part(part)  # type: ignore[arg-type]
     users = split.users.to_raw(df["user"]).to_list()
     items = split.items.to_raw(df["item"]).to_list()
-    return set(zip(users, items))
+    return set(zip(users, items, strict=True))
 
 
 def assert_no_leakage(split: Split) -> None:
@@ -86,8 +86,8 @@ def test_given_split_carves_val_from_train_per_user(long_tail_log: LogFactory) -
     split = split_given(train_df, test_df, 0.1, np.random.default_rng(0))
     assert_no_leakage(split)
     assert_indices_valid(split)
-    train_raw = set(zip(train_df["user"], train_df["item"]))
-    test_raw = set(zip(test_df["user"], test_df["item"]))
+    train_raw = set(zip(train_df["user"], train_df["item"], strict=True))
+    test_raw = set(zip(test_df["user"], test_df["item"], strict=True))
     assert raw_pairs(split, "val") <= train_raw  # carved from the given train file
     assert raw_pairs(split, "train") | raw_pairs(split, "val") <= train_raw
     assert raw_pairs(split, "test") <= test_raw
@@ -115,8 +115,8 @@ def test_leave_one_out_takes_the_latest(long_tail_log: LogFactory) -> None:
     assert_no_leakage(split)
     latest = df.sort("timestamp").group_by("user").agg(pl.col("item").last())
     second = df.sort("timestamp").group_by("user").agg(pl.col("item").slice(-2, 1).first())
-    expected_test = set(zip(latest["user"], latest["item"]))
-    expected_val = set(zip(second["user"], second["item"]))
+    expected_test = set(zip(latest["user"], latest["item"], strict=True))
+    expected_val = set(zip(second["user"], second["item"], strict=True))
     cold = split.cold
     assert raw_pairs(split, "test") <= expected_test
     assert len(expected_test) - len(raw_pairs(split, "test")) == cold.test.rows

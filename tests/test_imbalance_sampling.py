@@ -68,7 +68,7 @@ def long_tail_positives(seed: int = 0, n_users: int = 60, n_items: int = 40) -> 
             pairs.add((u, int(i)))
     for i in range(n_items):  # every item has at least one edge
         pairs.add((i % n_users, i))
-    users, items = map(np.array, zip(*sorted(pairs)))
+    users, items = map(np.array, zip(*sorted(pairs), strict=True))
     return UserItems.from_pairs(users, items, n_users, n_items)
 
 
@@ -167,8 +167,8 @@ def test_head_undersampling_caps_rows_per_item() -> None:
     assert sampler.item_marginal().numpy() == pytest.approx(marginal)
     # which rows of a capped item survive changes from epoch to epoch
     again = sampler.sample_edges(torch.Generator().manual_seed(1))
-    assert set(zip(rows.users.tolist(), rows.pos_items.tolist())) != set(
-        zip(again.users.tolist(), again.pos_items.tolist())
+    assert set(zip(rows.users.tolist(), rows.pos_items.tolist(), strict=True)) != set(
+        zip(again.users.tolist(), again.pos_items.tolist(), strict=True)
     )
 
 
@@ -186,7 +186,9 @@ def test_labeled_rows_pair_explicit_negatives_with_a_positive_and_balance_classe
     assert sample.weights is not None
     explicit = torch.isclose(sample.weights, torch.tensor(cw.negative))
     assert int(explicit.sum()) == 2
-    got = sorted(zip(sample.users[explicit].tolist(), sample.neg_items[explicit, 0].tolist()))
+    got = sorted(
+        zip(sample.users[explicit].tolist(), sample.neg_items[explicit, 0].tolist(), strict=True)
+    )
     assert got == [(0, 5), (1, 0)]
     assert pos.contains(sample.users.numpy(), sample.pos_items.numpy()).all()
     flat_users = sample.users.repeat_interleave(2).numpy()
@@ -244,7 +246,9 @@ def test_no_strategy_returns_a_training_positive_as_negative(name: str) -> None:
             # What DNS keeps, scored by a model, is never one of the user's positives either.
             if isinstance(parts.negative_selector, DNSSelector):
                 chosen = dns_select(user_emb[sample.users], item_emb, sample.neg_items, 1)
-                rows = sample.users.repeat_interleave(chosen.reshape(len(sample.users), -1).shape[1])
+                rows = sample.users.repeat_interleave(
+                    chosen.reshape(len(sample.users), -1).shape[1]
+                )
                 assert not train.contains(rows.numpy(), chosen.reshape(-1).numpy()).any()
 
 

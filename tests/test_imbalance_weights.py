@@ -114,7 +114,7 @@ def test_focal_bpr_matches_loop_oracle() -> None:
             p = 1.0 / (1.0 + math.exp(-(float(pos[b]) - float(neg[b, m]))))
             terms.append(-((1.0 - p) ** gamma) * math.log(p))
         per_sample.append(sum(terms) / 4)
-    expected = sum(float(wi) * li for wi, li in zip(w, per_sample)) / 9
+    expected = sum(float(wi) * li for wi, li in zip(w, per_sample, strict=True)) / 9
     assert float(bpr_loss(pos, neg, w, focal_gamma=gamma)) == pytest.approx(expected, rel=1e-10)
     assert float(bpr_loss(pos, neg, w, focal_gamma=0.0)) == float(bpr_loss(pos, neg, w))
 

@@ -299,7 +299,7 @@ def test_bad_inputs_fail_clearly() -> None:
 def _read_head(path: Path, n_lines: int) -> tuple[np.ndarray, np.ndarray]:
     users, items = [], []
     with path.open() as lines:
-        for _, line in zip(range(n_lines), lines):
+        for _, line in zip(range(n_lines), lines, strict=False):
             user, *rest = map(int, line.split())
             users += [user] * len(rest)
             items += rest

@@ -61,10 +61,14 @@ def test_training_is_tracked_without_faiss_and_main_names_the_extra(
     )
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     assert main(["train", "-c", str(cfg), "--tracking-uri", uri]) == 0
-    (run,) = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("recsys_cl").experiment_id])
+    (run,) = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("recsys_cl").experiment_id]
+    )
     assert run.data.tags["index"] == "skipped: FAISS is not installed"
     assert "test/recall_at_20" in run.data.metrics and not (tmp_path / "run" / "index").exists()
     capsys.readouterr()
     assert main(["main", "-c", str(cfg), "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "recsys-cl main needs FAISS: pip install 'recsys-cl[cpu]'" in err
+    assert (
+        err.count("\n") == 1 and "recsys-cl main needs FAISS: pip install 'recsys-cl[cpu]'" in err
+    )

@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _entry_module():
-    spec = importlib.util.spec_from_file_location("pipelines_entry", REPO / "pipelines" / "_entry.py")
+    spec = importlib.util.spec_from_file_location(
+        "pipelines_entry", REPO / "pipelines" / "_entry.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -25,7 +27,16 @@ def _entry_module():
 
 def test_parameters_become_a_command_line() -> None:
     entry = _entry_module()
-    argv = ["--config", "c.yaml", "--overrides", "train.epochs=2 model.eps=0.1", "--data-dir", "", "--register", ""]
+    argv = [
+        "--config",
+        "c.yaml",
+        "--overrides",
+        "train.epochs=2 model.eps=0.1",
+        "--data-dir",
+        "",
+        "--register",
+        "",
+    ]
     assert entry.command_line("main", ("config", "data-dir", "register"), argv) == [
         "main", "--config", "c.yaml", "--set", "train.epochs=2", "--set", "model.eps=0.1"
     ]
@@ -43,10 +54,27 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
 
     entry = _entry_module()
     project = yaml.safe_load((REPO / "MLproject").read_text())
-    assert set(project["entry_points"]) == {"main", "train", "evaluate", "build_index", "recommend", "compare", "tune"}
-    samples = {"baseline": "most-popular", "ks": "10,20", "users": "1,2", "index": "x.faiss",
-               "register": "name", "data_dir": "data", "out": "outdir", "overrides": "train.epochs=2",
-               "trials": "7", "timeout": "90.5"}
+    assert set(project["entry_points"]) == {
+        "main",
+        "train",
+        "evaluate",
+        "build_index",
+        "recommend",
+        "compare",
+        "tune",
+    }
+    samples = {
+        "baseline": "most-popular",
+        "ks": "10,20",
+        "users": "1,2",
+        "index": "x.faiss",
+        "register": "name",
+        "data_dir": "data",
+        "out": "outdir",
+        "overrides": "train.epochs=2",
+        "trials": "7",
+        "timeout": "90.5",
+    }
     for name, entry_point in project["entry_points"].items():
         params = entry_point["parameters"]
         # MLflow's `path` type resolves against the caller's folder, not the project's.
@@ -54,7 +82,9 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
         values = {p: str(spec.get("default") or samples[p]) for p, spec in params.items()}
         argv = _as_mlflow_runs_it(entry_point["command"], values)
         script = argv[1]
-        assert argv[0] == "python" and script == f"pipelines/{name}.py" and (REPO / script).is_file()
+        assert (
+            argv[0] == "python" and script == f"pipelines/{name}.py" and (REPO / script).is_file()
+        )
         command, flags, switches = _command_of(REPO / script)
         args = build_parser().parse_args(entry.command_line(command, flags, argv[2:], switches))
         assert args.command == command
@@ -72,7 +102,9 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
         args = build_parser().parse_args(entry.command_line(command, flags, argv[2:], switches))
         for param, value in defaults.items():
             if not value:
-                assert getattr(args, param) in (None, []), f"{script}: empty --{param} arrived as {getattr(args, param)!r}"
+                assert getattr(args, param) in (None, []), (
+                    f"{script}: empty --{param} arrived as {getattr(args, param)!r}"
+                )
 
 
 def _as_mlflow_runs_it(command: str, values: dict[str, str]) -> list[str]:
@@ -119,12 +151,34 @@ def test_mlflow_run_train_records_into_the_run_mlflow_opened(tmp_path: Path) -> 
         "model: {method: lightgcn, dim: 8}\ntrain: {epochs: 5, batch_size: 256, progress: false}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "1",
+    }
     mlflow = Path(sys.executable).with_name("mlflow")
     done = subprocess.run(
-        [str(mlflow), "run", str(REPO), "-e", "train", "--env-manager", "local", "--experiment-name", "mlproject",
-         "-P", f"config={cfg}", "-P", "overrides=train.epochs=2 train.eval_every=1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            str(mlflow),
+            "run",
+            str(REPO),
+            "-e",
+            "train",
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "mlproject",
+            "-P",
+            f"config={cfg}",
+            "-P",
+            "overrides=train.epochs=2 train.eval_every=1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     client = MlflowClient(uri)

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from recsys_cl.config import IndexSpec
 from recsys_cl.data import IdMap, UserItems
+from recsys_cl.jobs.stages.recommend import parse_user_ids
 from recsys_cl.metrics import evaluate, most_popular_scores
 from recsys_cl.retrieval import (
     InvalidUserIdError,
@@ -34,10 +35,11 @@ from recsys_cl.retrieval import (
     top_k_candidates,
     write_candidates,
 )
-from recsys_cl.jobs.stages.recommend import parse_user_ids
 
 
-def random_user_items(rng: np.random.Generator, n_users: int, n_items: int, density: float) -> UserItems:
+def random_user_items(
+    rng: np.random.Generator, n_users: int, n_items: int, density: float
+) -> UserItems:
     mask = rng.random((n_users, n_items)) < density
     users, items = np.nonzero(mask)
     return UserItems.from_pairs(users, items, n_users, n_items)
@@ -96,7 +98,9 @@ def test_k_above_the_catalogue_returns_every_unseen_item(problem: dict) -> None:
     assert np.array_equal(cands.counts(), 90 - seen.counts[[0, 3, 5]])
     for row, u in enumerate([0, 3, 5]):
         listed = cands.items[row][cands.items[row] >= 0]
-        unseen = set(range(90)) - {i for i in range(90) if seen.contains(np.array([u]), np.array([[i]]))[0, 0]}
+        unseen = set(range(90)) - {
+            i for i in range(90) if seen.contains(np.array([u]), np.array([[i]]))[0, 0]
+        }
         assert set(listed.tolist()) == unseen and len(listed) == len(unseen)
 
 
@@ -149,7 +153,9 @@ def test_candidate_metrics_through_flat_equal_the_evaluator(problem: dict) -> No
     train, val = problem["train"], problem["val"]
     drawn = random_user_items(rng, 60, 90, 0.08)
     # Test items never overlap train/val in a split.
-    fresh = ~PairSet.from_tables([train, val], 60, 90).contains(drawn.rows(), drawn.indices[:, None])[:, 0]
+    fresh = ~PairSet.from_tables([train, val], 60, 90).contains(
+        drawn.rows(), drawn.indices[:, None]
+    )[:, 0]
     truth = UserItems.from_pairs(drawn.rows()[fresh], drawn.indices[fresh], 60, 90)
     k = 20
     expected = evaluate(
@@ -218,7 +224,9 @@ def test_user_ids_are_parsed_like_the_run_map() -> None:
     assert typed.tolist() == [7, 9] and index.tolist() == [1, 2]
     # Read as the served model reads ids: canonical decimal integers in the int64 range only.
     for bad in ("abc", "1.5", "1e3", "true", "1_0", "9" * 30, "٣"):
-        with pytest.raises(InvalidUserIdError, match=f"^requested user 0: user_id {bad!r} is not an integer"):
+        with pytest.raises(
+            InvalidUserIdError, match=f"^requested user 0: user_id {bad!r} is not an integer"
+        ):
             parse_user_ids([bad], ints)
     strings = IdMap.fit(["a", "b"])
     typed, index = parse_user_ids(["b", "zz"], strings)

@@ -54,7 +54,15 @@ def test_help_explains_index_and_recommend(capsys: pytest.CaptureFixture[str]) -
             main(argv)
         assert exc.value.code == 0
     out = capsys.readouterr().out
-    for text in ("--spec", "--nprobe", "--ef-search", "factory", "--cold-start", "--users-file", "Parquet"):
+    for text in (
+        "--spec",
+        "--nprobe",
+        "--ef-search",
+        "factory",
+        "--cold-start",
+        "--users-file",
+        "Parquet",
+    ):
         assert text in out
 
 
@@ -84,8 +92,12 @@ def test_index_builds_saves_and_checks_recall(
 
 def test_index_user_errors(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(run_dir / "bad")
-    assert "nprobe applies to index kind" in _user_error(capsys, ["index", str(run_dir), "--nprobe", "3", "--out", out])
-    assert "could not parse index string IVFx" in _user_error(capsys, ["index", str(run_dir), "--spec", "IVFx", "--out", out])
+    assert "nprobe applies to index kind" in _user_error(
+        capsys, ["index", str(run_dir), "--nprobe", "3", "--out", out]
+    )
+    assert "could not parse index string IVFx" in _user_error(
+        capsys, ["index", str(run_dir), "--spec", "IVFx", "--out", out]
+    )
     assert "IVF with nlist=64 needs at least" in _user_error(
         capsys, ["index", str(run_dir), "--spec", "ivf", "--nlist", "64", "--out", out]
     )
@@ -93,7 +105,9 @@ def test_index_user_errors(run_dir: Path, capsys: pytest.CaptureFixture[str]) ->
     assert not (run_dir / "bad").exists()
 
 
-def test_recommend_metrics_equal_evaluate(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_recommend_metrics_equal_evaluate(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["index", str(run_dir), "--out", str(run_dir / "flat-only")]) == 0
     capsys.readouterr()
     out_file = run_dir / "cands.parquet"
@@ -134,7 +148,11 @@ def test_recommend_unknown_users_and_popular_fallback(
     known = [str(v) for v in split.users.raw.to_list()[:2]]
     users = ",".join([*known, "987654"])
     err = _user_error(capsys, ["recommend", str(run_dir), "--users", users])
-    assert "1 of 3 requested users are unknown" in err and "987654" in err and "--cold-start popular" in err
+    assert (
+        "1 of 3 requested users are unknown" in err
+        and "987654" in err
+        and "--cold-start popular" in err
+    )
 
     out_file = run_dir / "some.parquet"
     assert main(["recommend", str(run_dir), "--users", users, "--cold-start", "popular",

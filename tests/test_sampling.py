@@ -60,7 +60,7 @@ def test_epoch_covers_every_edge_once_and_is_reproducible() -> None:
     a = sample_epoch(train, sampler, 2, torch.Generator().manual_seed(5))
     b = sample_epoch(train, sampler, 2, torch.Generator().manual_seed(5))
     assert torch.equal(a.users, b.users) and torch.equal(a.neg_items, b.neg_items)
-    pairs = sorted(zip(a.users.tolist(), a.pos_items.tolist()))
-    assert pairs == sorted(zip(train.rows().tolist(), train.indices.tolist()))
+    pairs = sorted(zip(a.users.tolist(), a.pos_items.tolist(), strict=True))
+    assert pairs == sorted(zip(train.rows().tolist(), train.indices.tolist(), strict=True))
     sizes = [sl.stop - sl.start for _, sl in a.batches(64)]
     assert sum(min(s, len(a) - i * 64) for i, s in enumerate(sizes)) == len(a)

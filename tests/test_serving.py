@@ -45,16 +45,31 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     bundle = write_candidate_bundle(run_dir, root / "train" / "bundle", k=5, max_k=100, max_rows=40)
     uri = f"sqlite:///{root}/mlruns.db"
     client = MlflowClient(uri)
-    experiment = client.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
+    experiment = client.create_experiment(
+        "serving", artifact_location=(root / "artifacts").as_uri()
+    )
     run_id = client.create_run(experiment).info.run_id
-    for key, value in {"test/recall_at_20": 0.31, "candidates/ndcg_at_5": 0.12, "train/loss": 0.7}.items():
+    for key, value in {
+        "test/recall_at_20": 0.31,
+        "candidates/ndcg_at_5": 0.12,
+        "train/loss": 0.7,
+    }.items():
         client.log_metric(run_id, key, value, step=3)
     client.log_metric(run_id, "test/recall_at_20", 0.33, step=4)  # the latest value is linked
     info = log_candidate_model(bundle, tracking_uri=uri, run_id=run_id)
-    return {"root": root, "run_dir": run_dir, "bundle": bundle, "uri": uri, "run_id": run_id, "info": info}
+    return {
+        "root": root,
+        "run_dir": run_dir,
+        "bundle": bundle,
+        "uri": uri,
+        "run_id": run_id,
+        "info": info,
+    }
 
 
-def test_logged_model_is_portable_and_carries_its_metrics(logged: dict[str, Any], tmp_path: Path) -> None:
+def test_logged_model_is_portable_and_carries_its_metrics(
+    logged: dict[str, Any], tmp_path: Path
+) -> None:
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -62,28 +77,41 @@ def test_logged_model_is_portable_and_carries_its_metrics(logged: dict[str, Any]
 
     client = MlflowClient(logged["uri"])
     model_id = logged["info"].model_id
-    metrics = {m.key: (m.value, m.step, m.run_id) for m in client.get_logged_model(model_id).metrics}
+    metrics = {
+        m.key: (m.value, m.step, m.run_id) for m in client.get_logged_model(model_id).metrics
+    }
     run_id = logged["run_id"]
-    assert metrics == {"test/recall_at_20": (0.33, 4, run_id), "candidates/ndcg_at_5": (0.12, 3, run_id)}
+    assert metrics == {
+        "test/recall_at_20": (0.33, 4, run_id),
+        "candidates/ndcg_at_5": (0.12, 3, run_id),
+    }
     # Linking changed no run metric, and linking again (a resumed job) adds nothing.
     log_candidate_model(logged["bundle"], tracking_uri=logged["uri"], run_id=run_id)
     assert len(client.get_logged_model(model_id).metrics) == 2
     assert [m.value for m in client.get_metric_history(run_id, "test/recall_at_20")] == [0.31, 0.33]
 
     # No file of the model names a path of the machine that trained it.
-    folder = Path(urllib.request.url2pathname(client.get_logged_model(model_id).artifact_location[len("file:"):]))
+    folder = Path(
+        urllib.request.url2pathname(
+            client.get_logged_model(model_id).artifact_location[len("file:") :]
+        )
+    )
     machine_paths = [str(logged["root"]), str(Path(recsys_cl.__file__).resolve().parents[1])]
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"MLmodel", "pyfunc_code.py", "bundle.json", "index.faiss"}
     for path in files:
         data = path.read_bytes()
-        assert not any(m.encode() in data for m in machine_paths), f"{path.relative_to(folder)} names a local path"
+        assert not any(m.encode() in data for m in machine_paths), (
+            f"{path.relative_to(folder)} names a local path"
+        )
 
     # Copied elsewhere (the store and the training folder out of reach), it answers the same.
     copy = shutil.copytree(folder, tmp_path / "elsewhere" / "model")
     users = CandidateModel.load(logged["bundle"]).users.raw.to_list()[:5] + [-1]
     frame = pd.DataFrame({"user_id": users})
-    want = load_candidate_model(logged["info"].model_uri, logged["uri"]).predict(frame, params={"k": 4})
+    want = load_candidate_model(logged["info"].model_uri, logged["uri"]).predict(
+        frame, params={"k": 4}
+    )
     _assert_same(mlflow.pyfunc.load_model(str(copy)).predict(frame, params={"k": 4}), want)
 
 
@@ -108,7 +136,9 @@ def _pyfunc(logged: dict[str, Any]) -> Any:
     from recsys_cl.tracking.pyfunc import load_candidate_model
 
     if logged["info"].model_id not in _PYFUNC:
-        _PYFUNC[logged["info"].model_id] = load_candidate_model(logged["info"].model_uri, logged["uri"])
+        _PYFUNC[logged["info"].model_id] = load_candidate_model(
+            logged["info"].model_uri, logged["uri"]
+        )
     return _PYFUNC[logged["info"].model_id]
 
 
@@ -139,16 +169,29 @@ def _post(url: str, body: bytes, content_type: str = "application/json") -> tupl
 
 
 def _records(*rows: dict[str, Any], **params: Any) -> bytes:
-    return json.dumps({"dataframe_records": list(rows), **({"params": params} if params else {})}).encode()
+    return json.dumps(
+        {"dataframe_records": list(rows), **({"params": params} if params else {})}
+    ).encode()
 
 
 # (body, status, the start of the one-line message)
 HOSTILE_BODIES = [
-    (json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1], [1.5]]}}).encode(), 400,
-     "request row 1: user_id 1.5 is not an integer"),
+    (
+        json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1], [1.5]]}}).encode(),
+        400,
+        "request row 1: user_id 1.5 is not an integer",
+    ),
     (_records({"user_id": 1.9}), 400, "request row 0: user_id 1.9 is not an integer"),
-    (_records({"user_id": 1}, {"user_id": True}), 400, "request row 1: user_id True is not an integer"),
-    (b'{"dataframe_records": [{"user_id": 1e30}]}', 400, "request row 0: user_id 1e+30 is not an integer"),
+    (
+        _records({"user_id": 1}, {"user_id": True}),
+        400,
+        "request row 1: user_id True is not an integer",
+    ),
+    (
+        b'{"dataframe_records": [{"user_id": 1e30}]}',
+        400,
+        "request row 0: user_id 1e+30 is not an integer",
+    ),
     (_records({"user_id": 2**70}), 400, "request row 0: user_id 1180591620717411303424 is not"),
     (_records({"user_id": 1, "foo": 2}), 400, "unknown column 'foo'"),
     (_records({"user_id": 1}, {"user_id": None}), 400, "request row 1: user_id is missing"),
@@ -160,21 +203,38 @@ HOSTILE_BODIES = [
     (_records({"user_id": 1}, k=1.5), 400, "Invalid parameters found: {('k', "),
     (_records({"user_id": 1}, k=True), 400, "Invalid parameters found: {('k', "),
     (_records({"user_id": 1, "k": 2}, {"user_id": 2, "k": 0}), 400, "request row 1: k must be"),
-    (_records(*({"user_id": u} for u in range(41))), 400, "request row 40: over the limit of 40 rows"),
-    (json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1, 2]]}}).encode(), 400,
-     "request row 0: not a list of 1 values"),
+    (
+        _records(*({"user_id": u} for u in range(41))),
+        400,
+        "request row 40: over the limit of 40 rows",
+    ),
+    (
+        json.dumps({"dataframe_split": {"columns": ["user_id"], "data": [[1, 2]]}}).encode(),
+        400,
+        "request row 0: not a list of 1 values",
+    ),
     (_records({"user_id": 1}, 7), 400, "request row 1: not an object"),
     (b'{"dataframe_records": [', 400, "the body is not valid JSON"),
     (b"[" * 5_000_000, 400, "the body is not a request: JSON nested deeper"),
     (b"\xff\xfe\x00", 400, "the body is not valid JSON"),
     (b"[1, 2]", 400, "the body must be a JSON object"),
-    (b'{"inputs": {"user_id": [1]}}', 400, "the body must be a JSON object with one of dataframe_split"),
-    (b'{"dataframe_records": [{"user_id": 1}], "params": [3]}', 400, "params must be a JSON object"),
+    (
+        b'{"inputs": {"user_id": [1]}}',
+        400,
+        "the body must be a JSON object with one of dataframe_split",
+    ),
+    (
+        b'{"dataframe_records": [{"user_id": 1}], "params": [3]}',
+        400,
+        "params must be a JSON object",
+    ),
 ]
 
 
 @pytest.mark.integration
-def test_served_model_refuses_hostile_requests_in_one_line(server: str, logged: dict[str, Any]) -> None:
+def test_served_model_refuses_hostile_requests_in_one_line(
+    server: str, logged: dict[str, Any]
+) -> None:
     users = CandidateModel.load(logged["bundle"]).users.raw.to_list()[:3]
     status, answer = _post(f"{server}/invocations", _records(*({"user_id": u} for u in users), k=4))
     assert status == 200
@@ -222,20 +282,40 @@ def test_request_limits_are_configured_with_the_run() -> None:
 
 
 @pytest.mark.integration
-def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_serving_measures_both_modes(
+    logged: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
     bench_dir = str(Path(__file__).resolve().parents[1] / "benchmarks")
     sys.path.insert(0, bench_dir)
     try:
         from bench_serving import main as bench_main
     finally:
         sys.path.remove(bench_dir)
-    args = ["--model-uri", logged["info"].model_uri, "--tracking-uri", logged["uri"], "--clients", "2",
-            "--requests", "30", "--seconds", "20", "--batch", "10", "-k", "5", "--json"]
+    args = [
+        "--model-uri",
+        logged["info"].model_uri,
+        "--tracking-uri",
+        logged["uri"],
+        "--clients",
+        "2",
+        "--requests",
+        "30",
+        "--seconds",
+        "20",
+        "--batch",
+        "10",
+        "-k",
+        "5",
+        "--json",
+    ]
     assert bench_main(args) == 0
     out = capsys.readouterr().out
     record = json.loads(out.strip().splitlines()[-1])
     assert record["workers"] == 1 and "--workers 1" in record["server"] and "--workers 1" in out
-    assert [(r["mode"], r["users_per_request"]) for r in record["results"]] == [("single", 1), ("batched", 10)]
+    assert [(r["mode"], r["users_per_request"]) for r in record["results"]] == [
+        ("single", 1),
+        ("batched", 10),
+    ]
     for result in record["results"]:
         assert (result["requests"], result["errors"]) == (30, 0), result
         assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
@@ -244,13 +324,17 @@ def test_bench_serving_measures_both_modes(logged: dict[str, Any], capsys: pytes
 def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
     from recsys_cl.tracking.serving import RequestError, parse_request
 
-    frame, params = parse_request(b'{"dataframe_records": [{"user_id": 1}, {"user_id": 1.5, "k": 2}]}', "application/json")
+    frame, params = parse_request(
+        b'{"dataframe_records": [{"user_id": 1}, {"user_id": 1.5, "k": 2}]}', "application/json"
+    )
     # object columns: the int stays an int and the float a float, for the model to judge.
     assert frame["user_id"].tolist() == [1, 1.5] and type(frame["user_id"][0]) is int
     assert frame["k"].tolist() == [None, 2] and params is None
     body = b'{"dataframe_split": {"columns": ["user_id"], "data": [[1], [2], [3]]}, "params": {"k": 2}}'
     assert parse_request(body, "application/json; charset=utf-8", max_rows=3)[1] == {"k": 2}
-    with pytest.raises(RequestError, match=r"^request row 2: over the limit of 2 rows per request \(3 sent\)"):
+    with pytest.raises(
+        RequestError, match=r"^request row 2: over the limit of 2 rows per request \(3 sent\)"
+    ):
         parse_request(body, "application/json", max_rows=2)
 
 

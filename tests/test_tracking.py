@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("faiss", reason="the training record includes the FAISS index: needs the cpu or gpu extra")
+pytest.importorskip(
+    "faiss", reason="the training record includes the FAISS index: needs the cpu or gpu extra"
+)
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -93,7 +95,15 @@ def test_a_training_run_records_everything(trained: tuple[Path, str, str]) -> No
 
     metrics = run.data.metrics
     summary = json.loads((run_dir / "metrics.json").read_text())
-    for name in ("users", "items", "interactions", "density", "head_share", "item_gini", "user_gini"):
+    for name in (
+        "users",
+        "items",
+        "interactions",
+        "density",
+        "head_share",
+        "item_gini",
+        "user_gini",
+    ):
         assert f"data/{name}" in metrics
     assert metrics["data/users"] == summary["n_users"]
     for metric in ("recall", "ndcg", "precision", "hit_rate", "mrr"):
@@ -154,9 +164,13 @@ def test_candidate_sample_matches_the_run_folder(trained: tuple[Path, str, str])
     import polars as pl
 
     run_dir, run_id, uri = trained
-    sample = pl.read_parquet(MlflowClient(uri).download_artifacts(run_id, "candidates/candidates_sample.parquet"))
+    sample = pl.read_parquet(
+        MlflowClient(uri).download_artifacts(run_id, "candidates/candidates_sample.parquet")
+    )
     assert sample.columns == ["user_id", "rank", "item_id", "score"]
-    assert sample["user_id"].n_unique() == 100 and sample.group_by("user_id").len()["len"].max() == 20
+    assert (
+        sample["user_id"].n_unique() == 100 and sample.group_by("user_id").len()["len"].max() == 20
+    )
 
 
 def test_evaluate_and_index_runs_point_back_to_the_training_run(
@@ -165,16 +179,35 @@ def test_evaluate_and_index_runs_point_back_to_the_training_run(
     run_dir, run_id, uri = trained
     client = MlflowClient(uri)
     capsys.readouterr()
-    assert main(["evaluate", str(run_dir), "--baseline", "most-popular", "--tracking-uri", uri]) == 0
+    assert (
+        main(["evaluate", str(run_dir), "--baseline", "most-popular", "--tracking-uri", uri]) == 0
+    )
     out = capsys.readouterr().out
     eval_id = out.split("MLflow run ")[1].split()[0]
     ev = client.get_run(eval_id)
     assert ev.data.tags["source_run_id"] == run_id and ev.data.tags["job"] == "evaluate"
     assert ev.data.tags["scored"] == "most-popular baseline"
-    assert 0 < ev.data.metrics["baseline_most_popular/recall_at_20"] < 1 and ev.info.status == "FINISHED"
+    assert (
+        0 < ev.data.metrics["baseline_most_popular/recall_at_20"] < 1
+        and ev.info.status == "FINISHED"
+    )
     assert not any(name.startswith("test/") for name in ev.data.metrics)
 
-    assert main(["index", str(run_dir), "--spec", "hnsw", "--out", str(run_dir / "idx"), "--tracking-uri", uri]) == 0
+    assert (
+        main(
+            [
+                "index",
+                str(run_dir),
+                "--spec",
+                "hnsw",
+                "--out",
+                str(run_dir / "idx"),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     index_id = capsys.readouterr().out.split("MLflow run ")[1].split()[0]
     idx = client.get_run(index_id)
     assert idx.data.tags["source_run_id"] == run_id and idx.data.tags["job"] == "index"
@@ -190,7 +223,9 @@ def test_no_track_records_nothing(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = _write_config(tmp_path, epochs=1)
     assert main(["train", "-c", str(cfg), "--tracking-uri", uri, "--no-track"]) == 0
-    assert not (tmp_path / "mlruns.db").exists() and not (tmp_path / "run" / "tracking.json").exists()
+    assert (
+        not (tmp_path / "mlruns.db").exists() and not (tmp_path / "run" / "tracking.json").exists()
+    )
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
@@ -290,17 +325,32 @@ def test_compare_runs_children_under_one_parent(
     parents = client.search_runs([exp.experiment_id], "tags.job = 'compare'")
     assert len(parents) == 1
     parent = parents[0]
-    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert sorted(c.data.tags["imbalance_strategy"] for c in children) == ["mild_ipw", "none", "pop_negatives"]
-    assert all(c.info.status == "FINISHED" and "test/tail_recall_at_20" in c.data.metrics for c in children)
+    children = client.search_runs(
+        [exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert sorted(c.data.tags["imbalance_strategy"] for c in children) == [
+        "mild_ipw",
+        "none",
+        "pop_negatives",
+    ]
+    assert all(
+        c.info.status == "FINISHED" and "test/tail_recall_at_20" in c.data.metrics for c in children
+    )
     # Same split for every strategy: the same data profile.
     assert len({c.data.metrics["data/interactions"] for c in children}) == 1
-    assert {"comparison/comparison.csv", "comparison/comparison.md", "comparison/comparison.png"} <= _artifacts(
-        client, parent.info.run_id
-    )
-    table = Path(client.download_artifacts(parent.info.run_id, "comparison/comparison.csv")).read_text()
+    assert {
+        "comparison/comparison.csv",
+        "comparison/comparison.md",
+        "comparison/comparison.png",
+    } <= _artifacts(client, parent.info.run_id)
+    table = Path(
+        client.download_artifacts(parent.info.run_id, "comparison/comparison.csv")
+    ).read_text()
     rows = table.strip().splitlines()
-    assert rows[0].startswith("strategy,recall@20,ndcg@20,head_recall@20,tail_recall@20") and len(rows) == 4
+    assert (
+        rows[0].startswith("strategy,recall@20,ndcg@20,head_recall@20,tail_recall@20")
+        and len(rows) == 4
+    )
     for child in children:
         recall = child.data.metrics["test/recall_at_20"]
         assert f"| {child.data.tags['imbalance_strategy']} | {recall:.4f} |" in printed
@@ -348,10 +398,14 @@ def test_an_interrupted_compare_resumes_under_the_same_parent(
     assert main([*argv, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "== none: finished earlier" in out
-    assert _run_id(tmp_path / "cmp") == parent_id and _run_id(tmp_path / "cmp" / "mild_ipw") == second
+    assert (
+        _run_id(tmp_path / "cmp") == parent_id and _run_id(tmp_path / "cmp" / "mild_ipw") == second
+    )
     exp = client.get_run(parent_id).info.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert sorted(c.info.run_id for c in children if c.data.tags["imbalance_strategy"] != "pop_negatives") == sorted([first, second])
+    assert sorted(
+        c.info.run_id for c in children if c.data.tags["imbalance_strategy"] != "pop_negatives"
+    ) == sorted([first, second])
     assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
     assert client.get_run(parent_id).info.status == "FINISHED"
     steps = sorted({m.step for m in client.get_metric_history(second, "loss/total")})
@@ -367,12 +421,17 @@ def test_tracking_errors_are_one_line(
     capsys.readouterr()
     assert main(["compare", "--experiment", "nope", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: --experiment 'nope': no such experiment") and err.count("\n") == 1
+    assert (
+        err.startswith("recsys-cl: error: --experiment 'nope': no such experiment")
+        and err.count("\n") == 1
+    )
     assert main(["compare", "--experiment", "tracking-test", "--tracking-uri", uri]) == 2
     assert "no comparison runs" in capsys.readouterr().err
     missing = f"sqlite:///{tmp_path / 'none.db'}"
     assert main(["compare", "--experiment", "x", "--tracking-uri", missing]) == 2
-    assert "no tracking store there" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    assert (
+        "no tracking store there" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    )
 
 
 @pytest.mark.integration
@@ -398,7 +457,11 @@ def test_main_job_records_every_stage_and_a_registered_model(
         assert f"== {stage}\n" in out
     # Ends with the metrics table, the run id and how to open the UI.
     assert "\nrecall  " in out and f"MLflow run {run_id} in {uri}" in out
-    assert out.rstrip().splitlines()[-1].startswith(f"open the UI: mlflow ui --backend-store-uri {uri}")
+    assert (
+        out.rstrip()
+        .splitlines()[-1]
+        .startswith(f"open the UI: mlflow ui --backend-store-uri {uri}")
+    )
 
     client = MlflowClient(uri)
     run = client.get_run(run_id)
@@ -410,7 +473,9 @@ def test_main_job_records_every_stage_and_a_registered_model(
     assert min(stages) > 0 and sum(stages) < (run.info.end_time - run.info.start_time) / 1000
     assert 0 < metrics["baseline_most_popular/recall_at_20"] < 1
     # Every user's candidates through the exact index score what the evaluator scores.
-    assert metrics["candidates/recall_at_20"] == pytest.approx(metrics["test/recall_at_20"], abs=1e-6)
+    assert metrics["candidates/recall_at_20"] == pytest.approx(
+        metrics["test/recall_at_20"], abs=1e-6
+    )
     assert (tmp_path / "run" / "candidates.parquet").is_file()
     (model,) = client.search_logged_models([run.info.experiment_id])
     assert model.source_run_id == run_id and str(model.status) == "READY"
@@ -432,7 +497,17 @@ def test_main_with_auc_then_resumed_when_finished_keeps_its_model(
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = str(_write_config(tmp_path, epochs=2))
-    argv = ["main", "-c", cfg, "--tracking-uri", uri, "--set", "eval.auc=true", "--register", "resumed"]
+    argv = [
+        "main",
+        "-c",
+        cfg,
+        "--tracking-uri",
+        uri,
+        "--set",
+        "eval.auc=true",
+        "--register",
+        "resumed",
+    ]
     assert main(argv) == 0
     first = capsys.readouterr().out.split("candidate model: ")[1].split()[0]
     run_id = _run_id(tmp_path / "run")
@@ -452,7 +527,9 @@ def test_main_with_auc_then_resumed_when_finished_keeps_its_model(
     assert newest != first and len(client.search_logged_models([experiment])) == 2
 
 
-def test_register_mistakes_fail_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_mistakes_fail_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     cfg = str(_write_config(tmp_path, epochs=1))
     capsys.readouterr()
@@ -464,11 +541,15 @@ def test_register_mistakes_fail_before_any_work(tmp_path: Path, capsys: pytest.C
         assert err.count("\n") == 1 and f"--register {name!r}" in err
     assert main(["train", "-c", cfg, "--tracking-uri", "sqllite:///x.db"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: tracking store sqllite:///x.db") and err.count("\n") == 1
+    assert (
+        err.startswith("recsys-cl: error: tracking store sqllite:///x.db") and err.count("\n") == 1
+    )
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlruns.db").exists()
 
 
-def test_a_relative_store_is_recorded_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_relative_store_is_recorded_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
 
     monkeypatch.chdir(tmp_path)
@@ -479,7 +560,9 @@ def test_a_relative_store_is_recorded_absolute(tmp_path: Path, monkeypatch: pyte
 def test_runs_record_the_command_line_as_their_source() -> None:
     from recsys_cl.tracking.mlflow_tracker import source_tags
 
-    tags = source_tags(["/opt/venv/bin/recsys-cl", "main", "--set", "train.epochs=20", "--run-name", "a b"])
+    tags = source_tags(
+        ["/opt/venv/bin/recsys-cl", "main", "--set", "train.epochs=20", "--run-name", "a b"]
+    )
     assert tags["mlflow.source.name"] == "recsys-cl main --set train.epochs=20 --run-name 'a b'"
     assert tags["mlflow.source.type"] == "LOCAL"
     # A password in a URI argument is not written into the store for all to read.

@@ -68,7 +68,10 @@ def _trainer(
         ).model
     torch.manual_seed(0)
     graph = build_graph(
-        torch.from_numpy(train.rows()), torch.from_numpy(train.indices), train.n_users, train.n_items
+        torch.from_numpy(train.rows()),
+        torch.from_numpy(train.indices),
+        train.n_users,
+        train.n_items,
     )
     method = build_method(method, train.n_users, train.n_items)
     stopping = stopping if stopping is not None else EarlyStopping()

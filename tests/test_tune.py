@@ -37,7 +37,9 @@ params:
 """
 
 
-def _setup(root: Path, space: str = SPACE, epochs: int = 4, protocol: str = "honest") -> tuple[Path, Path]:
+def _setup(
+    root: Path, space: str = SPACE, epochs: int = 4, protocol: str = "honest"
+) -> tuple[Path, Path]:
     log = root / "log.csv"
     make_long_tail_log(n_users=150, n_items=300, seed=11, mean_activity=15).write_csv(log)
     cfg = root / "cfg.yaml"
@@ -54,7 +56,9 @@ def _setup(root: Path, space: str = SPACE, epochs: int = 4, protocol: str = "hon
 
 def _children(client: MlflowClient, parent_id: str) -> list:
     exp = client.get_run(parent_id).info.experiment_id
-    return client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"])
+    return client.search_runs(
+        [exp], f"tags.mlflow.parentRunId = '{parent_id}'", order_by=["attributes.start_time ASC"]
+    )
 
 
 def _study(out: Path):
@@ -80,7 +84,22 @@ def test_a_search_records_each_trial_under_one_parent_and_never_scores_test(
 ) -> None:
     cfg, space = _setup(tmp_path)
     out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlruns.db'}"
-    assert main(["tune", "-c", str(cfg), "--space", str(space), "--out", str(out), "--tracking-uri", uri]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "-c",
+                str(cfg),
+                "--space",
+                str(space),
+                "--out",
+                str(out),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert test_scorings == []  # the search never scored test
 
@@ -95,16 +114,28 @@ def test_a_search_records_each_trial_under_one_parent_and_never_scores_test(
         assert child.data.tags["tune.state"] == trial.state.name == "COMPLETE"
         # The sampled values are the child's params, its curve is logged per evaluation and no
         # test metric exists.
-        assert float(child.data.params["model.cl_weight"]) == pytest.approx(trial.params["model.cl_weight"])
-        assert [m.step for m in client.get_metric_history(child.info.run_id, "val/ndcg_at_20")] == [2, 4]
+        assert float(child.data.params["model.cl_weight"]) == pytest.approx(
+            trial.params["model.cl_weight"]
+        )
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "val/ndcg_at_20")] == [
+            2,
+            4,
+        ]
         assert child.data.metrics["tune/best_ndcg_at_20"] == pytest.approx(trial.value)
         assert not [name for name in child.data.metrics if name.startswith("test/")]
         assert f"trial {trial.number:>3}  COMPLETE  ndcg@20={trial.value:.4f}" in printed
     best = max(study.trials, key=lambda t: t.value)
     assert parent.data.metrics["best/val_ndcg_at_20"] == pytest.approx(best.value)
     assert parent.data.params["best.train.lr"] == str(best.params["train.lr"])
-    artifacts = {a.path for folder in ("plots", "tune") for a in client.list_artifacts(parent_id, folder)}
-    assert {"plots/history.png", "plots/params.png", "tune/best.yaml", "tune/trials.csv"} <= artifacts
+    artifacts = {
+        a.path for folder in ("plots", "tune") for a in client.list_artifacts(parent_id, folder)
+    }
+    assert {
+        "plots/history.png",
+        "plots/params.png",
+        "tune/best.yaml",
+        "tune/trials.csv",
+    } <= artifacts
 
     # best.yaml is a run config `train` accepts, holding the best trial's values.
     loaded = load_config(out / "best.yaml")
@@ -119,7 +150,22 @@ def test_final_trains_the_best_config_and_scores_test_once(
 ) -> None:
     cfg, space = _setup(tmp_path, SPACE.replace("trials: 3", "trials: 2"))
     out = tmp_path / "out"
-    assert main(["tune", "-c", str(cfg), "--space", str(space), "--out", str(out), "--no-track", "--final"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "-c",
+                str(cfg),
+                "--space",
+                str(space),
+                "--out",
+                str(out),
+                "--no-track",
+                "--final",
+            ]
+        )
+        == 0
+    )
     assert test_scorings == [1]
     best = max(_study(out).trials, key=lambda t: t.value)
     summary = json.loads((out / f"final-{best.number}" / "metrics.json").read_text())
@@ -132,17 +178,37 @@ def test_final_trains_the_best_config_and_scores_test_once(
 def test_a_hopeless_trial_is_pruned(tmp_path: Path) -> None:
     """Two queued trials: a learning rate that learns, then one too small to move the
     embeddings; after the warm-up the second is below the first's curve and is pruned."""
-    space = SPACE.replace("pruner: {kind: none}", "pruner: {kind: median, warmup_epochs: 3, startup_trials: 1}")
+    space = SPACE.replace(
+        "pruner: {kind: none}", "pruner: {kind: median, warmup_epochs: 3, startup_trials: 1}"
+    )
     space = space.replace("low: 1.0e-3, high: 3.0e-2", "low: 1.0e-8, high: 3.0e-2")
     cfg, space_path = _setup(tmp_path, space, epochs=8)
     out = tmp_path / "out"
     out.mkdir()
-    study = optuna.create_study(storage=f"sqlite:///{out / STUDY_FILE}", study_name=STUDY_NAME, direction="maximize")
+    study = optuna.create_study(
+        storage=f"sqlite:///{out / STUDY_FILE}", study_name=STUDY_NAME, direction="maximize"
+    )
     fixed = {"model.cl_weight": 0.01, "model.layers": 1}
     study.enqueue_trial({**fixed, "train.lr": 0.03})
     study.enqueue_trial({**fixed, "train.lr": 1.0e-8})
-    assert main(["tune", "-c", str(cfg), "--space", str(space_path), "--out", str(out), "--no-track",
-                 "--resume", "--trials", "2"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "-c",
+                str(cfg),
+                "--space",
+                str(space_path),
+                "--out",
+                str(out),
+                "--no-track",
+                "--resume",
+                "--trials",
+                "2",
+            ]
+        )
+        == 0
+    )
     good, hopeless = _study(out).trials
     assert good.state.name == "COMPLETE" and hopeless.state.name == "PRUNED"
     # Evaluated at epoch 2 (inside the warm-up: kept), pruned at 4, the first evaluation after.
@@ -181,7 +247,10 @@ def test_an_interrupted_search_resumes_to_its_budget_without_repeating_trials(
     parent_id = json.loads((out / "tracking.json").read_text())["run_id"]
     children = {c.info.run_name: c for c in _children(client, parent_id)}
     assert sorted(children) == ["trial-0", "trial-1", "trial-2", "trial-3"]
-    assert children["trial-1"].info.status == "FAILED" and children["trial-1"].data.tags["tune.interrupted"] == "true"
+    assert (
+        children["trial-1"].info.status == "FAILED"
+        and children["trial-1"].data.tags["tune.interrupted"] == "true"
+    )
     assert all(children[n].info.status == "FINISHED" for n in ("trial-0", "trial-2", "trial-3"))
     assert client.get_run(parent_id).info.status == "FINISHED"
     table = (out / "trials.md").read_text()
@@ -211,7 +280,21 @@ def test_a_bad_space_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], space: str, message: str
 ) -> None:
     cfg, space_path = _setup(tmp_path, space)
-    assert main(["tune", "-c", str(cfg), "--space", str(space_path), "--out", str(tmp_path / "out"), "--no-track"]) == 2
+    assert (
+        main(
+            [
+                "tune",
+                "-c",
+                str(cfg),
+                "--space",
+                str(space_path),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-track",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert re.search(message, err), err

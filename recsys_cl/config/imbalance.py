@@ -19,7 +19,7 @@ imbalance:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -66,7 +66,7 @@ class SoftmaxLossConfig(Frozen):
     focal_gamma: float = Field(0.0, ge=0.0)
 
 
-LossConfig = Annotated[Union[BPRLossConfig, SoftmaxLossConfig], Field(discriminator="kind")]
+LossConfig = Annotated[BPRLossConfig | SoftmaxLossConfig, Field(discriminator="kind")]
 
 
 class PositivesConfig(Frozen):
@@ -123,7 +123,7 @@ class ANNConfig(Frozen):
 
 
 HardNegativeConfig = Annotated[
-    Union[DNSConfig, MixGCFConfig, ANNConfig], Field(discriminator="kind")
+    DNSConfig | MixGCFConfig | ANNConfig, Field(discriminator="kind")
 ]
 
 

@@ -55,7 +55,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def set_values(raw: dict[str, Any], values: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+def set_values(
+    raw: dict[str, Any], values: Mapping[str, Any], source: str = "config"
+) -> dict[str, Any]:
     """Return a copy of ``raw`` with each dotted key set to its already typed value (a tuner's
     sampled floats never go through YAML, where ``1e-05`` would read as a string)."""
     out = copy.deepcopy(raw)

@@ -62,7 +62,9 @@ def load_sweep(
     sweep = validate(read_yaml(sweep_path), SweepConfig, str(sweep_path))
     sets = [*sweep.overrides, *overrides]
     if any(parse_override(text)[0][0] == "output_dir" for text in sets):
-        raise ConfigError(f"{sweep_path}: set output_dir in the sweep file or with --out, not --set")
+        raise ConfigError(
+            f"{sweep_path}: set output_dir in the sweep file or with --out, not --set"
+        )
     here = sweep_path.parent
     base_path = here / sweep.base
     base = read_yaml(base_path)

@@ -38,7 +38,14 @@ Scalar = bool | int | float | str
 # Keys a search may not sample: the data and its split (every trial must be scored on the same
 # validation rows), the protocol and metrics (what "better" means), and where things go.
 _FIXED_PREFIXES = ("data.", "eval.", "tracking.", "retrieval.")
-_FIXED_KEYS = ("seed", "output_dir", "experiment", "train.protocol", "train.select_metric", "train.device")
+_FIXED_KEYS = (
+    "seed",
+    "output_dir",
+    "experiment",
+    "train.protocol",
+    "train.select_metric",
+    "train.device",
+)
 
 
 class _Frozen(BaseModel):
@@ -70,7 +77,9 @@ class ParamSpace(_Frozen):
         if self.low is None or self.high is None:
             raise ValueError(f"{self.type} needs low and high")
         if not self.low < self.high:
-            raise ValueError(f"low ({self.low:g}) must be < high ({self.high:g}); fix a value with set: instead")
+            raise ValueError(
+                f"low ({self.low:g}) must be < high ({self.high:g}); fix a value with set: instead"
+            )
         if self.log and self.low <= 0:
             raise ValueError(f"log needs low > 0, got {self.low:g}")
         if self.log and self.step is not None:
@@ -179,7 +188,9 @@ def search_base(
     for text in sets:
         key = ".".join(parse_override(text)[0])
         if key in space.params:
-            raise ConfigError(f"{space_path}: params.{key} is also fixed by set/--set {text!r}; keep one")
+            raise ConfigError(
+                f"{space_path}: params.{key} is also fixed by set/--set {text!r}; keep one"
+            )
     if "output_dir" in fixed:
         raise ConfigError(f"{space_path}: the trials' folders come from --out, not set output_dir")
     raw = apply_overrides(read_yaml(config_path), sets)
@@ -208,6 +219,10 @@ def search_base(
     return raw, base
 
 
-def trial_config(raw: Mapping[str, Any], values: Mapping[str, Any], output_dir: Path, source: str) -> RunConfig:
+def trial_config(
+    raw: Mapping[str, Any], values: Mapping[str, Any], output_dir: Path, source: str
+) -> RunConfig:
     """The run config of one trial: the search's base with the sampled ``values``."""
-    return validate(set_values(dict(raw), {**values, "output_dir": str(output_dir)}, source), RunConfig, source)
+    return validate(
+        set_values(dict(raw), {**values, "output_dir": str(output_dir)}, source), RunConfig, source
+    )

@@ -249,6 +249,8 @@ def _read_movielens(path: Path, source: str, head: bytes) -> pl.DataFrame:
         raise data_error(
             source, f"line 1: expected 4 fields (user, item, rating, timestamp), found {df.width}"
         )
-    df, lines = _drop_blank(df.rename(dict(zip(df.columns, _MOVIELENS_COLUMNS))), first_line=1)
+    df, lines = _drop_blank(
+        df.rename(dict(zip(df.columns, _MOVIELENS_COLUMNS, strict=True))), first_line=1
+    )
     columns = ColumnMap(timestamp=TIMESTAMP, rating=RATING)
     return canonicalize(df, columns, source, _line_locator(lines), integer_ids=True)

@@ -245,12 +245,14 @@ def evaluate(
             sums += stacked.nansum(dim=1)
             n_defined += (~torch.isnan(stacked)).sum(dim=1)
             if return_per_user:
-                for key, v in zip(keys, stacked.cpu()):
+                for key, v in zip(keys, stacked.cpu(), strict=True):
                     per_user_parts[key].append(v)
             if return_topk:
                 topk_parts.append(top_items.masked_fill(~rankable, -1).cpu())
         del block
-        means = dict(zip(keys, (sums / n_defined).tolist()))  # 0 / 0 = NaN: nobody evaluated
+        means = dict(
+            zip(keys, (sums / n_defined).tolist(), strict=True)
+        )  # 0 / 0 = NaN: nobody evaluated
     keep_users = return_per_user or return_topk
     return EvalResult(
         metrics=means,

@@ -180,7 +180,7 @@ def popularity_metrics(
     sizes = torch.bincount(item_group, minlength=3).tolist()
     return PopularityReport(
         metrics=out,
-        item_group_sizes=dict(zip(ITEM_GROUPS, sizes)),
+        item_group_sizes=dict(zip(ITEM_GROUPS, sizes, strict=True)),
         users_per_item_group=users_per_item_group,
         users_per_activity_group=users_per_activity_group,
     )

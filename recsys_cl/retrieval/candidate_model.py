@@ -108,7 +108,9 @@ class BundleInfo:
         if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
             raise DataError(f"{path}: not a {FORMAT} file")
         if (version := raw.pop("format_version", None)) not in _READABLE_VERSIONS:
-            raise DataError(f"{path}: format_version {version!r}, this version reads {_READABLE_VERSIONS}")
+            raise DataError(
+                f"{path}: format_version {version!r}, this version reads {_READABLE_VERSIONS}"
+            )
         if version == 1 and is_positive_int(raw.get("k")):
             # Version 1 had no limits: its default list length must stay servable.
             raw.setdefault("max_k", max(DEFAULT_MAX_K, raw["k"]))
@@ -116,8 +118,12 @@ class BundleInfo:
             info = cls(**raw)
         except TypeError as exc:
             raise DataError(f"{path}: unexpected keys ({exc})") from None
-        if info.cold_start not in ("popular", "error") or not limits_ok(info.k, info.max_k, info.max_rows):
-            raise DataError(f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, got {raw}")
+        if info.cold_start not in ("popular", "error") or not limits_ok(
+            info.k, info.max_k, info.max_rows
+        ):
+            raise DataError(
+                f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, got {raw}"
+            )
         return info
 
 
@@ -237,7 +243,9 @@ class CandidateModel:
         if out.exists() and not (out / BUNDLE_FILE).is_file() and (
             not out.is_dir() or any(out.iterdir())
         ):
-            raise RecsysError(f"{out}: exists and is not a candidate bundle; refusing to replace it")
+            raise RecsysError(
+                f"{out}: exists and is not a candidate bundle; refusing to replace it"
+            )
         seen_keys = self.seen.keys if self.seen is not None else np.zeros(0, dtype=np.int64)
         seen_users, seen_items = np.divmod(seen_keys, self.items.size)
         tables: dict[str, dict[str, Any]] = {

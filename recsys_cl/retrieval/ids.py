@@ -53,7 +53,9 @@ def integer_id(value: Any) -> int | None:
     return out if _INT64_MIN <= out <= _INT64_MAX else None
 
 
-def typed_user_ids(values: Sequence[Any], *, integer: bool, where: str = "request row") -> list[Any]:
+def typed_user_ids(
+    values: Sequence[Any], *, integer: bool, where: str = "request row"
+) -> list[Any]:
     """The ids ``values`` typed as the run's (int for ``integer`` runs, str otherwise).
 
     Args:

@@ -120,7 +120,9 @@ class CandidateScorer:
             return
         users, items = cands.users[keep], cands.items[keep]
         hits = torch.from_numpy(self._truth.contains(users, items))
-        values = ranking_metrics(hits, torch.from_numpy(n_relevant[keep]), self.ks, self.metric_names)
+        values = ranking_metrics(
+            hits, torch.from_numpy(n_relevant[keep]), self.ks, self.metric_names
+        )
         stacked = torch.stack([values[key] for key in self._keys])
         self._sums += stacked.nansum(dim=1).numpy()
         self._n_defined += (~torch.isnan(stacked)).sum(dim=1).numpy()
@@ -129,7 +131,7 @@ class CandidateScorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             means = self._sums / self._n_defined
         return CandidateQuality(
-            metrics={key: float(v) for key, v in zip(self._keys, means)},
+            metrics={key: float(v) for key, v in zip(self._keys, means, strict=True)},
             n_users_evaluated=self._evaluated,
             n_users_skipped=self._skipped,
         )

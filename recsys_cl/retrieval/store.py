@@ -63,13 +63,16 @@ def meta_to_json(meta: IndexMeta, index_sha256: str, index_bytes: int) -> dict[s
         "embeddings_fingerprint": meta.fingerprint,
         "faiss_class": meta.faiss_class,
         "nlist": meta.nlist,
-        "item_id_dtype": None if ids is None else ("int64" if ids.raw.dtype == pl.Int64 else "string"),
+        "item_id_dtype": None
+        if ids is None
+        else ("int64" if ids.raw.dtype == pl.Int64 else "string"),
         "item_ids": None if ids is None else ids.raw.to_list(),
         "build_seconds": meta.build_seconds,
         "faiss_version": meta.faiss_version,
         "index_sha256": index_sha256,
         "index_bytes": index_bytes,
     }
+
 
 def meta_from_json(raw: Any, source: str) -> tuple[IndexMeta, str, int]:
     """The metadata, the index file's SHA-256 and its size in bytes.
@@ -78,12 +81,16 @@ def meta_from_json(raw: Any, source: str) -> tuple[IndexMeta, str, int]:
         IndexFileError: not metadata written by :func:`save_index`.
     """
     def bad(why: str) -> IndexFileError:
-        return IndexFileError(f"{source}: corrupt index metadata ({why}); rebuild it with `recsys-cl index`")
+        return IndexFileError(
+            f"{source}: corrupt index metadata ({why}); rebuild it with `recsys-cl index`"
+        )
 
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise bad(f"not a {FORMAT} file")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise bad(f"format_version {raw.get('format_version')!r}, this version reads {FORMAT_VERSION}")
+        raise bad(
+            f"format_version {raw.get('format_version')!r}, this version reads {FORMAT_VERSION}"
+        )
     try:
         spec = IndexSpec.model_validate(raw["spec"])
         dtype = raw["item_id_dtype"]
@@ -185,7 +192,9 @@ def load_index(
     """
     faiss_path, meta_path = index_paths(path)
     if not faiss_path.is_file():
-        raise IndexFileError(f"{faiss_path}: index file not found; build one with `recsys-cl index`")
+        raise IndexFileError(
+            f"{faiss_path}: index file not found; build one with `recsys-cl index`"
+        )
     if not meta_path.is_file():
         raise IndexFileError(
             f"{meta_path}: index metadata not found (an index is NAME.faiss + NAME.json, both "

@@ -145,7 +145,9 @@ class MlflowTracker:
         skipped, and a value a resume may change (``train.epochs``, say) is recorded as the
         tag ``resumed.<key>`` instead."""
         logged = self.client.get_run(self._run_id).data.params
-        changed = {f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != _text(v)}
+        changed = {
+            f"resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != _text(v)
+        }
         if changed:
             self.set_tags(changed)
         items = [Param(key, _text(value)) for key, value in params.items() if key not in logged]
@@ -186,7 +188,9 @@ class MlflowTracker:
             else:
                 experiment = self.client.get_run(self._run_id).info.experiment_id
                 run_id = self.client.create_run(
-                    experiment, run_name=name, tags={**source_tags(), PARENT_TAG: self._run_id, **(tags or {})}
+                    experiment,
+                    run_name=name,
+                    tags={**source_tags(), PARENT_TAG: self._run_id, **(tags or {})},
                 ).info.run_id
         with _ended(self.client, run_id, self.uri) as tracker:
             yield tracker
@@ -276,7 +280,9 @@ def mlflow_run(
         raise TrackingError(f"tracking store {uri}: {first_line(exc)}") from None
 
 
-def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
+def latest_comparison(
+    uri: str, experiment: str
+) -> tuple[dict[str, str], list[tuple[str, dict[str, float], str]]]:
     """The newest ``compare`` parent run of ``experiment`` (its id and sweep) and its children
     as (strategy, metrics, run id), oldest first, read with ``mlflow.search_runs``.
 
@@ -284,7 +290,9 @@ def latest_comparison(uri: str, experiment: str) -> tuple[dict[str, str], list[t
         TrackingError: no store at a SQLite path, no such experiment, or no comparison in it.
     """
     if uri.startswith(_SQLITE) and not Path(uri[len(_SQLITE) :]).is_file():
-        raise TrackingError(f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)")
+        raise TrackingError(
+            f"{uri}: no tracking store there (run a comparison first, or pass --tracking-uri)"
+        )
     try:
         return _latest_comparison(MlflowClient(uri), uri, experiment)
     except MlflowException as exc:
@@ -298,10 +306,15 @@ def _latest_comparison(
     if exp is None:
         raise TrackingError(f"--experiment {experiment!r}: no such experiment in {uri}")
     parents = client.search_runs(
-        [exp.experiment_id], "tags.job = 'compare'", order_by=["attributes.start_time DESC"], max_results=1
+        [exp.experiment_id],
+        "tags.job = 'compare'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     if not parents:
-        raise TrackingError(f"--experiment {experiment!r}: no comparison runs (recsys-cl compare --sweep ...)")
+        raise TrackingError(
+            f"--experiment {experiment!r}: no comparison runs (recsys-cl compare --sweep ...)"
+        )
     parent = parents[0]
     children = client.search_runs(
         [exp.experiment_id],

@@ -31,7 +31,9 @@ def load_candidate_model(
     """
     if dst_path is None:
         with tempfile.TemporaryDirectory(prefix="recsys_cl_model_") as tmp:
-            return load_candidate_model(model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp)
+            return load_candidate_model(
+                model_uri, tracking_uri, registry_uri=registry_uri, dst_path=tmp
+            )
     return mlflow.pyfunc.load_model(
         download_candidate_model(model_uri, tracking_uri, dst_path, registry_uri=registry_uri)
     )
@@ -56,7 +58,9 @@ def download_candidate_model(
             source = client.get_model_version_download_uri(*found)
     elif scheme == "runs":
         source = run_logged_model_uri(client, model_uri) or model_uri
-    return mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri)
+    return mlflow.artifacts.download_artifacts(
+        artifact_uri=source, dst_path=str(dst_path), tracking_uri=tracking_uri
+    )
 
 
 def run_logged_model(client: MlflowClient, run: Run, name: str) -> LoggedModel | None:
@@ -85,4 +89,9 @@ def run_logged_model_uri(client: MlflowClient, runs_uri: str) -> str | None:
     return f"{root}/{rest}" if rest else root
 
 
-__all__ = ["download_candidate_model", "load_candidate_model", "run_logged_model", "run_logged_model_uri"]
+__all__ = [
+    "download_candidate_model",
+    "load_candidate_model",
+    "run_logged_model",
+    "run_logged_model_uri",
+]

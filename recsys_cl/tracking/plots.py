@@ -54,9 +54,21 @@ def validation_curves(
             key = f"{metric}@{k}"
             points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", color=f"C{i}", label=f"@{k}")
+                ax.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    marker=".",
+                    color=f"C{i}",
+                    label=f"@{k}",
+                )
         if best_epoch:
-            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1, label=f"selected ({best_epoch})")
+            ax.axvline(
+                best_epoch,
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label=f"selected ({best_epoch})",
+            )
         ax.set_title(f"{split} {metric}")
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -71,10 +83,18 @@ def recall_by_group(metrics: Mapping[str, float], overall: float, k: int = 20) -
     values = [overall, *(metrics.get(f"{g}_recall@{k}", math.nan) for g in _GROUPS)]
     fig = Figure(figsize=(5.0, 3.2), layout="constrained")
     ax = fig.subplots()
-    bars = ax.bar(labels, [0.0 if math.isnan(v) else v for v in values], color=["C7", "C0", "C1", "C3"])
+    bars = ax.bar(
+        labels, [0.0 if math.isnan(v) else v for v in values], color=["C7", "C0", "C1", "C3"]
+    )
     for bar, value in zip(bars, values, strict=True):
         text = "n/a" if math.isnan(value) else f"{value:.3f}"
-        ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_ylabel(f"test recall@{k}")
     ax.set_title(f"Recall@{k} by item popularity group")
     ax.grid(axis="y", alpha=0.3)
@@ -111,7 +131,11 @@ def study_history(
     fig = Figure(figsize=(7.0, 3.6), layout="constrained")
     ax = fig.subplots()
     for state, marker, color in (("COMPLETE", "o", "C0"), ("PRUNED", "x", "C7")):
-        points = [(n, v) for n, v, s in zip(numbers, values, states, strict=True) if s == state and math.isfinite(v)]
+        points = [
+            (n, v)
+            for n, v, s in zip(numbers, values, states, strict=True)
+            if s == state and math.isfinite(v)
+        ]
         if points:
             ax.scatter([p[0] for p in points], [p[1] for p in points], marker=marker, color=color,
                        label=state.lower(), zorder=3)
@@ -122,7 +146,13 @@ def study_history(
         if math.isfinite(best):
             steps.append((n, best))
     if steps:
-        ax.step([p[0] for p in steps], [p[1] for p in steps], where="post", color="C3", label="best so far")
+        ax.step(
+            [p[0] for p in steps],
+            [p[1] for p in steps],
+            where="post",
+            color="C3",
+            label="best so far",
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"val {metric}")

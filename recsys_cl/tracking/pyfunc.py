@@ -48,10 +48,25 @@ CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 DEFAULT_ARTIFACT_PATH = "candidate_model"
 # What loading the model imports (measured from sys.modules after loading it), pinned to the
 # versions here; given explicitly so MLflow does not spend seconds inferring them.
-_REQUIREMENTS = ("mlflow", "numpy", "pandas", "polars", "pyarrow", "pydantic", "pyyaml", "torch", "tqdm")
+_REQUIREMENTS = (
+    "mlflow",
+    "numpy",
+    "pandas",
+    "polars",
+    "pyarrow",
+    "pydantic",
+    "pyyaml",
+    "torch",
+    "tqdm",
+)
 _MLFLOW_TYPES = {"int64": "long", "string": "string"}
 # Run tags copied onto the logged model, as mlflow.pyfunc.log_model records them for its own.
-_COPIED_RUN_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit")
+_COPIED_RUN_TAGS = (
+    "mlflow.user",
+    "mlflow.source.name",
+    "mlflow.source.type",
+    "mlflow.source.git.commit",
+)
 # The logged-model tag MLflow's UI reads to list a model's registered versions.
 _MODEL_VERSIONS_TAG = "mlflow.modelVersions"
 _MODEL_TYPE = "recsys_cl.candidate_model"
@@ -166,18 +181,29 @@ def log_candidate_model(
     # client.list_artifacts looks the run's logged models up through the global tracking URI.
     digest = bundle_digest(bundle)
     existing = run_logged_model(client, run, artifact_path)
-    if existing is not None and existing.status == LoggedModelStatus.READY and existing.tags.get(_DIGEST_TAG) == digest:
+    if (
+        existing is not None
+        and existing.status == LoggedModelStatus.READY
+        and existing.tags.get(_DIGEST_TAG) == digest
+    ):
         # A resumed job logging the same bundle again: that model is already there.
         model_id = existing.model_id
         link_test_metrics(client, run_id, model_id)
-        version = None if register is None else _register(client, register, model_id, run_id, tracking_uri)
-        return CandidateModelInfo(f"models:/{model_id}", model_id, registered_name=register, registered_version=version)
+        version = (
+            None
+            if register is None
+            else _register(client, register, model_id, run_id, tracking_uri)
+        )
+        return CandidateModelInfo(
+            f"models:/{model_id}", model_id, registered_name=register, registered_version=version
+        )
     if existing is not None and existing.status == LoggedModelStatus.PENDING:
         # Left by a process killed while uploading (nothing else writes this run now): it can
         # never become READY, so it is marked FAILED and a new one logged.
         client.finalize_logged_model(existing.model_id, LoggedModelStatus.FAILED)
     own_files = mlflow.artifacts.list_artifacts(
-        artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", tracking_uri=tracking_uri
+        artifact_uri=f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}",
+        tracking_uri=tracking_uri,
     )
     if own_files:
         raise RecsysError(
@@ -200,9 +226,15 @@ def log_candidate_model(
                 signature=candidate_signature(info),
                 # Saved as serving_input_example.json: the request format, checked by MLflow
                 # predicting it once through the saved model.
-                input_example=(pd.DataFrame({"user_id": model.users.raw[:1].to_list()}), {"k": info.k}),
+                input_example=(
+                    pd.DataFrame({"user_id": model.users.raw[:1].to_list()}),
+                    {"k": info.k},
+                ),
                 pip_requirements=pip_requirements(),
-                metadata={"recsys_cl_bundle": asdict(info), "recsys_cl_input": input_description(info)},
+                metadata={
+                    "recsys_cl_bundle": asdict(info),
+                    "recsys_cl_input": input_description(info),
+                },
                 # The MLmodel names its logged model (model_id, model_uuid) and source run, as
                 # log_model writes it; loaders use model_id to attribute traces and metrics.
                 # artifact_path is the run-relative name (runs:/<run_id>/<name> resolves to
@@ -227,13 +259,18 @@ def log_candidate_model(
     if register is None:
         return CandidateModelInfo(model_uri, model_id)
     version = _register(client, register, model_id, run_id, tracking_uri)
-    return CandidateModelInfo(model_uri, model_id, registered_name=register, registered_version=version)
+    return CandidateModelInfo(
+        model_uri, model_id, registered_name=register, registered_version=version
+    )
 
 
 def input_description(info: BundleInfo) -> dict[str, object]:
     """What a request may hold (the model has no MLflow input schema; see candidate_signature)."""
     return {
-        "columns": {"user_id": f"{info.user_id_dtype} raw user id (required)", "k": "list length (optional)"},
+        "columns": {
+            "user_id": f"{info.user_id_dtype} raw user id (required)",
+            "k": "list length (optional)",
+        },
         "params": {"k": f"list length of rows without their own (default {info.k})"},
         "max_k": info.max_k,
         "max_rows": info.max_rows,
@@ -266,7 +303,9 @@ def link_test_metrics(client: MlflowClient, run_id: str, model_id: str) -> None:
         if key.startswith(_LINKED_METRIC_PREFIXES):
             # The value the run shows: its latest step, then its latest time.
             last = max(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-            metrics.append(Metric(key, last.value, last.timestamp, last.step, model_id=model_id, run_id=run_id))
+            metrics.append(
+                Metric(key, last.value, last.timestamp, last.step, model_id=model_id, run_id=run_id)
+            )
     for start in range(0, len(metrics), _METRICS_PER_CALL):
         client.log_batch(run_id, metrics=metrics[start : start + _METRICS_PER_CALL])
 
@@ -311,7 +350,9 @@ def _create_logged_model(client: MlflowClient, run: Run, name: str, digest: str)
     )
 
 
-def _register(client: MlflowClient, name: str, model_id: str, run_id: str, tracking_uri: str) -> int:
+def _register(
+    client: MlflowClient, name: str, model_id: str, run_id: str, tracking_uri: str
+) -> int:
     """A new version of registered model ``name`` (created when missing) from the logged model,
     linked both ways as ``mlflow.register_model("models:/<model_id>", name)`` links them."""
     try:

@@ -32,7 +32,10 @@ class CandidatePyfunc(PythonModel):
 
     # A pandas type hint leaves input checking to the signature (MLflow infers no schema from it).
     def predict(
-        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         if self._model is None:
             raise RuntimeError("the candidate bundle is not loaded (load_context was not called)")

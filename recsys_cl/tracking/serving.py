@@ -94,12 +94,16 @@ def parse_request(
     charset = rest.strip().lower().removeprefix("charset=").strip() or "utf-8"
     if mime.strip().lower() != _JSON or charset != "utf-8":
         raise RequestError(
-            f"content type {content_type!r}: this server reads {_JSON} (UTF-8) bodies", 415, "BAD_REQUEST"
+            f"content type {content_type!r}: this server reads {_JSON} (UTF-8) bodies",
+            415,
+            "BAD_REQUEST",
         )
     try:
         payload = json.loads(body)
     except RecursionError:
-        raise RequestError("the body is not a request: JSON nested deeper than any request is") from None
+        raise RequestError(
+            "the body is not a request: JSON nested deeper than any request is"
+        ) from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise RequestError(f"the body is not valid JSON ({exc})") from None
     form = f"a JSON object with one of {', '.join(FRAME_KEYS)} and optional params"
@@ -117,7 +121,11 @@ def parse_request(
     rows = rows.get("data") if isinstance(rows, dict) else rows
     if max_rows is not None and isinstance(rows, list) and len(rows) > max_rows:
         raise RequestError(too_many_rows(len(rows), max_rows), 400, "INVALID_PARAMETER_VALUE")
-    frame = _records(payload[given[0]]) if given[0] == "dataframe_records" else _split(payload[given[0]])
+    frame = (
+        _records(payload[given[0]])
+        if given[0] == "dataframe_records"
+        else _split(payload[given[0]])
+    )
     return frame, params
 
 
@@ -127,14 +135,18 @@ def _records(rows: Any) -> pd.DataFrame:
     columns: dict[str, None] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise RequestError(f"request row {i}: not an object (dataframe_records rows are {{column: value}})")
+            raise RequestError(
+                f"request row {i}: not an object (dataframe_records rows are {{column: value}})"
+            )
         columns.update(dict.fromkeys(row))
     return _frame({c: [row.get(c) for row in rows] for c in columns}, len(rows))
 
 
 def _split(split: Any) -> pd.DataFrame:
     if not isinstance(split, dict) or not isinstance(split.get("data"), list):
-        raise RequestError("dataframe_split must be an object with columns and data (a list of rows)")
+        raise RequestError(
+            "dataframe_split must be an object with columns and data (a list of rows)"
+        )
     if set(split) - {"columns", "data", "index"}:
         raise RequestError(f"dataframe_split takes columns, data and index; got {sorted(split)}")
     columns, data = split.get("columns"), split["data"]
@@ -147,14 +159,18 @@ def _split(split: Any) -> pd.DataFrame:
         data = [[value] for value in data]  # one column's values, as pandas (and MLflow) take them
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise RequestError(f"request row {i}: not a list of {len(columns)} values (one per column)")
+            raise RequestError(
+                f"request row {i}: not a list of {len(columns)} values (one per column)"
+            )
     return _frame({c: [row[j] for row in data] for j, c in enumerate(columns)}, len(data))
 
 
 def _frame(columns: dict[str, list[Any]], n_rows: int) -> pd.DataFrame:
     # object columns keep each JSON value as parsed (1 int, 1.5 float, true bool): the model
     # reads them strictly, where pandas' inference would turn [1, 1.5] into floats.
-    return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in columns.items()}, index=range(n_rows))
+    return pd.DataFrame(
+        {c: pd.Series(v, dtype=object) for c, v in columns.items()}, index=range(n_rows)
+    )
 
 
 def predict_json(model: PyFuncModel, frame: pd.DataFrame, params: dict[str, Any] | None) -> str:
@@ -175,7 +191,9 @@ def predict_json(model: PyFuncModel, frame: pd.DataFrame, params: dict[str, Any]
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(f"the body is {int(declared):,} bytes; this server takes at most {limit:,}", 413)
+        raise RequestError(
+            f"the body is {int(declared):,} bytes; this server takes at most {limit:,}", 413
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -212,7 +230,13 @@ def create_app(model: PyFuncModel, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYT
             return Response(status_code=499)
         except Exception as exc:  # a bug: logged whole, answered in one line
             _logger.exception("unexpected error answering /invocations")
-            return _error(RequestError(f"internal error ({type(exc).__name__}); see the server log", 500, "INTERNAL_ERROR"))
+            return _error(
+                RequestError(
+                    f"internal error ({type(exc).__name__}); see the server log",
+                    500,
+                    "INTERNAL_ERROR",
+                )
+            )
         return Response(answer, media_type=_JSON)
 
     return Starlette(
@@ -231,7 +255,9 @@ def app_from_env() -> Starlette:
     import mlflow
 
     model = mlflow.pyfunc.load_model(os.environ[_MODEL_ENV])
-    return create_app(model, max_body_bytes=int(os.environ.get(_MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES)))
+    return create_app(
+        model, max_body_bytes=int(os.environ.get(_MAX_BODY_ENV, DEFAULT_MAX_BODY_BYTES))
+    )
 
 
 @contextmanager
@@ -267,7 +293,9 @@ def serve(
     from .model_uris import download_candidate_model
 
     if workers < 1 or max_body_bytes < 1:
-        raise RecsysError(f"need --workers >= 1 and --max-body-mb > 0, got {workers} and {max_body_bytes} bytes")
+        raise RecsysError(
+            f"need --workers >= 1 and --max-body-mb > 0, got {workers} and {max_body_bytes} bytes"
+        )
     with tempfile.TemporaryDirectory(prefix="recsys_cl_serve_") as tmp:
         try:
             local = download_candidate_model(model_uri, tracking_uri, tmp)
@@ -347,7 +375,9 @@ def _wait_for_ping(
         if _answers(url):
             return
         time.sleep(0.25)
-    raise ServerError(f"no answer from {url} after {timeout_s:.0f} s:\n{stderr.read_text()[-3000:]}")
+    raise ServerError(
+        f"no answer from {url} after {timeout_s:.0f} s:\n{stderr.read_text()[-3000:]}"
+    )
 
 
 __all__ = [

@@ -50,7 +50,9 @@ _COLUMNS = (
 )
 
 
-def comparison_row(strategy: str, metrics: Mapping[str, float], run_id: str | None, k: int) -> dict[str, Any]:
+def comparison_row(
+    strategy: str, metrics: Mapping[str, float], run_id: str | None, k: int
+) -> dict[str, Any]:
     """One table row from a run's MLflow-named metrics (missing ones are NaN)."""
     row: dict[str, Any] = {"strategy": strategy}
     for header, name in _COLUMNS:
@@ -60,7 +62,9 @@ def comparison_row(strategy: str, metrics: Mapping[str, float], run_id: str | No
     return row
 
 
-def summary_row(strategy: str, summary: Mapping[str, Any], run_id: str | None, k: int) -> dict[str, Any]:
+def summary_row(
+    strategy: str, summary: Mapping[str, Any], run_id: str | None, k: int
+) -> dict[str, Any]:
     """One table row from a training summary (``metrics.json``, or a report's summary)."""
     metrics = {
         **metric_dict(summary["test"], "test"),
@@ -86,8 +90,15 @@ def to_markdown(table: pl.DataFrame) -> str:
         return str(value)[:8] if column == "run_id" else str(value)
 
     header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" if c in ("strategy", "run_id") else "---:" for c in table.columns) + "|"
-    body = ["| " + " | ".join(cell(row[c], c) for c in table.columns) + " |" for row in table.iter_rows(named=True)]
+    rule = (
+        "|"
+        + "|".join("---" if c in ("strategy", "run_id") else "---:" for c in table.columns)
+        + "|"
+    )
+    body = [
+        "| " + " | ".join(cell(row[c], c) for c in table.columns) + " |"
+        for row in table.iter_rows(named=True)
+    ]
     return "\n".join([header, rule, *body])
 
 
@@ -126,7 +137,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     interrupted one continues from its checkpoint in its own MLflow run."""
     runs = load_sweep(args.sweep, args.overrides)
     if args.out is not None:
-        runs = [(name, cfg.model_copy(update={"output_dir": Path(args.out) / name})) for name, cfg in runs]
+        runs = [
+            (name, cfg.model_copy(update={"output_dir": Path(args.out) / name}))
+            for name, cfg in runs
+        ]
     resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
     base = runs[0][1]
     folder = base.output_dir.parent
@@ -140,7 +154,11 @@ def run_sweep(args: argparse.Namespace) -> int:
         experiment=base.experiment,
         configured_uri=base.tracking.uri,
         run_name=f"compare:{Path(args.sweep).stem}",
-        tags={"job": "compare", "sweep": str(args.sweep), "strategies": ",".join(n for n, _ in runs)},
+        tags={
+            "job": "compare",
+            "sweep": str(args.sweep),
+            "strategies": ",".join(n for n, _ in runs),
+        },
         run_dir=folder,
         resume=args.resume,
     ) as parent:
@@ -155,10 +173,14 @@ def run_sweep(args: argparse.Namespace) -> int:
             print(f"== {name}", flush=True)
             # Its earlier child reopened (even if killed before its first checkpoint), when it
             # was recorded in this store; a new child otherwise.
-            previous = previous_run(cfg.output_dir, parent.uri) if (args.resume and parent.uri) else None
+            previous = (
+                previous_run(cfg.output_dir, parent.uri) if (args.resume and parent.uri) else None
+            )
             with parent.child(name, tags={"job": "train"}, resume_run_id=previous) as child:
                 write_tracking_file(cfg.output_dir, child)
-                report = run_training(cfg, resume=resuming[name], tracker=child, strategy=name, split=split)
+                report = run_training(
+                    cfg, resume=resuming[name], tracker=child, strategy=name, split=split
+                )
                 if index_stages:
                     index = record_index(child, cfg)
                     record_candidates(child, cfg, index.index_path, every_user=False)
@@ -171,7 +193,9 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(to_markdown(table))
         print(f"\nwrote {folder}/comparison.csv, comparison.md, comparison.png")
         if parent.enabled:
-            print(f"MLflow parent run {parent.run_id}; again: recsys-cl compare --experiment {opts.experiment or base.experiment}")
+            print(
+                f"MLflow parent run {parent.run_id}; again: recsys-cl compare --experiment {opts.experiment or base.experiment}"
+            )
     return 0
 
 
@@ -194,8 +218,17 @@ def compare(args: argparse.Namespace) -> int:
     if args.sweep is not None:
         return run_sweep(args)
     if args.experiment is None:
-        raise RecsysError("compare needs --sweep FILE (run a comparison) or --experiment NAME (print one)")
+        raise RecsysError(
+            "compare needs --sweep FILE (run a comparison) or --experiment NAME (print one)"
+        )
     return print_from_mlflow(args)
 
 
-__all__ = ["compare", "comparison_row", "comparison_table", "print_from_mlflow", "run_sweep", "to_markdown"]
+__all__ = [
+    "compare",
+    "comparison_row",
+    "comparison_table",
+    "print_from_mlflow",
+    "run_sweep",
+    "to_markdown",
+]

@@ -44,7 +44,11 @@ def data_stats(args: argparse.Namespace) -> int:
         cfg: RunConfig = load_config(args.config, args.overrides)
         split = build_split(cfg.data, args.data_dir, cfg.seed)
         name = cfg.data.dataset or str(cfg.data.path)
-        print(format_profile(profile(split), f"{name}: {split.method} split (indices fitted on train)"))
+        print(
+            format_profile(
+                profile(split), f"{name}: {split.method} split (indices fitted on train)"
+            )
+        )
         return 0
     source = args.dataset
     if source in dataset_names():

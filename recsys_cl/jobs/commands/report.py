@@ -30,7 +30,9 @@ def print_training(cfg: RunConfig, report: TrainReport) -> None:
         f"{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
         f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
     )
-    print(f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):")
+    print(
+        f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):"
+    )
     print(format_metrics(report.test, cfg.eval.ks))
     if report.long_tail is not None:
         print()

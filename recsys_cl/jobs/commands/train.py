@@ -86,7 +86,9 @@ def main_job(args: argparse.Namespace) -> int:
     opts = TrackingOptions.from_args(args)
     if args.register is not None:
         if not opts.enabled:
-            raise RecsysError("--register needs tracking: the registry lives in the MLflow store (drop --no-track)")
+            raise RecsysError(
+                "--register needs tracking: the registry lives in the MLflow store (drop --no-track)"
+            )
         from recsys_cl.tracking.pyfunc import check_model_name
 
         check_model_name(args.register)
@@ -123,7 +125,9 @@ def main_job(args: argparse.Namespace) -> int:
         if cands.quality is not None:
             kk = cands.list_length
             q = cands.quality.metrics
-            print(f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}")
+            print(
+                f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}"
+            )
 
         bundle = write_candidate_bundle(
             out, RunFolder(out).bundle_dir, index_path=index.index_path, k=cfg.retrieval.k,
@@ -190,7 +194,9 @@ def _log_model(tracker: Tracker, bundle: Path, register: str | None) -> str:
     from recsys_cl.tracking.pyfunc import log_candidate_model
 
     assert tracker.uri is not None and tracker.run_id is not None  # a tracked run
-    info = log_candidate_model(bundle, tracking_uri=tracker.uri, run_id=tracker.run_id, register=register)
+    info = log_candidate_model(
+        bundle, tracking_uri=tracker.uri, run_id=tracker.run_id, register=register
+    )
     if info.registered_version is not None:
         print(f"registered {info.registered_name} version {info.registered_version}")
     return info.model_uri

@@ -73,9 +73,13 @@ def _suggest(trial: Any, space: TuneSpace) -> dict[str, Any]:
             values[key] = trial.suggest_categorical(key, list(p.choices or ()))
         elif p.type == "int":
             step = int(p.step) if p.step is not None else 1
-            values[key] = trial.suggest_int(key, int(p.low or 0), int(p.high or 0), step=step, log=p.log)
+            values[key] = trial.suggest_int(
+                key, int(p.low or 0), int(p.high or 0), step=step, log=p.log
+            )
         else:
-            values[key] = trial.suggest_float(key, float(p.low or 0.0), float(p.high or 0.0), step=p.step, log=p.log)
+            values[key] = trial.suggest_float(
+                key, float(p.low or 0.0), float(p.high or 0.0), step=p.step, log=p.log
+            )
     return values
 
 
@@ -96,7 +100,9 @@ class _Curve:
         self.best, self.last_epoch = max(self.best, value), epoch
         self.trial.report(value, epoch)
         if self.trial.should_prune():
-            raise self.prune(f"{self.metric} {value:.4f} at epoch {epoch} is below the median of earlier trials")
+            raise self.prune(
+                f"{self.metric} {value:.4f} at epoch {epoch} is below the median of earlier trials"
+            )
 
 
 def _run_trial(optuna: Any, study: Any, search: Search, split: Split, parent: Tracker) -> None:
@@ -107,15 +113,21 @@ def _run_trial(optuna: Any, study: Any, search: Search, split: Split, parent: Tr
     start = time.perf_counter()
     state, error, report = "FAIL", "", None
     with contextlib.suppress(RecsysError):
-        with parent.child(f"trial-{trial.number}", tags={"job": "tune-trial", "tune.trial": trial.number}) as child:
+        with parent.child(
+            f"trial-{trial.number}", tags={"job": "tune-trial", "tune.trial": trial.number}
+        ) as child:
             if child.run_id is not None:
                 trial.set_user_attr("mlflow_run_id", child.run_id)
                 trial.set_user_attr("tracking_uri", child.uri)
             child.log_params(values)
             try:
                 cfg = search.config(values, folder)
-                cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"progress": False})})
-                report = run_training(cfg, tracker=child, split=split, test=False, on_epoch_end=curve)
+                cfg = cfg.model_copy(
+                    update={"train": cfg.train.model_copy(update={"progress": False})}
+                )
+                report = run_training(
+                    cfg, tracker=child, split=split, test=False, on_epoch_end=curve
+                )
                 state = "COMPLETE"
             except optuna.TrialPruned:
                 state = "PRUNED"
@@ -125,22 +137,40 @@ def _run_trial(optuna: Any, study: Any, search: Search, split: Split, parent: Tr
                 raise
             value = report.summary["best_score"] if report is not None else curve.best
             child.set_tags({"tune.state": state})
-            child.log_metrics({f"tune/best_{metric_key(search.metric)}": value, "tune/last_epoch": curve.last_epoch})
+            child.log_metrics(
+                {
+                    f"tune/best_{metric_key(search.metric)}": value,
+                    "tune/last_epoch": curve.last_epoch,
+                }
+            )
     seconds = time.perf_counter() - start
-    shutil.rmtree(RunFolder(folder).checkpoint_dir, ignore_errors=True)  # a resume re-runs, never continues, a trial
+    shutil.rmtree(
+        RunFolder(folder).checkpoint_dir, ignore_errors=True
+    )  # a resume re-runs, never continues, a trial
     attrs = {"seconds": seconds, "best_value": curve.best if math.isfinite(curve.best) else None,
              "last_epoch": curve.last_epoch, "error": error}
     if report is not None:
         attrs.update(best_epoch=report.best_epoch, epochs_run=report.summary["epochs_run"])
     for name, value in attrs.items():
         trial.set_user_attr(name, value)
-    states = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED,
-              "FAIL": optuna.trial.TrialState.FAIL}
-    study.tell(trial, report.summary["best_score"] if state == "COMPLETE" and report is not None else None, state=states[state])
+    states = {
+        "COMPLETE": optuna.trial.TrialState.COMPLETE,
+        "PRUNED": optuna.trial.TrialState.PRUNED,
+        "FAIL": optuna.trial.TrialState.FAIL,
+    }
+    study.tell(
+        trial,
+        report.summary["best_score"] if state == "COMPLETE" and report is not None else None,
+        state=states[state],
+    )
     best = best_trial(optuna, study)
     print(_trial_line(trial.number, state, attrs, values, search.metric, best), flush=True)
     if parent.enabled:
-        step = {f"tune/trial_{metric_key(search.metric)}": curve.best} if math.isfinite(curve.best) else {}
+        step = (
+            {f"tune/trial_{metric_key(search.metric)}": curve.best}
+            if math.isfinite(curve.best)
+            else {}
+        )
         if best is not None:
             step[f"tune/best_so_far_{metric_key(search.metric)}"] = best.value
         parent.log_metrics(step, step=trial.number)
@@ -150,11 +180,24 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _trial_line(number: int, state: str, attrs: Mapping[str, Any], values: Mapping[str, Any], metric: str, best: Any) -> str:
+def _trial_line(
+    number: int,
+    state: str,
+    attrs: Mapping[str, Any],
+    values: Mapping[str, Any],
+    metric: str,
+    best: Any,
+) -> str:
     reached = attrs.get("best_value")
     shown = f"{metric}={reached:.4f}" if reached is not None else f"{metric}=n/a"
-    where = f"epoch {attrs['best_epoch']}/{attrs['epochs_run']}" if "best_epoch" in attrs else f"stopped at epoch {attrs['last_epoch']}"
-    best_text = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
+    where = (
+        f"epoch {attrs['best_epoch']}/{attrs['epochs_run']}"
+        if "best_epoch" in attrs
+        else f"stopped at epoch {attrs['last_epoch']}"
+    )
+    best_text = (
+        f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
+    )
     params = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     error = f"  error: {attrs['error']}" if attrs.get("error") else ""
     return f"trial {number:>3}  {state:<8}  {shown}  {where}  {attrs['seconds']:.0f}s  | {best_text} | {params}{error}"
@@ -197,11 +240,23 @@ def to_markdown(table: pl.DataFrame) -> str:
         if isinstance(value, float):
             if math.isnan(value):
                 return "n/a"
-            return f"{value:.4f}" if column.startswith("val ") else f"{value:.0f}" if column == "seconds" else f"{value:.4g}"
+            return (
+                f"{value:.4f}"
+                if column.startswith("val ")
+                else f"{value:.0f}"
+                if column == "seconds"
+                else f"{value:.4g}"
+            )
         return str(value)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "|".join("---" for _ in table.columns) + "|"]
-    lines += ["| " + " | ".join(cell(row[c], c) for c in table.columns) + " |" for row in table.iter_rows(named=True)]
+    lines = [
+        "| " + " | ".join(table.columns) + " |",
+        "|" + "|".join("---" for _ in table.columns) + "|",
+    ]
+    lines += [
+        "| " + " | ".join(cell(row[c], c) for c in table.columns) + " |"
+        for row in table.iter_rows(named=True)
+    ]
     return "\n".join(lines)
 
 
@@ -212,7 +267,9 @@ def _write_record(optuna: Any, study: Any, search: Search, parent: Tracker) -> p
         table.write_csv(tmp)
     with atomic_path(out / "trials.md") as tmp:
         tmp.write_text(to_markdown(table) + "\n")
-    finished = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("best_value") is not None]
+    finished = [
+        t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("best_value") is not None
+    ]
     figures = {"history.png": plots.study_history(
         [t.number for t in finished], [float(t.user_attrs["best_value"]) for t in finished],
         [t.state.name for t in finished], search.metric,
@@ -249,12 +306,21 @@ def write_best(search: Search, best: Any, n_trials: int) -> RunConfig:
 
 def _record_best(search: Search, best: Any, parent: Tracker) -> None:
     parent.log_params({f"best.{k}": v for k, v in best.params.items()})
-    metrics = {f"best/{k}": float(v) for k, v in best.params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {
+        f"best/{k}": float(v)
+        for k, v in best.params.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     metrics.update({f"best/val_{metric_key(search.metric)}": best.value, "best/trial": best.number})
     if best.user_attrs.get("best_epoch") is not None:
         metrics["best/epoch"] = best.user_attrs["best_epoch"]
     parent.log_metrics(metrics)
-    parent.set_tags({"tune.best_trial": best.number, "tune.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+    parent.set_tags(
+        {
+            "tune.best_trial": best.number,
+            "tune.best_run_id": best.user_attrs.get("mlflow_run_id", ""),
+        }
+    )
     parent.log_artifact(search.out / "best.yaml", "tune")
 
 
@@ -264,13 +330,19 @@ def _final(cfg: RunConfig, best: Any, split: Split, parent: Tracker, resume: boo
     previous = previous_run(cfg.output_dir, parent.uri) if (resume and parent.uri) else None
     print(f"\n== final: trial {best.number}'s config, trained in {cfg.output_dir}", flush=True)
     with parent.child(
-        "final", tags={"job": "train", "tune.final": "true", "tune.trial": best.number}, resume_run_id=previous
+        "final",
+        tags={"job": "train", "tune.final": "true", "tune.trial": best.number},
+        resume_run_id=previous,
     ) as child:
         write_tracking_file(cfg.output_dir, child)
-        report = run_training(cfg, resume=resuming, tracker=child, strategy=f"tune-final-{best.number}", split=split)
+        report = run_training(
+            cfg, resume=resuming, tracker=child, strategy=f"tune-final-{best.number}", split=split
+        )
     write_tracking_file(cfg.output_dir, child, finished=True)
-    print(f"final (trial {best.number}): val {report.select_metric} {report.summary['best_score']:.4f} at epoch "
-          f"{report.best_epoch}; test, scored once ({report.summary['test_users_evaluated']:,} users):")
+    print(
+        f"final (trial {best.number}): val {report.select_metric} {report.summary['best_score']:.4f} at epoch "
+        f"{report.best_epoch}; test, scored once ({report.summary['test_users_evaluated']:,} users):"
+    )
     print(format_metrics(report.test, cfg.eval.ks))
     if parent.enabled:
         parent.log_metrics({f"final/test_{metric_key(k)}": v for k, v in report.test.items()})
@@ -306,7 +378,9 @@ def tune(args: argparse.Namespace) -> int:
         raise ConfigError("--trials and --timeout must be positive")
     split = build_split(search.base.data, args.data_dir, search.base.seed)
     if split.val is None or split.val.height == 0:
-        raise DataError(f"{args.config}: the split has no validation rows to search on (data.split.val_ratio)")
+        raise DataError(
+            f"{args.config}: the split has no validation rows to search on (data.split.val_ratio)"
+        )
     optuna = optuna_module()
     with _quiet_optuna(optuna):
         study = open_study(optuna, search, resume=args.resume)
@@ -316,15 +390,23 @@ def tune(args: argparse.Namespace) -> int:
             experiment=search.base.experiment,
             configured_uri=search.base.tracking.uri,
             run_name=f"tune:{search.space_path.stem}",
-            tags={"job": "tune", "space": str(search.space_path), "config": str(args.config), "metric": search.metric},
+            tags={
+                "job": "tune",
+                "space": str(search.space_path),
+                "config": str(args.config),
+                "metric": search.metric,
+            },
             run_dir=search.out,
             resume=args.resume,
         ) as parent:
             parent.log_params(_search_params(search, args, budget, timeout))
             requeue_interrupted(optuna, study, parent)
             start = time.monotonic()
-            print(f"search {search.out}: {budget} trials on val {search.metric}"
-                  f"{f', {timeout:.0f}s' if timeout else ''}; {len(counted(optuna, study))} finished earlier", flush=True)
+            print(
+                f"search {search.out}: {budget} trials on val {search.metric}"
+                f"{f', {timeout:.0f}s' if timeout else ''}; {len(counted(optuna, study))} finished earlier",
+                flush=True,
+            )
             while len(counted(optuna, study)) < budget:
                 if timeout is not None and time.monotonic() - start >= timeout:
                     print(f"timeout: {timeout:.0f}s passed; no new trial started", flush=True)
@@ -343,14 +425,18 @@ def tune(args: argparse.Namespace) -> int:
             _record_best(search, best, parent)
             print(f"\nbest: trial {best.number}, val {search.metric} {best.value:.4f}: "
                   + " ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
-            print(f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), trials.md, plots/")
+            print(
+                f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), trials.md, plots/"
+            )
             if args.final:
                 _final(cfg, best, split, parent, args.resume)
             print_tracking(parent)
     return 0
 
 
-def _search_params(search: Search, args: argparse.Namespace, budget: int, timeout: float | None) -> dict[str, Any]:
+def _search_params(
+    search: Search, args: argparse.Namespace, budget: int, timeout: float | None
+) -> dict[str, Any]:
     space = search.space
     params: dict[str, Any] = {
         "tune.config": str(args.config),
@@ -358,7 +444,9 @@ def _search_params(search: Search, args: argparse.Namespace, budget: int, timeou
         "tune.metric": search.metric,
         "tune.trials": budget,
         "tune.timeout": timeout,
-        "tune.sampler.seed": space.sampler.seed if space.sampler.seed is not None else search.base.seed,
+        "tune.sampler.seed": space.sampler.seed
+        if space.sampler.seed is not None
+        else search.base.seed,
         "tune.sampler.startup_trials": space.sampler.startup_trials,
         "tune.pruner": space.pruner.kind,
         "tune.pruner.warmup_epochs": space.pruner.warmup_epochs,

@@ -66,7 +66,10 @@ def git_commit(folder: Path | None = None) -> str | None:
     where = folder or Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", str(where), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         if head.returncode != 0:
             return None
@@ -133,7 +136,9 @@ def epoch_logger(tracker: Tracker, selected_on: str) -> Callable[[dict[str, Any]
     def log(record: dict[str, Any]) -> None:
         metrics = {k: v for k, v in record.items() if k.startswith("loss/")}
         metrics["time/epoch_seconds"] = record["seconds"]
-        metrics.update(metric_dict({k: v for k, v in record.items() if "@" in k or k == "auc"}, prefix))
+        metrics.update(
+            metric_dict({k: v for k, v in record.items() if "@" in k or k == "auc"}, prefix)
+        )
         tracker.log_metrics(metric_dict(metrics), step=int(record["epoch"]))
 
     return log
@@ -165,9 +170,13 @@ def record_result(
     }
     tracker.log_metrics(metric_dict(timings, "time"))
     tracker.log_metrics(
-        metric_dict({"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}, "select")
+        metric_dict(
+            {"best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"]}, "select"
+        )
     )
-    tracker.set_tags({"selected_on": summary["selected_on"], "select_metric": summary["select_metric"]})
+    tracker.set_tags(
+        {"selected_on": summary["selected_on"], "select_metric": summary["select_metric"]}
+    )
 
     history = summary["history"]
     k = headline_k(ks)

@@ -52,7 +52,9 @@ class Search:
         return self.base.train.select_metric
 
     def config(self, values: Mapping[str, Any], folder: Path) -> RunConfig:
-        return trial_config(self.raw, values, folder, f"{self.space_path} (trial values {dict(values)})")
+        return trial_config(
+            self.raw, values, folder, f"{self.space_path} (trial values {dict(values)})"
+        )
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed search must share with the one it continues."""
@@ -75,7 +77,9 @@ def open_study(optuna: Any, search: Search, resume: bool) -> Any:
     a resumed search does not redraw its first random points."""
     db = search.out / STUDY_FILE
     if db.exists() and not resume:
-        raise RecsysError(f"{search.out} already holds a search ({STUDY_FILE}); pass --resume to continue it or choose another --out")
+        raise RecsysError(
+            f"{search.out} already holds a search ({STUDY_FILE}); pass --resume to continue it or choose another --out"
+        )
     if not db.exists() and (search.out / "trials").exists():
         raise RecsysError(f"{search.out}/trials exists without {STUDY_FILE}: choose another --out")
     search.out.mkdir(parents=True, exist_ok=True)
@@ -89,14 +93,20 @@ def open_study(optuna: Any, search: Search, resume: bool) -> Any:
     )
     storage = f"sqlite:///{db.resolve()}"
     study = optuna.create_study(
-        storage=storage, study_name=STUDY_NAME, direction="maximize", pruner=pruner, load_if_exists=True
+        storage=storage,
+        study_name=STUDY_NAME,
+        direction="maximize",
+        pruner=pruner,
+        load_if_exists=True,
     )
     wanted = json.dumps(search.fingerprint(), sort_keys=True)
     saved = study.user_attrs.get(_SEARCH_ATTR)
     if saved is None:
         study.set_user_attr(_SEARCH_ATTR, wanted)
     elif saved != wanted:
-        raise RecsysError(f"{db}: holds another search ({_first_difference(json.loads(saved), json.loads(wanted))}); choose another --out")
+        raise RecsysError(
+            f"{db}: holds another search ({_first_difference(json.loads(saved), json.loads(wanted))}); choose another --out"
+        )
     seed = search.space.sampler.seed if search.space.sampler.seed is not None else search.base.seed
     study.sampler = optuna.samplers.TPESampler(
         seed=seed + len(study.trials), n_startup_trials=search.space.sampler.startup_trials
@@ -114,13 +124,21 @@ def _first_difference(saved: dict[str, Any], wanted: dict[str, Any]) -> str:
 
 def requeued(study: Any) -> set[int]:
     """Numbers of the trials an interruption failed (their parameters were queued again)."""
-    return {t.user_attrs["requeued_from"] for t in study.get_trials(deepcopy=False) if "requeued_from" in t.user_attrs}
+    return {
+        t.user_attrs["requeued_from"]
+        for t in study.get_trials(deepcopy=False)
+        if "requeued_from" in t.user_attrs
+    }
 
 
 def counted(optuna: Any, study: Any) -> list[Any]:
     """Trials that count toward the budget: finished, and not failed by an interruption (its
     parameters count once, in the trial that re-runs them)."""
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    done = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL,
+    )
     again = requeued(study)
     return [t for t in study.get_trials(deepcopy=False, states=done) if t.number not in again]
 
@@ -133,7 +151,10 @@ def requeue_interrupted(optuna: Any, study: Any, parent: Tracker) -> None:
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         # Killed before its first suggestion, it has no parameters: the queued trial samples.
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
-        print(f"trial {trial.number}: interrupted earlier; marked failed, its parameters queued again", flush=True)
+        print(
+            f"trial {trial.number}: interrupted earlier; marked failed, its parameters queued again",
+            flush=True,
+        )
         run_id = trial.user_attrs.get("mlflow_run_id")
         if run_id and parent.enabled and trial.user_attrs.get("tracking_uri") == parent.uri:
             with contextlib.suppress(_Interrupted):
