@@ -16,8 +16,8 @@ unknown column, k out of range, too many rows, invalid JSON, 5 MB of `[`) and pr
 and message each gets (use `--modes none` for that alone):
 
     recsys-cl main --set train.epochs=20 --tracking-uri sqlite:///bench.db   # prints models:/m-...
-    python benchmarks/bench_serving.py --model-uri models:/m-... --tracking-uri sqlite:///bench.db \\
-        --server recsys-cl --workers 1 --clients 8 --seconds 60
+    python benchmarks/bench_serving.py --model-uri models:/m-... \\
+        --tracking-uri sqlite:///bench.db --server recsys-cl --workers 1 --clients 8 --seconds 60
 
 The clients share the machine with the server: on a 2-core machine they take part of the CPU
 the server would otherwise have, so the figures are a floor; the 1-minute load average is
@@ -310,7 +310,8 @@ def _bench(args: argparse.Namespace, modes: list[str]) -> int:
                     )
                 )
             hostile = send_hostile("127.0.0.1", port) if args.hostile else []
-    # Other processes on the machine take CPU from both the server and the clients: say how busy it was.
+    # Other processes on the machine take CPU from both the server and the clients: say how busy
+    # it was.
     load = os.getloadavg()[0]
     print(f"load average (1 min) at the end: {load:.2f} on {os.cpu_count()} CPUs")
     if results:

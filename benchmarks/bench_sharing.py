@@ -3,7 +3,8 @@
     RECSYS_CL_DATA=../shared/datasets python benchmarks/bench_sharing.py --epochs 60
     # the code before a change, same machine, same hour:
     git worktree add /tmp/before <commit>
-    RECSYS_CL_DATA=../shared/datasets python benchmarks/bench_sharing.py --epochs 60 --code /tmp/before
+    RECSYS_CL_DATA=../shared/datasets python benchmarks/bench_sharing.py --epochs 60 \\
+        --code /tmp/before
 
 Each job is ML-100K LightGCN (``--config``) for ``--epochs`` epochs, untracked, in its own
 folder. Reported per setting: wall seconds of each job, the median epoch, CPU seconds and

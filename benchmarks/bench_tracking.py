@@ -54,10 +54,12 @@ def main() -> None:
                 (evaluated if is_eval else plain).append(time.perf_counter() - t)
     print(f"new SQLite store created and run opened in {opened:.2f} s (schema migrations)")
     print(
-        f"per-epoch log, losses only:    median {statistics.median(plain) * 1e3:.1f} ms over {len(plain)} epochs"
+        f"per-epoch log, losses only:    median {statistics.median(plain) * 1e3:.1f} ms "
+        f"over {len(plain)} epochs"
     )
     print(
-        f"per-epoch log, with 15 metrics: median {statistics.median(evaluated) * 1e3:.1f} ms over {len(evaluated)} epochs"
+        f"per-epoch log, with 15 metrics: median {statistics.median(evaluated) * 1e3:.1f} ms "
+        f"over {len(evaluated)} epochs"
     )
 
 

@@ -178,7 +178,8 @@ def _bench(args: argparse.Namespace) -> int:
         "cpus": os.cpu_count(),
     }
     print(
-        f"{record['method']:<9} {record['device']:<24} epoch {record['median_epoch_seconds']:7.1f}s "
+        f"{record['method']:<9} {record['device']:<24} "
+        f"epoch {record['median_epoch_seconds']:7.1f}s "
         f"(median of {args.epochs})  eval {record['eval_seconds_median']:6.2f}s  "
         f"peak RSS {record['peak_rss_mb']:7.0f} MB"
         + (f"  peak CUDA {record['peak_cuda_mb']:.0f} MB" if record["peak_cuda_mb"] else "")

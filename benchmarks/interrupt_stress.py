@@ -37,9 +37,11 @@ def trial(root: Path) -> tuple[int, str, str]:
     )
     (root / "run.yaml").write_text(
         f"experiment: stress\noutput_dir: {root / 'run'}\n"
-        f"data: {{path: {root / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        f"data: {{path: {root / 'log.csv'}, "
+        "split: {kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
         "model: {method: xsimgcl, dim: 16}\n"
-        "train: {epochs: 100000, batch_size: 256, eval_every: 2, patience: 100000, progress: false}\n"
+        "train: {epochs: 100000, batch_size: 256, eval_every: 2, patience: 100000, "
+        "progress: false}\n"
     )
     uri = f"sqlite:///{root / 'mlruns.db'}"
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "1"}

@@ -3,7 +3,8 @@ baseline on the same split, print a Markdown table of validation and test metric
 
     RECSYS_CL_DATA=../shared/datasets python benchmarks/quality.py --out /tmp/q \\
         --run lightgcn=configs/ml-100k/lightgcn.yaml \\
-        --run "xsimgcl λ=0.05=configs/ml-100k/xsimgcl.yaml" --set-for "xsimgcl λ=0.05" model.cl_weight=0.05
+        --run "xsimgcl λ=0.05=configs/ml-100k/xsimgcl.yaml" \\
+        --set-for "xsimgcl λ=0.05" model.cl_weight=0.05
 
 Each --run is NAME=CONFIG; --set-for NAME KEY=VALUE adds an override to that run, --set KEY=VALUE
 to all of them (e.g. --set train.device=cuda). All runs must share data and seed so the
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sel = first["select_metric"]
     print(
-        f"| run | best epoch / run | {sel} ({first['selected_on']}) | test recall@20 | test ndcg@20 | s/epoch |"
+        f"| run | best epoch / run | {sel} ({first['selected_on']}) "
+        "| test recall@20 | test ndcg@20 | s/epoch |"
     )
     print("|---|---|---|---|---|---|")
     print(f"| most popular | – | – | {pop['recall@20']:.4f} | {pop['ndcg@20']:.4f} | – |")

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     traces = {t.stem: json.loads(t.read_text()) for t in args.traces}
 
     print(
-        "| trace | epochs traced | rule | stops at epoch | selected epoch | val | test R@20 | test N@20 | most-popular test R@20 / N@20 |"
+        "| trace | epochs traced | rule | stops at epoch | selected epoch | val | test R@20 "
+        "| test N@20 | most-popular test R@20 / N@20 |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     replays: dict[str, dict[str, dict]] = {}

@@ -120,7 +120,8 @@ def write_planted(folder: Path) -> Path:
     pl.DataFrame({"user": users, "item": items}).write_csv(folder / "log.csv")
     config = folder / "xsimgcl.yaml"
     config.write_text(
-        f"data: {{path: {folder / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        f"data: {{path: {folder / 'log.csv'}, "
+        "split: {kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
         "model: {method: xsimgcl, dim: 16}\n"
     )
     return config

@@ -31,7 +31,7 @@ examples:
   recsys-cl recommend runs/ml-100k/xsimgcl --index runs/ml-100k/xsimgcl/index/hnsw.faiss -k 20
   recsys-cl compare --sweep configs/sweeps/ml-100k-imbalance.yaml
   recsys-cl compare --experiment ml-100k
-  recsys-cl tune --config configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml --final
+  recsys-cl tune -c configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml --final
 
 Every command but `data` is recorded in MLflow (default store sqlite:///mlruns.db; see
 `mlflow ui --backend-store-uri sqlite:///mlruns.db`); --no-track records nothing.
@@ -281,12 +281,14 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help="start no new trial after SECONDS of this invocation (default: the space's, else none)",
+        help="start no new trial after SECONDS of this invocation "
+        "(default: the space's, else none)",
     )
     tune.add_argument(
         "--final",
         action="store_true",
-        help="then train the best config once with the normal job and score test once (a child run tagged tune.final)",
+        help="then train the best config once with the normal job and score test once "
+        "(a child run tagged tune.final)",
     )
     tune.add_argument(
         "--resume", action="store_true",
@@ -448,7 +450,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
     srv.add_argument(
         "model_uri",
-        help="models:/<model_id>, models:/<name>/<version>, runs:/<run_id>/candidate_model or a folder",
+        help="models:/<model_id>, models:/<name>/<version>, runs:/<run_id>/candidate_model "
+        "or a folder",
     )
     srv.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"

@@ -76,7 +76,10 @@ def test_bench_train_runs_on_ml_100k(shared_datasets: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model-uri", "models:/m-1", "--clients", "0"], "argument --clients: must be positive, got 0"),
+        (
+            ["--model-uri", "models:/m-1", "--clients", "0"],
+            "argument --clients: must be positive, got 0",
+        ),
         (["--model-uri", "models:/m-1", "--modes", "bulk"], "--modes 'bulk'"),
         (["--clients", "2"], "the following arguments are required: --model-uri"),
     ],

@@ -414,7 +414,8 @@ def test_pyfunc_round_trip_in_a_fresh_process(
         "import json, sys, mlflow, pandas as pd\n"
         "for model_uri in sys.argv[2:]:\n"
         "    model = mlflow.pyfunc.load_model(model_uri)\n"
-        "    out = model.predict(pd.DataFrame({'user_id': json.loads(sys.argv[1])}), params={'k': 3})\n"
+        "    frame = pd.DataFrame({'user_id': json.loads(sys.argv[1])})\n"
+        "    out = model.predict(frame, params={'k': 3})\n"
         "    print(json.dumps(out.to_dict(orient='list')))\n"
     )
     proc = subprocess.run(

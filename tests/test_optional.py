@@ -56,7 +56,8 @@ def test_training_is_tracked_without_faiss_and_main_names_the_extra(
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
         f"output_dir: {tmp_path / 'run'}\n"
-        f"data: {{path: {tmp_path / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        f"data: {{path: {tmp_path / 'log.csv'}, "
+        "split: {kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
         "model: {method: mf, dim: 8}\ntrain: {epochs: 1, progress: false}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

@@ -147,7 +147,8 @@ def test_mlflow_run_train_records_into_the_run_mlflow_opened(tmp_path: Path) -> 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(
         f"experiment: mlproject\noutput_dir: {tmp_path / 'run'}\n"
-        f"data: {{path: {tmp_path / 'log.csv'}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
+        f"data: {{path: {tmp_path / 'log.csv'}, "
+        "split: {kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
         "model: {method: lightgcn, dim: 8}\ntrain: {epochs: 5, batch_size: 256, progress: false}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

@@ -104,7 +104,9 @@ def test_k_above_the_catalogue_returns_every_unseen_item(problem: dict) -> None:
         assert set(listed.tolist()) == unseen and len(listed) == len(unseen)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     seed=st.integers(0, 2**16),
     k=st.integers(1, 40),

@@ -330,7 +330,10 @@ def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
     # object columns: the int stays an int and the float a float, for the model to judge.
     assert frame["user_id"].tolist() == [1, 1.5] and type(frame["user_id"][0]) is int
     assert frame["k"].tolist() == [None, 2] and params is None
-    body = b'{"dataframe_split": {"columns": ["user_id"], "data": [[1], [2], [3]]}, "params": {"k": 2}}'
+    body = (
+        b'{"dataframe_split": {"columns": ["user_id"], "data": [[1], [2], [3]]}, '
+        b'"params": {"k": 2}}'
+    )
     assert parse_request(body, "application/json; charset=utf-8", max_rows=3)[1] == {"k": 2}
     with pytest.raises(
         RequestError, match=r"^request row 2: over the limit of 2 rows per request \(3 sent\)"

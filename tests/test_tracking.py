@@ -41,7 +41,8 @@ def _write_config(root: Path, *, epochs: int = 4, name: str = "run", extra: str 
         f"experiment: tracking-test\noutput_dir: {root / name}\n"
         f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
         "model:\n  method: xsimgcl\n  dim: 16\n"
-        f"train:\n  epochs: {epochs}\n  batch_size: 256\n  eval_every: 2\n  patience: 20\n  progress: false\n"
+        f"train:\n  epochs: {epochs}\n  batch_size: 256\n  eval_every: 2\n"
+        "  patience: 20\n  progress: false\n"
         + extra
     )
     return cfg

@@ -47,7 +47,8 @@ def _setup(
         f"experiment: tune-test\noutput_dir: {root / 'run'}\n"
         f"data: {{path: {log}, split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}}}\n"
         "model: {method: xsimgcl, dim: 16}\n"
-        f"train: {{epochs: {epochs}, batch_size: 256, patience: 20, progress: false, protocol: {protocol}}}\n"
+        f"train: {{epochs: {epochs}, batch_size: 256, patience: 20, progress: false, "
+        f"protocol: {protocol}}}\n"
     )
     path = root / "space.yaml"
     path.write_text(space)
@@ -266,15 +267,39 @@ def test_an_interrupted_search_resumes_to_its_budget_without_repeating_trials(
 @pytest.mark.parametrize(
     ("space", "message"),
     [
-        (SPACE.replace("pruner: {kind: none}", "pruner: {kind: none, warmpu: 3}"), r"space.yaml: pruner.warmpu: unknown key$"),
-        (SPACE.replace("low: 1, high: 2", "low: 3, high: 2"), r"space.yaml: params.model.layers: low \(3\) must be < high \(2\)"),
-        (SPACE.replace("model.layers:", "model.layerz:"), r"space.yaml: params.model.layerz: not a key of the run config"),
-        (SPACE.replace("low: 1.0e-3, high: 0.5, log: true", "low: -1.0, high: 0.5"),
-         r"space.yaml: params.model.cl_weight: the run config rejects -1.0 \(model.cl_weight: "),
-        (SPACE.replace("model.layers:", "data.min_user_interactions:"), r"params: data.min_user_interactions: not searchable"),
-        (SPACE.replace("set: [train.eval_every=2]", "set: [train.lr=0.1]"), r"params.train.lr is also fixed by set"),
+        (
+            SPACE.replace("pruner: {kind: none}", "pruner: {kind: none, warmpu: 3}"),
+            r"space.yaml: pruner.warmpu: unknown key$",
+        ),
+        (
+            SPACE.replace("low: 1, high: 2", "low: 3, high: 2"),
+            r"space.yaml: params.model.layers: low \(3\) must be < high \(2\)",
+        ),
+        (
+            SPACE.replace("model.layers:", "model.layerz:"),
+            r"space.yaml: params.model.layerz: not a key of the run config",
+        ),
+        (
+            SPACE.replace("low: 1.0e-3, high: 0.5, log: true", "low: -1.0, high: 0.5"),
+            r"space.yaml: params.model.cl_weight: the run config rejects -1.0 \(model.cl_weight: ",
+        ),
+        (
+            SPACE.replace("model.layers:", "data.min_user_interactions:"),
+            r"params: data.min_user_interactions: not searchable",
+        ),
+        (
+            SPACE.replace("set: [train.eval_every=2]", "set: [train.lr=0.1]"),
+            r"params.train.lr is also fixed by set",
+        ),
     ],
-    ids=["unknown-space-key", "low-above-high", "unknown-config-key", "rejected-value", "data-key", "fixed-and-searched"],
+    ids=[
+        "unknown-space-key",
+        "low-above-high",
+        "unknown-config-key",
+        "rejected-value",
+        "data-key",
+        "fixed-and-searched",
+    ],
 )
 def test_a_bad_space_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], space: str, message: str
@@ -308,7 +333,9 @@ def test_the_paper_protocol_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(err.splitlines()) == 1 and "needs train.protocol honest" in err
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_spaces_load_against_the_ml100k_config(path: Path) -> None:
     from recsys_cl.config import search_base
 
@@ -319,8 +346,8 @@ def test_shipped_spaces_load_against_the_ml100k_config(path: Path) -> None:
 
 
 def test_tune_module_exports_resolve() -> None:
-    # `from recsys_cl.jobs.commands.tune import *` raised AttributeError while __all__ named write_best
-    # and the function was called writebest_trial.
+    # `from recsys_cl.jobs.commands.tune import *` raised AttributeError while __all__ named
+    # write_best and the function was called writebest_trial.
     module = importlib.import_module("recsys_cl.jobs.commands.tune")
     missing = [name for name in module.__all__ if not hasattr(module, name)]
     assert missing == []

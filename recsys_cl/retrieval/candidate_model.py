@@ -4,7 +4,8 @@ One object serves both paths: ``recsys-cl recommend`` builds it from a run folde
 its lists to Parquet, and the MLflow model (:mod:`recsys_cl.tracking.pyfunc_code`, a thin shell)
 loads it from a *candidate bundle*, a folder that needs neither the run nor its config::
 
-    bundle.json               format, default k, request limits, cold-start policy, metric, id types, counts
+    bundle.json               format, default k, request limits, cold-start policy, metric,
+                              id types, counts
     user_embeddings.parquet   user_id (raw) + embedding, in index order (= the run's id map)
     item_embeddings.parquet   item_id (raw) + embedding, in index order
     seen.parquet              user_id, item_id: the masked pairs (train + validation)
@@ -122,7 +123,8 @@ class BundleInfo:
             info.k, info.max_k, info.max_rows
         ):
             raise DataError(
-                f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, got {raw}"
+                f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, "
+                f"got {raw}"
             )
         return info
 
@@ -133,7 +135,10 @@ def is_positive_int(value: Any) -> bool:
 
 def too_many_rows(n_rows: int, max_rows: int) -> str:
     """The one-line refusal of a request of ``n_rows`` rows over ``max_rows``."""
-    return f"request row {max_rows}: over the limit of {max_rows:,} rows per request ({n_rows:,} sent); split the request"
+    return (
+        f"request row {max_rows}: over the limit of {max_rows:,} rows per request "
+        f"({n_rows:,} sent); split the request"
+    )
 
 
 def limits_ok(k: Any, max_k: Any, max_rows: Any) -> bool:
@@ -187,7 +192,8 @@ class CandidateModel:
 
     Attributes:
         info: the bundle's ``bundle.json`` (default k, limits, cold-start policy, id types).
-        users, items: raw ids in index order. user_emb: float32 [U, D]; item_emb: float32 [I, D]. index: the item index.
+        users, items: raw ids in index order. user_emb: float32 [U, D]; item_emb: float32 [I, D].
+        index: the item index.
         seen: the masked (user, item) pairs (None masks nothing).
         pop_items: int64 [I] item indices, most popular first; pop_scores: float32 [I].
     """

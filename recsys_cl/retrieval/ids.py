@@ -70,7 +70,8 @@ def typed_user_ids(
             parsed = integer_id(value)
             if parsed is None:
                 raise InvalidUserIdError(
-                    f"{where} {row}: user_id {short_repr(value)} is not an integer id as this run's are "
+                    f"{where} {row}: user_id {short_repr(value)} is not an integer id "
+                    "as this run's are "
                     "(64-bit integers: no fractions, booleans, exponents or values beyond 2**63)"
                 )
             out.append(parsed)
@@ -78,7 +79,8 @@ def typed_user_ids(
             out.append(value)
         else:
             raise InvalidUserIdError(
-                f"{where} {row}: user_id {short_repr(value)} is a {type(value).__name__}; this run's "
+                f"{where} {row}: user_id {short_repr(value)} is a {type(value).__name__}; "
+                "this run's "
                 "user ids are strings (send them quoted)"
             )
     return out

@@ -110,7 +110,8 @@ class CandidateScorer:
     def update(self, cands: Candidates) -> None:
         if cands.items.shape[1] < max(self.ks):
             raise ValueError(
-                f"candidate lists of length {cands.items.shape[1]} cannot give cut-off {max(self.ks)}"
+                f"candidate lists of length {cands.items.shape[1]} "
+                f"cannot give cut-off {max(self.ks)}"
             )
         n_relevant = self._truth.counts[cands.users]
         keep = n_relevant > 0

@@ -194,7 +194,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"\nwrote {folder}/comparison.csv, comparison.md, comparison.png")
         if parent.enabled:
             print(
-                f"MLflow parent run {parent.run_id}; again: recsys-cl compare --experiment {opts.experiment or base.experiment}"
+                f"MLflow parent run {parent.run_id}; again: "
+                f"recsys-cl compare --experiment {opts.experiment or base.experiment}"
             )
     return 0
 

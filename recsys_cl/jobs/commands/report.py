@@ -31,7 +31,8 @@ def print_training(cfg: RunConfig, report: TrainReport) -> None:
         f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
     )
     print(
-        f"test ({s['test_users_evaluated']:,} users; {s['test_users_skipped']:,} without test items):"
+        f"test ({s['test_users_evaluated']:,} users; "
+        f"{s['test_users_skipped']:,} without test items):"
     )
     print(format_metrics(report.test, cfg.eval.ks))
     if report.long_tail is not None:

@@ -219,7 +219,8 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
         q = report.quality
         print(
             f"candidates vs test ({q.n_users_evaluated:,} users with test items, train+val "
-            f"excluded): recall@{k} {q.metrics[f'recall@{k}']:.4f}  ndcg@{k} {q.metrics[f'ndcg@{k}']:.4f}"
+            f"excluded): recall@{k} {q.metrics[f'recall@{k}']:.4f}  "
+            f"ndcg@{k} {q.metrics[f'ndcg@{k}']:.4f}"
         )
         if report.exact is not None:
             parts = []

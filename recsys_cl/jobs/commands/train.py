@@ -87,7 +87,8 @@ def main_job(args: argparse.Namespace) -> int:
     if args.register is not None:
         if not opts.enabled:
             raise RecsysError(
-                "--register needs tracking: the registry lives in the MLflow store (drop --no-track)"
+                "--register needs tracking: the registry lives in the MLflow store "
+                "(drop --no-track)"
             )
         from recsys_cl.tracking.pyfunc import check_model_name
 
@@ -126,7 +127,8 @@ def main_job(args: argparse.Namespace) -> int:
             kk = cands.list_length
             q = cands.quality.metrics
             print(
-                f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  ndcg@{kk} {q[f'ndcg@{kk}']:.4f}"
+                f"candidates vs test: recall@{kk} {q[f'recall@{kk}']:.4f}  "
+                f"ndcg@{kk} {q[f'ndcg@{kk}']:.4f}"
             )
 
         bundle = write_candidate_bundle(

@@ -200,7 +200,10 @@ def _trial_line(
     )
     params = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
     error = f"  error: {attrs['error']}" if attrs.get("error") else ""
-    return f"trial {number:>3}  {state:<8}  {shown}  {where}  {attrs['seconds']:.0f}s  | {best_text} | {params}{error}"
+    return (
+        f"trial {number:>3}  {state:<8}  {shown}  {where}  {attrs['seconds']:.0f}s  "
+        f"| {best_text} | {params}{error}"
+    )
 
 
 # -- the record -------------------------------------------------------------------------------
@@ -340,8 +343,9 @@ def _final(cfg: RunConfig, best: Any, split: Split, parent: Tracker, resume: boo
         )
     write_tracking_file(cfg.output_dir, child, finished=True)
     print(
-        f"final (trial {best.number}): val {report.select_metric} {report.summary['best_score']:.4f} at epoch "
-        f"{report.best_epoch}; test, scored once ({report.summary['test_users_evaluated']:,} users):"
+        f"final (trial {best.number}): val {report.select_metric} "
+        f"{report.summary['best_score']:.4f} at epoch {report.best_epoch}; "
+        f"test, scored once ({report.summary['test_users_evaluated']:,} users):"
     )
     print(format_metrics(report.test, cfg.eval.ks))
     if parent.enabled:
@@ -404,7 +408,8 @@ def tune(args: argparse.Namespace) -> int:
             start = time.monotonic()
             print(
                 f"search {search.out}: {budget} trials on val {search.metric}"
-                f"{f', {timeout:.0f}s' if timeout else ''}; {len(counted(optuna, study))} finished earlier",
+                f"{f', {timeout:.0f}s' if timeout else ''}; "
+                f"{len(counted(optuna, study))} finished earlier",
                 flush=True,
             )
             while len(counted(optuna, study)) < budget:
@@ -426,7 +431,8 @@ def tune(args: argparse.Namespace) -> int:
             print(f"\nbest: trial {best.number}, val {search.metric} {best.value:.4f}: "
                   + " ".join(f"{k}={_fmt(v)}" for k, v in best.params.items()))
             print(
-                f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), trials.md, plots/"
+                f"wrote {search.out}/best.yaml (recsys-cl train --config {search.out}/best.yaml), "
+                "trials.md, plots/"
             )
             if args.final:
                 _final(cfg, best, split, parent, args.resume)

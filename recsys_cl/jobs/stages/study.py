@@ -78,7 +78,8 @@ def open_study(optuna: Any, search: Search, resume: bool) -> Any:
     db = search.out / STUDY_FILE
     if db.exists() and not resume:
         raise RecsysError(
-            f"{search.out} already holds a search ({STUDY_FILE}); pass --resume to continue it or choose another --out"
+            f"{search.out} already holds a search ({STUDY_FILE}); pass --resume to continue it "
+            "or choose another --out"
         )
     if not db.exists() and (search.out / "trials").exists():
         raise RecsysError(f"{search.out}/trials exists without {STUDY_FILE}: choose another --out")
@@ -105,7 +106,8 @@ def open_study(optuna: Any, search: Search, resume: bool) -> Any:
         study.set_user_attr(_SEARCH_ATTR, wanted)
     elif saved != wanted:
         raise RecsysError(
-            f"{db}: holds another search ({_first_difference(json.loads(saved), json.loads(wanted))}); choose another --out"
+            f"{db}: holds another search "
+            f"({_first_difference(json.loads(saved), json.loads(wanted))}); choose another --out"
         )
     seed = search.space.sampler.seed if search.space.sampler.seed is not None else search.base.seed
     study.sampler = optuna.samplers.TPESampler(
@@ -152,7 +154,8 @@ def requeue_interrupted(optuna: Any, study: Any, parent: Tracker) -> None:
         # Killed before its first suggestion, it has no parameters: the queued trial samples.
         study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
         print(
-            f"trial {trial.number}: interrupted earlier; marked failed, its parameters queued again",
+            f"trial {trial.number}: interrupted earlier; marked failed, "
+            "its parameters queued again",
             flush=True,
         )
         run_id = trial.user_attrs.get("mlflow_run_id")
