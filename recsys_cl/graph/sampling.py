@@ -39,36 +39,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from recsys_cl.fanouts import ALL_NEIGHBOURS, check_fanouts
 from recsys_cl.graph.adjacency import csr_edges, sym_spmm
 from recsys_cl.graph.bipartite import BipartiteGraph
+from recsys_cl.rng import randperm
 
-ALL_NEIGHBOURS = -1
-"""The fanout that keeps every neighbour of a node."""
-
-
-def check_fanouts(fanouts: Sequence[int], n_layers: int) -> tuple[int, ...]:
-    """Validate per-hop fanouts against the encoder's layer count; return them as a tuple.
-
-    Raises:
-        ValueError: one line naming the problem: a length other than ``n_layers``, a fanout
-            that is 0, below -1 or not an integer.
-    """
-    values = tuple(fanouts)
-    if len(values) != n_layers:
-        raise ValueError(
-            f"fanouts {list(values)} has {len(values)} entries but the encoder has {n_layers} "
-            f"layers: give one fanout per layer"
-        )
-    for hop, k in enumerate(values, start=1):
-        if isinstance(k, bool) or not isinstance(k, int):
-            # ValueError, not TypeError: pydantic turns only ValueError into a config error.
-            msg = f"fanout of hop {hop} must be an integer, got {k!r}"
-            raise ValueError(msg)  # noqa: TRY004
-        if k == 0 or k < ALL_NEIGHBOURS:
-            raise ValueError(
-                f"fanout of hop {hop} must be >= 1 or -1 (every neighbour), got {k}"
-            )
-    return values
+__all__ = [
+    "ALL_NEIGHBOURS",
+    "NeighborSampler",
+    "SampledSubgraph",
+    "check_fanouts",
+    "drop_subgraph_edges",
+    "drop_subgraph_nodes",
+    "propagate_subgraph",
+    "sample_without_replacement",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -282,6 +267,72 @@ def propagate_subgraph(
         x = sym_spmm(sub_adj, x)
         layers.append(x)
     return tuple(layers)
+
+
+def drop_subgraph_edges(
+    adj: Tensor, p: float, generator: torch.Generator | None
+) -> Tensor:
+    r"""SGL edge dropout (ED) on a sampled subgraph's adjacency.
+
+    Keeps ``int((1 - p) * E)`` of the subgraph's E undirected edges, chosen uniformly, in both
+    directions together (as :func:`recsys_cl.augment.graph_dropout.edge_dropout` does on the
+    full graph), and divides the kept values by ``1 - p``.
+
+    Why that scale: full-graph SGL renormalizes a view by its own degrees, giving a kept edge
+    :math:`1/\sqrt{d'_u d'_i}` with :math:`d'` the degree after dropout. A subgraph does not
+    know :math:`d'` (it holds a sample of most nodes' edges), but edge dropout keeps each edge
+    with probability 1 - p, so :math:`E[d'] = (1 - p) d` and the value becomes
+    :math:`1/((1 - p)\sqrt{d_u d_i})`: the full-graph value over 1 - p. With p = 0 the view
+    is the subgraph itself.
+
+    Args:
+        adj: the subgraph's symmetric ``torch.sparse_csr`` [n, n].
+        p: drop ratio in [0, 1).
+        generator: the only source of randomness.
+
+    Returns:
+        ``torch.sparse_csr`` [n, n], symmetric, its edges a subset of ``adj``'s.
+    """
+    _check_ratio(p)
+    rows, cols = csr_edges(adj)
+    upper = rows < cols  # each undirected edge once (no self-loops in a bipartite graph)
+    rows, cols, values = rows[upper], cols[upper], adj.values()[upper]
+    n_keep = int((1.0 - p) * rows.numel())
+    keep = randperm(rows.numel(), adj.device, generator)[:n_keep]
+    return _symmetric_csr(rows[keep], cols[keep], values[keep] / (1.0 - p), adj.size(0))
+
+
+def drop_subgraph_nodes(
+    adj: Tensor, n_users: int, p: float, generator: torch.Generator | None
+) -> Tensor:
+    """SGL node dropout (ND) on a sampled subgraph's adjacency.
+
+    Drops ``int(p * n_users)`` of the local users and ``int(p * n_items)`` of the local items,
+    chosen uniformly, with all their edges (dropped nodes keep their local id and an empty row),
+    and divides the kept values by ``1 - p``: a kept node keeps each neighbour with
+    probability about 1 - p, so its expected degree in the view is (1 - p) d, the same rule as
+    :func:`drop_subgraph_edges`.
+
+    Args:
+        adj: the subgraph's symmetric ``torch.sparse_csr`` [n, n] (local users first).
+        n_users: how many local nodes are users.
+        p: drop ratio in [0, 1).
+        generator: the only source of randomness.
+    """
+    _check_ratio(p)
+    n = adj.size(0)
+    keep_node = torch.ones(n, dtype=torch.bool, device=adj.device)
+    for lo, hi in ((0, n_users), (n_users, n)):
+        dropped = randperm(hi - lo, adj.device, generator)[: int(p * (hi - lo))]
+        keep_node[lo + dropped] = False
+    rows, cols = csr_edges(adj)
+    kept = (rows < cols) & keep_node[rows] & keep_node[cols]
+    return _symmetric_csr(rows[kept], cols[kept], adj.values()[kept] / (1.0 - p), n)
+
+
+def _check_ratio(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"drop ratio must be in [0, 1), got {p}")
 
 
 def _segment_positions(start: Tensor, length: Tensor) -> tuple[Tensor, Tensor]:

@@ -13,8 +13,10 @@ from recsys_cl.models.encoders import (
     MF,
     Adjacency,
     Encoder,
+    Graph,
     LayerHook,
     LightGCN,
+    LocalGraph,
     Propagation,
 )
 from recsys_cl.models.methods import (
@@ -35,9 +37,11 @@ __all__ = [
     "Batch",
     "ContrastiveMethod",
     "Encoder",
+    "Graph",
     "LayerHook",
     "LightGCN",
     "LightGCNRec",
+    "LocalGraph",
     "LossBreakdown",
     "MFRec",
     "NegativeSelector",

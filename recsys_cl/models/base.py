@@ -1,8 +1,14 @@
 """The method interface the trainer is generic over: Batch in, LossBreakdown out.
 
-A method (:class:`Recommender`) wraps an encoder and defines two things: the per-epoch
-augmented views (:meth:`Recommender.epoch_views`) and the per-batch loss
+A method (:class:`Recommender`) wraps an encoder and defines two things: the augmented views
+(per epoch over the full graph, :meth:`Recommender.epoch_views`, or per batch over its
+sampled subgraph, :meth:`Recommender.batch_views`) and the per-batch loss
 (:meth:`Recommender.loss`). The trainer does the rest identically for every method.
+
+Sampled-subgraph mode hands ``loss`` a :class:`~recsys_cl.models.encoders.LocalGraph` and a
+:class:`Batch` whose ids are local positions in it; a method indexes the propagation with the
+batch as in full mode. Only what is keyed by the global id (an objective's log q and
+training-positive masks) reads :attr:`Batch.global_users` / :attr:`Batch.global_pos_items`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from torch import Tensor, nn
 
 from recsys_cl.graph.bipartite import BipartiteGraph
 from recsys_cl.losses import BPRObjective, RecObjective, ego_l2, info_nce
-from recsys_cl.models.encoders import Encoder, Propagation
+from recsys_cl.models.encoders import Encoder, Graph, LocalGraph, Propagation
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,12 +35,17 @@ class Batch:
         neg_items: long [B] or [B, M], in 0..I-1.
         weights: optional float [B] per-sample weights (mean ~1), applied by every loss term
             that is a sum over samples.
+        user_ids, pos_item_ids: long [B], the global ids of ``users`` and ``pos_items`` when
+            those are local positions in a sampled subgraph (sampled mode); None when the ids
+            above are global already.
     """
 
     users: Tensor
     pos_items: Tensor
     neg_items: Tensor
     weights: Tensor | None = None
+    user_ids: Tensor | None = None
+    pos_item_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in ("users", "pos_items", "neg_items"):
@@ -49,6 +60,20 @@ class Batch:
             raise ValueError(f"neg_items must be [B] or [B, M], got {tuple(self.neg_items.shape)}")
         if self.weights is not None and self.weights.shape != b:
             raise ValueError(f"weights must be [B], got {tuple(self.weights.shape)}")
+        for name in ("user_ids", "pos_item_ids"):
+            ids = getattr(self, name)
+            if ids is not None and ids.shape != b:
+                raise ValueError(f"{name} must be [B], got {tuple(ids.shape)}")
+
+    @property
+    def global_users(self) -> Tensor:
+        """long [B], the users' global ids (0..U-1) in either mode."""
+        return self.users if self.user_ids is None else self.user_ids
+
+    @property
+    def global_pos_items(self) -> Tensor:
+        """long [B], the positive items' global ids (0..I-1) in either mode."""
+        return self.pos_items if self.pos_item_ids is None else self.pos_item_ids
 
     @property
     def size(self) -> int:
@@ -56,8 +81,17 @@ class Batch:
         return self.users.size(0)
 
     def to(self, device: torch.device | str) -> Batch:
-        w = None if self.weights is None else self.weights.to(device)
-        return Batch(self.users.to(device), self.pos_items.to(device), self.neg_items.to(device), w)
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return Batch(
+            self.users.to(device),
+            self.pos_items.to(device),
+            self.neg_items.to(device),
+            move(self.weights),
+            move(self.user_ids),
+            move(self.pos_item_ids),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,11 +190,19 @@ class Recommender(nn.Module, ABC):
         """Per-epoch augmentation, passed back to :meth:`loss` as ``views``; None by default."""
         return None
 
+    def batch_views(self, graph: LocalGraph, generator: torch.Generator | None) -> Any:
+        """Sampled mode's augmentation of one batch's subgraph, passed to :meth:`loss` as
+        ``views`` in place of :meth:`epoch_views` (which would augment the full graph that
+        the batch no longer propagates over); None by default."""
+        return None
+
     @abstractmethod
     def loss(
-        self, adj: Tensor, batch: Batch, views: Any, generator: torch.Generator | None
+        self, adj: Graph, batch: Batch, views: Any, generator: torch.Generator | None
     ) -> LossBreakdown:
-        """The batch loss over the full graph ``adj`` [N, N] and this epoch's ``views``."""
+        """The batch loss over the full graph ``adj`` [N, N] and this epoch's ``views``, or
+        (sampled mode) over the batch's :class:`LocalGraph`, with ``batch`` in its local ids
+        and ``views`` from :meth:`batch_views`."""
 
     @torch.no_grad()
     def embeddings(self, adj: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,7 +234,9 @@ class Recommender(nn.Module, ABC):
         else:
             neg = prop.item[batch.neg_items]
             ego.append(prop.ego_item[batch.neg_items])
-        rec = self.objective(user, pos, neg, batch.users, batch.pos_items, batch.weights)
+        rec = self.objective(
+            user, pos, neg, batch.global_users, batch.global_pos_items, batch.weights
+        )
         reg = self.reg * ego_l2(*ego, batch_size=batch.size)
         return rec, reg
 

@@ -5,13 +5,18 @@ The graph is a ``forward`` argument, as in PyG's ``LightGCN``: augmented views (
 other adjacencies, so an encoder holds nothing but its embedding table. What a method does to
 the layers of one pass (SimGCL's noise, XSimGCL's cross-layer view) is a :class:`LayerHook` it
 hands to ``forward``: the encoder knows no method.
+
+Sampled-subgraph training passes a :class:`LocalGraph` instead of the full adjacency: the
+pass starts from the table rows of the subgraph's nodes and every output comes out in the
+subgraph's local numbering (n nodes, users first), so methods and losses run unchanged on
+either.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -20,6 +25,36 @@ from torch import Tensor, nn
 from recsys_cl.graph.adjacency import sym_spmm
 
 Adjacency = Tensor | Sequence[Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class LocalGraph:
+    """A sampled subgraph as an encoder input: an adjacency over local ids and their table rows.
+
+    Attributes:
+        adj: symmetric normalized adjacency [n, n] over local ids (sparse CSR), or a sequence
+            of L of them over the same nodes (SGL random walk on a subgraph).
+        node_ids: long [n], the global node id (0..N-1, items offset by U) of each local node,
+            ascending, so local users are ``0..n_users-1`` and local items follow.
+        n_users: how many local nodes are users (n_u; the local items are n - n_u).
+    """
+
+    adj: Adjacency
+    node_ids: Tensor
+    n_users: int
+
+    @property
+    def n_nodes(self) -> int:
+        """n."""
+        return self.node_ids.numel()
+
+    def with_adj(self, adj: Adjacency) -> LocalGraph:
+        """The same nodes over another adjacency (an augmented view of the subgraph)."""
+        return replace(self, adj=adj)
+
+
+Graph = Adjacency | LocalGraph
+"""What an encoder propagates over: the full graph's adjacency or a batch's subgraph."""
 
 
 class LayerHook(Protocol):
@@ -40,10 +75,13 @@ class LayerHook(Protocol):
 class Propagation:
     """The output of an encoder pass.
 
+    Over a :class:`LocalGraph` every row is a local node's: U, I and N below read n_u,
+    n - n_u and n, and a batch indexes them with local positions.
+
     Attributes:
         user: float [U, D], final user embeddings (the layer mean for LightGCN).
         item: float [I, D], final item embeddings.
-        ego_user: float [U, D], layer-0 user embeddings (the table itself; for L2 reg).
+        ego_user: float [U, D], layer-0 user embeddings (the table's rows; for L2 reg).
         ego_item: float [I, D], layer-0 item embeddings.
         layers: the per-layer outputs, each float [N, D] (users then items), whose mean is
             ``user``/``item``: E^(0)..E^(L) for LightGCN (E^(1)..E^(L) when layer 0 is left
@@ -75,7 +113,7 @@ class Encoder(nn.Module):
         self.dim = dim
         self.weight = nn.Parameter(torch.empty(n_users + n_items, dim))
 
-    def forward(self, adj: Adjacency | None, *, perturb: LayerHook | None = None) -> Propagation:
+    def forward(self, adj: Graph | None, *, perturb: LayerHook | None = None) -> Propagation:
         raise NotImplementedError
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,22 +180,32 @@ class LightGCN(Encoder):
             raise ValueError(f"got {len(adjs)} per-layer adjacencies for {self.n_layers} layers")
         return adjs
 
-    def forward(self, adj: Adjacency | None, *, perturb: LayerHook | None = None) -> Propagation:
+    def forward(self, adj: Graph | None, *, perturb: LayerHook | None = None) -> Propagation:
         """Propagate the table over ``adj``.
 
         Args:
             adj: one symmetric normalized adjacency [N, N] (sparse CSR preferred) used by every
-                layer, or a sequence of L of them, one per layer (SGL random walk).
+                layer, or a sequence of L of them, one per layer (SGL random walk); or a
+                :class:`LocalGraph`, whose pass starts from the table rows of its nodes.
             perturb: called on each layer l = 1..L's output after propagation; what it returns
                 feeds the next layer and the mean (SimGCL's noise, eq. 7). None: a clean pass.
 
         Returns:
-            :class:`Propagation` with [U, D] / [I, D] tensors.
+            :class:`Propagation` with [U, D] / [I, D] tensors ([n_u, D] / [n - n_u, D] in local
+            order over a :class:`LocalGraph`).
         """
-        x = self.weight
+        if isinstance(adj, LocalGraph):
+            # The gather's backward scatters into the table's rows: the gradient reaches
+            # exactly the subgraph's nodes, as the full pass's does for them.
+            x, n_users = self.weight[adj.node_ids], adj.n_users
+            layer_adjs = self._layer_adjs(adj.adj)
+        else:
+            x, n_users = self.weight, self.n_users
+            layer_adjs = self._layer_adjs(adj)
+        ego = x
         total = x if self.include_layer0 else None
         layers = [x] if self.include_layer0 else []
-        for layer, layer_adj in enumerate(self._layer_adjs(adj), start=1):
+        for layer, layer_adj in enumerate(layer_adjs, start=1):
             x = sym_spmm(layer_adj, x)
             if perturb is not None:
                 x = perturb(layer, x)
@@ -165,9 +213,9 @@ class LightGCN(Encoder):
             layers.append(x)
         assert total is not None  # guaranteed by the constructor check
         final = total / (self.n_layers + int(self.include_layer0))
-        user, item = self.split(final)
-        ego_user, ego_item = self.split(self.weight)
-        return Propagation(user, item, ego_user, ego_item, tuple(layers))
+        return Propagation(
+            final[:n_users], final[n_users:], ego[:n_users], ego[n_users:], tuple(layers)
+        )
 
 
 class MF(Encoder):
@@ -186,10 +234,17 @@ class MF(Encoder):
         self._init_table(None, generator)
 
     def forward(
-        self, adj: Adjacency | None = None, *, perturb: LayerHook | None = None
+        self, adj: Graph | None = None, *, perturb: LayerHook | None = None
     ) -> Propagation:
-        """Return the table split into users [U, D] and items [I, D] as a Propagation."""
-        x = self.weight
+        """Return the table split into users [U, D] and items [I, D] as a Propagation.
+
+        Raises:
+            TypeError: ``adj`` is a :class:`LocalGraph`: MF has no graph to sample, and
+                ignoring it would return global rows to a batch in local numbering.
+        """
+        if isinstance(adj, LocalGraph):
+            raise TypeError("MF propagates no graph: sampled-subgraph training needs LightGCN")
+        x: Tensor = self.weight
         if perturb is not None:
             x = perturb(0, x)
         user, item = self.split(x)

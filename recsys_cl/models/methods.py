@@ -25,6 +25,7 @@ from torch import Tensor
 from recsys_cl.augment.graph_dropout import edge_dropout, node_dropout, random_walk
 from recsys_cl.augment.noise import SimGCLNoise
 from recsys_cl.graph.bipartite import BipartiteGraph
+from recsys_cl.graph.sampling import drop_subgraph_edges, drop_subgraph_nodes
 from recsys_cl.losses import RecObjective
 from recsys_cl.models.base import (
     Batch,
@@ -34,7 +35,7 @@ from recsys_cl.models.base import (
     batch_info_nce,
     check_nonnegative,
 )
-from recsys_cl.models.encoders import MF, Adjacency, Encoder, LightGCN
+from recsys_cl.models.encoders import MF, Adjacency, Encoder, Graph, LightGCN, LocalGraph
 
 SGLAugmentation = Literal["edge", "node", "random_walk"]
 
@@ -64,7 +65,7 @@ class _NonContrastive(Recommender):
         super().__init__(encoder, reg, objective, negative_selector)
 
     def loss(
-        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+        self, adj: Graph, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         return LossBreakdown.of(rec, torch.zeros_like(rec), reg)
@@ -140,11 +141,12 @@ class ContrastiveMethod(Recommender):
 
 @dataclass(frozen=True, eq=False)
 class SGLViews:
-    """SGL's two augmented graphs for one epoch: each one adjacency [N, N] (ND, ED) or a list
-    of L of them (RW)."""
+    """SGL's two augmented graphs: for one epoch, each one adjacency [N, N] (ND, ED) or a list
+    of L of them (RW); in sampled mode, for one batch, each a :class:`LocalGraph` over the
+    batch's subgraph holding the same."""
 
-    view1: Adjacency
-    view2: Adjacency
+    view1: Adjacency | LocalGraph
+    view2: Adjacency | LocalGraph
 
 
 class SGL(ContrastiveMethod):
@@ -164,6 +166,11 @@ class SGL(ContrastiveMethod):
             (0.1).
         aug: "edge" (SGL-ED), "node" (SGL-ND) or "random_walk" (SGL-RW: a fresh edge-dropped
             graph per layer).
+
+    In sampled mode the views are drawn per batch on its subgraph (:meth:`batch_views`): the
+    same dropout applied to the subgraph's edges or nodes, each kept value divided by 1 - ρ
+    in place of renormalizing by the view's degrees, which a subgraph does not know
+    (:func:`~recsys_cl.graph.sampling.drop_subgraph_edges` says why).
     """
 
     encoder_type = LightGCN
@@ -200,8 +207,28 @@ class SGL(ContrastiveMethod):
         """Two independent augmented graphs on ``graph``'s device."""
         return SGLViews(self._view(graph, generator), self._view(graph, generator))
 
+    def _local_view(self, graph: LocalGraph, generator: torch.Generator | None) -> LocalGraph:
+        if not isinstance(graph.adj, Tensor):
+            raise TypeError("SGL views start from one subgraph adjacency, not per-layer ones")
+        if self.aug == "node":
+            return graph.with_adj(
+                drop_subgraph_nodes(graph.adj, graph.n_users, self.drop_ratio, generator)
+            )
+        if self.aug == "edge":
+            return graph.with_adj(drop_subgraph_edges(graph.adj, self.drop_ratio, generator))
+        return graph.with_adj(
+            [
+                drop_subgraph_edges(graph.adj, self.drop_ratio, generator)
+                for _ in range(self.encoder.n_layers)
+            ]
+        )
+
+    def batch_views(self, graph: LocalGraph, generator: torch.Generator | None) -> SGLViews:
+        """Two independent augmentations of a batch's subgraph (sampled mode)."""
+        return SGLViews(self._local_view(graph, generator), self._local_view(graph, generator))
+
     def loss(
-        self, adj: Tensor, batch: Batch, views: SGLViews, generator: torch.Generator | None
+        self, adj: Graph, batch: Batch, views: SGLViews, generator: torch.Generator | None
     ) -> LossBreakdown:
         if not isinstance(views, SGLViews):
             raise TypeError("SGL.loss needs the SGLViews returned by epoch_views")
@@ -244,7 +271,7 @@ class SimGCL(ContrastiveMethod):
         self.eps = eps
 
     def loss(
-        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+        self, adj: Graph, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
@@ -293,12 +320,14 @@ class XSimGCL(ContrastiveMethod):
         self.contrast_layer = contrast_layer
 
     def loss(
-        self, adj: Tensor, batch: Batch, views: object, generator: torch.Generator | None
+        self, adj: Graph, batch: Batch, views: object, generator: torch.Generator | None
     ) -> LossBreakdown:
         noise = SimGCLNoise(self.eps, generator, keep_layer=self.contrast_layer)
         prop = self.encoder(adj, perturb=noise)
         rec, reg = self._rec_terms(prop, batch, generator)
         assert noise.kept is not None  # 1 <= contrast_layer <= L, checked at construction
-        user_l, item_l = self.encoder.split(noise.kept)
+        # Split where the pass did: U users in full mode, the subgraph's n_u in sampled mode.
+        n_users = prop.user.shape[0]
+        user_l, item_l = noise.kept[:n_users], noise.kept[n_users:]
         cl = self.contrast(prop.user, user_l, prop.item, item_l, batch)
         return LossBreakdown.of(rec, cl, reg)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from recsys_cl.graph.sampling import NeighborSampler
+
 from .hooks import EpochHook
 from .sampling import EdgeSampler, NegativeSampler
 from .stopping import EarlyStopping
@@ -49,10 +51,10 @@ class Sampling:
     """What each epoch draws: its (user, positive) rows, their negatives and loss weights.
 
     The default is plain training: every edge once per epoch, shuffled, one uniform negative
-    from the user's unseen items, unweighted. A future sampled-subgraph mode (a batch carrying
-    its own small adjacency) would be one more field here, read by the trainer's batch loop;
-    methods and encoders need no change for it (encoder hooks act on whatever [n, D] layer
-    tensors a pass produces).
+    from the user's unseen items, unweighted, each batch propagating over the full graph.
+    With ``subgraph`` set (sampled-subgraph mode) each batch propagates only over the L-hop
+    computation subgraph of its users, positives and negatives
+    (:mod:`recsys_cl.training.subgraphs`); methods run unchanged on it.
 
     Attributes:
         num_negatives: M candidate negatives per row (>= 1); batches hold [B] when M = 1,
@@ -65,6 +67,10 @@ class Sampling:
             the training edges); None: unweighted.
         epoch_hooks: called at the start of each epoch with the current model's embeddings
             (model-aware samplers); their state is checkpointed.
+        subgraph: samples each batch's computation subgraph (its fanouts must have one entry
+            per encoder layer); None: full-graph batches.
+        prefetch: sample batch b + 1's subgraph in a background thread while batch b computes
+            (same subgraphs either way); only read with ``subgraph``.
     """
 
     num_negatives: int = 1
@@ -72,6 +78,8 @@ class Sampling:
     edge_sampler: EdgeSampler | None = None
     item_weights: Tensor | None = None
     epoch_hooks: tuple[EpochHook, ...] = ()
+    subgraph: NeighborSampler | None = None
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:

@@ -3,10 +3,12 @@
 Per epoch: run the epoch hooks (model-aware samplers refresh), draw the epoch's rows (every
 training edge once, shuffled, unless an edge sampler says otherwise), their negatives and loss
 weights, let the method build its views (SGL augments the graph once per epoch), then minimise
-``method.loss`` batch by batch. Every ``eval_every`` epochs ``evaluate`` scores the model; the
-best state by ``select_metric`` is kept and training stops when the
-:class:`~recsys_cl.training.stopping.EarlyStopping` rule says so (patience that survives the
-contrastive dip).
+``method.loss`` batch by batch. In sampled-subgraph mode (``Sampling.subgraph``) each batch
+instead brings its own computation subgraph and the method's views of it
+(:mod:`.subgraphs`); evaluation, epoch hooks and export still propagate over the full graph.
+Every ``eval_every`` epochs ``evaluate`` scores the model; the best state by ``select_metric``
+is kept and training stops when the :class:`~recsys_cl.training.stopping.EarlyStopping` rule
+says so (patience that survives the contrastive dip).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,12 +26,13 @@ from tqdm.auto import tqdm
 
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import TrainingError
-from recsys_cl.graph import BipartiteGraph
-from recsys_cl.models import Batch, Recommender
+from recsys_cl.graph import BipartiteGraph, NeighborSampler
+from recsys_cl.models import Batch, Graph, LocalGraph, Recommender
 
 from .checkpoint import LAST_CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from .plan import Sampling, Schedule
-from .sampling import UniformNegativeSampler, sample_epoch
+from .sampling import EpochSample, UniformNegativeSampler, sample_epoch
+from .subgraphs import batch_seeds, subgraph_batches
 
 LOSS_KEYS = ("rec", "cl", "reg", "total")
 EvalFn = Callable[[Recommender], dict[str, float]]
@@ -106,11 +109,16 @@ class Trainer:
             raise ValueError(
                 f"item_weights must be [I]=[{train.n_items}], got {tuple(item_weights.shape)}"
             )
+        self.negatives = (
+            UniformNegativeSampler(train) if sampling.sampler is None else sampling.sampler
+        )
         self.sampling = replace(
             sampling,
-            sampler=UniformNegativeSampler(train) if sampling.sampler is None else sampling.sampler,
+            sampler=self.negatives,
             item_weights=None if item_weights is None else item_weights.detach().cpu(),
         )
+        if sampling.subgraph is not None:
+            _check_subgraph_sampler(sampling.subgraph, method, graph)
         self.device = next(method.parameters()).device
 
     @property
@@ -170,7 +178,7 @@ class Trainer:
             hook.on_epoch_start(epoch, lambda: self.method.embeddings(self.graph.adj))
         sample = sample_epoch(
             self.train,
-            self.sampling.sampler,
+            self.negatives,
             self.sampling.num_negatives,
             self.generator,
             edges=self.sampling.edge_sampler,
@@ -178,30 +186,30 @@ class Trainer:
         )
         if len(sample) == 0:
             raise TrainingError(f"epoch {epoch} has no training rows to learn from")
-        views = self.method.epoch_views(self.graph, self.device_generator)
-        adj = self.graph.adj
-        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         n_batches = math.ceil(len(sample) / self.schedule.batch_size)
+        sampler = self.sampling.subgraph
+        batches = self._batches(sample)
+        pairs: Iterator[tuple[Graph, Batch]]
+        views: Any = None
+        if sampler is None:
+            views = self.method.epoch_views(self.graph, self.device_generator)
+            pairs = ((self.graph.adj, batch) for batch in batches)
+        else:
+            seeds = batch_seeds(n_batches, self.generator)
+            pairs = subgraph_batches(sampler, batches, seeds, self.sampling.prefetch)
+        sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         bar = tqdm(
-            sample.batches(self.schedule.batch_size),
+            pairs,
             total=n_batches,
             desc=f"epoch {epoch}",
             leave=False,
             disable=not self.progress,
             unit="batch",
         )
-        for b, sl in bar:
-            batch = Batch(
-                users=sample.users[sl].to(self.device, non_blocking=True),
-                pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
-                neg_items=sample.neg_items[sl].squeeze(1).to(self.device, non_blocking=True)
-                if self.sampling.num_negatives == 1
-                else sample.neg_items[sl].to(self.device, non_blocking=True),
-                weights=None
-                if sample.weights is None
-                else sample.weights[sl].to(self.device, non_blocking=True),
-            )
-            losses = self.method.loss(adj, batch, views, self.device_generator)
+        for b, (graph, batch) in enumerate(bar):
+            if isinstance(graph, LocalGraph):
+                views = self.method.batch_views(graph, self.device_generator)
+            losses = self.method.loss(graph, batch, views, self.device_generator)
             if not bool(torch.isfinite(losses.total)):
                 raise TrainingError(
                     f"loss is not finite at epoch {epoch}, batch {b + 1}/{n_batches} "
@@ -217,8 +225,23 @@ class Trainer:
             "seconds": time.perf_counter() - start,
             "steps": n_batches,
         }
-        record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means)})
+        record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means, strict=True)})
         return record
+
+    def _batches(self, sample: EpochSample) -> Iterator[Batch]:
+        """The epoch's batches, in order, on the model's device (global ids)."""
+        for _, sl in sample.batches(self.schedule.batch_size):
+            neg = sample.neg_items[sl]
+            yield Batch(
+                users=sample.users[sl].to(self.device, non_blocking=True),
+                pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
+                neg_items=(neg.squeeze(1) if self.sampling.num_negatives == 1 else neg).to(
+                    self.device, non_blocking=True
+                ),
+                weights=None
+                if sample.weights is None
+                else sample.weights[sl].to(self.device, non_blocking=True),
+            )
 
     def _select(
         self, state: TrainState, record: dict[str, Any], best_model: dict[str, torch.Tensor] | None
@@ -273,7 +296,7 @@ class Trainer:
                 f"{path}: checkpoint holds {len(hook_states)} sampler state(s), this run has "
                 f"{len(self.sampling.epoch_hooks)}"
             )
-        for hook, hook_state in zip(self.sampling.epoch_hooks, hook_states):
+        for hook, hook_state in zip(self.sampling.epoch_hooks, hook_states, strict=True):
             hook.load_state_dict(hook_state)
         best = payload["best_model"]
         if best is not None:
@@ -285,6 +308,20 @@ class Trainer:
             # restart from zero on resume.
             state.steps = state.epoch * math.ceil(self.train.nnz / self.schedule.batch_size)
         return state, copy.copy(best)
+
+
+def _check_subgraph_sampler(
+    sampler: NeighborSampler, method: Recommender, graph: BipartiteGraph
+) -> None:
+    """A subgraph sampler must hop once per encoder layer over the trainer's graph."""
+    n_layers = method.encoder.n_layers
+    if len(sampler.fanouts) != n_layers:
+        raise ValueError(
+            f"the subgraph sampler has {len(sampler.fanouts)} fanouts but the encoder has "
+            f"{n_layers} layers"
+        )
+    if (sampler.n_users, sampler.n_items) != (graph.n_users, graph.n_items):
+        raise ValueError("the subgraph sampler was built on another graph than the trainer's")
 
 
 def _fmt(values: dict[str, float]) -> str:
