@@ -8,9 +8,18 @@ any data is read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_serializer,
+    model_validator,
+)
+
+from recsys_cl.fanouts import check_fanouts
 
 from .imbalance import ImbalanceConfig
 from .retrieval import IndexSpec
@@ -287,7 +296,7 @@ class XSimGCLConfig(MethodConfig):
 
 # The registry of methods: a new method's config model is added here (and nowhere else).
 ModelConfig = Annotated[
-    Union[MFConfig, LightGCNConfig, SGLConfig, SimGCLConfig, XSimGCLConfig],
+    MFConfig | LightGCNConfig | SGLConfig | SimGCLConfig | XSimGCLConfig,
     Field(discriminator="method"),
 ]
 
@@ -304,6 +313,24 @@ def method_names() -> tuple[str, ...]:
 
 MIN_STEPS_DEFAULT = 3000
 RECOVERY_DEFAULT = 0.05
+
+
+class SampledConfig(_Frozen):
+    """Sampled-subgraph training (``train.sampled``): each batch propagates only over the L-hop
+    computation subgraph of its users, positives and negatives, taking up to ``fanouts[h]``
+    neighbours per node at hop h+1 (-1: every neighbour; one fanout per ``model.layers``).
+    Normalization keeps the full graph's degrees, so ``-1`` everywhere reproduces full-graph
+    training's per-batch embeddings. ``prefetch`` samples the next batch in a background
+    thread while the current one computes (same subgraphs either way).
+    """
+
+    fanouts: tuple[StrictInt, ...]
+    prefetch: bool = False
+
+    @model_validator(mode="after")
+    def _values(self) -> SampledConfig:
+        check_fanouts(self.fanouts, len(self.fanouts))  # each >= 1 or -1; length: RunConfig
+        return self
 
 
 class TrainConfig(_Frozen):
@@ -329,6 +356,8 @@ class TrainConfig(_Frozen):
     select_metric: str = "ndcg@20"
     device: str = "auto"
     progress: bool = True
+    # Sampled-subgraph training (SampledConfig); null: every batch propagates the full graph.
+    sampled: SampledConfig | None = None
 
 
 class PopularityGroupsConfig(_Frozen):
@@ -443,6 +472,18 @@ class RunConfig(_Frozen):
             raise ValueError(f"train.select_metric must look like 'ndcg@20', got {metric!r}")
         if int(k) not in self.eval.ks:
             raise ValueError(f"train.select_metric cut-off {k} is not in eval.ks {self.eval.ks}")
+        if self.train.sampled is not None:
+            if isinstance(self.model, MFConfig):
+                raise ValueError(
+                    "train.sampled needs a graph encoder: model.method 'mf' propagates no graph "
+                    "(sample subgraphs with lightgcn, sgl, simgcl or xsimgcl)"
+                )
+            fanouts = list(self.train.sampled.fanouts)
+            if len(fanouts) != self.model.layers:
+                raise ValueError(
+                    f"train.sampled.fanouts {fanouts} has {len(fanouts)} entries but "
+                    f"model.layers is {self.model.layers}: give one fanout per layer"
+                )
         if self.imbalance.weights.label_threshold is not None:
             if self.data.implicit_threshold is not None:
                 raise ValueError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import torch
 from recsys_cl.config import RunConfig
 from recsys_cl.data import Split, UserItems
 from recsys_cl.errors import DataError, RecsysError
-from recsys_cl.graph import BipartiteGraph, build_graph
+from recsys_cl.graph import BipartiteGraph, NeighborSampler, build_graph
 from recsys_cl.metrics import PopularityReport, most_popular_scores
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.models import Recommender
@@ -63,6 +63,8 @@ _RESUMABLE_KEYS = (
     "experiment",
     "output_dir",
     "train.progress",
+    # Subgraphs are drawn from per-batch seeds, the same with or without the prefetch thread.
+    "train.sampled.prefetch",
     "train.epochs",
     "train.patience",
     "train.min_steps",
@@ -288,6 +290,13 @@ def fit(
     """Train with checkpoints in the folder (resuming from the last one when ``prep`` is a
     resume); the method is left holding the selected epoch's state."""
     cfg, built = prep.cfg, prep.built
+    sampling = built.strategies.sampling
+    if cfg.train.sampled is not None:
+        sampling = replace(
+            sampling,
+            subgraph=NeighborSampler(built.graph, cfg.train.sampled.fanouts),
+            prefetch=cfg.train.sampled.prefetch,
+        )
     trainer = Trainer(
         built.method,
         built.graph,
@@ -295,7 +304,7 @@ def fit(
         schedule=schedule(cfg, built.most_popular_score),
         generator=torch.Generator().manual_seed(cfg.seed),
         device_generator=torch.Generator(prep.device).manual_seed(cfg.seed + 1),
-        sampling=built.strategies.sampling,
+        sampling=sampling,
         evaluate=built.select(cfg.eval.ks),
         checkpoint_dir=prep.run.checkpoint_dir,
         fingerprint=fingerprint(cfg),
@@ -414,7 +423,9 @@ def _selection_summary(cfg: RunConfig, fit: FitResult, selected_on: str) -> dict
 def _selection_report(cfg: RunConfig, out: Path, fit: FitResult, selected_on: str) -> TrainReport:
     """A tuning trial's report: the selection and the validation history, no test."""
     summary = {**_selection_summary(cfg, fit, selected_on), "history": fit.history}
-    return TrainReport(out, cfg.train.protocol, fit.best_epoch, selected_on, cfg.train.select_metric, {}, summary)
+    return TrainReport(
+        out, cfg.train.protocol, fit.best_epoch, selected_on, cfg.train.select_metric, {}, summary
+    )
 
 
 def _epoch_callback(
