@@ -275,6 +275,7 @@ def _sampled_trainer(
     epochs: int,
     *,
     prefetch: bool = False,
+    lazy_adam: bool = True,
     checkpoint_dir: object = None,
     extra: tuple[str, ...] = (),
 ) -> Trainer:
@@ -303,7 +304,9 @@ def _sampled_trainer(
         schedule=Schedule(epochs=epochs, batch_size=128, lr=0.01),
         generator=torch.Generator().manual_seed(1),
         device_generator=torch.Generator().manual_seed(2),
-        sampling=Sampling(subgraph=NeighborSampler(graph, fanouts), prefetch=prefetch),
+        sampling=Sampling(
+            subgraph=NeighborSampler(graph, fanouts), prefetch=prefetch, lazy_adam=lazy_adam
+        ),
         checkpoint_dir=checkpoint_dir,  # type: ignore[arg-type]
         progress=False,
     )
@@ -354,18 +357,43 @@ def test_prefetch_thread_gives_the_same_run() -> None:
     assert _losses(ahead.history) == _losses(plain.history)
 
 
-def test_sampled_mode_with_fanout_all_matches_full_graph_training_first_epoch() -> None:
+def test_sampled_mode_with_fanout_all_and_dense_adam_matches_full_graph_training() -> None:
     # Sampled mode draws one more thing from the CPU generator (the batch seeds) after the
-    # epoch's rows, so epoch 1's batches are the same rows as full mode's, and with fanout -1
-    # (LightGCN: no randomness in the loss) the same steps, up to float rounding.
-    sampled_run = _sampled_trainer("lightgcn", (-1, -1), epochs=1)
+    # epoch's rows, so epoch 1's batches are the same rows as full mode's, and with fanout -1,
+    # dense Adam and LightGCN (no randomness in the loss) the same steps, up to float rounding.
+    sampled_run = _sampled_trainer("lightgcn", (-1, -1), epochs=1, lazy_adam=False)
     full_run = _sampled_trainer("lightgcn", (-1, -1), epochs=1)
     full_run.sampling = Sampling()
+    full_run.optimizer = torch.optim.Adam(full_run.method.parameters(), lr=0.01)
     a, b = sampled_run.fit(), full_run.fit()
     np.testing.assert_allclose(_losses(a.history), _losses(b.history), rtol=1e-5)
     torch.testing.assert_close(
         sampled_run.method.encoder.weight, full_run.method.encoder.weight, atol=1e-5, rtol=1e-4
     )
+
+
+def test_lazy_adam_moves_only_the_rows_the_subgraph_reached() -> None:
+    trainer = _sampled_trainer("lightgcn", (1, 1), epochs=1)
+    assert isinstance(trainer.optimizer, torch.optim.SparseAdam)
+    before = trainer.method.encoder.weight.detach().clone()
+    train = trainer.train
+    batch = Batch(
+        users=torch.from_numpy(train.rows()[:4]),
+        pos_items=torch.from_numpy(train.indices[:4]),
+        neg_items=torch.tensor([50, 51, 52, 53]),
+    )
+    sub = NeighborSampler(trainer.graph, (1, 1)).sample(
+        batch.users, batch.pos_items, batch.neg_items, torch.Generator().manual_seed(0)
+    )
+    local, local_batch = localize(batch, sub, sparse_grad=True)
+    trainer.optimizer.zero_grad()
+    trainer.method.loss(local, local_batch, None, None).total.backward()
+    trainer.optimizer.step()
+    moved = (trainer.method.encoder.weight.detach() != before).any(dim=1)
+    reached = torch.zeros_like(moved)
+    reached[local.node_ids] = True
+    assert moved.any() and not (moved & ~reached).any()
+    assert int(reached.sum()) < reached.numel()
 
 
 @pytest.mark.parametrize("method_name", ["xsimgcl", "sgl"])
@@ -435,3 +463,17 @@ def test_the_shipped_sampled_example_differs_from_its_full_graph_config_only_in_
     assert sampled_cfg.model == full_cfg.model and sampled_cfg.data == full_cfg.data
     assert sampled_cfg.train.model_copy(update={"sampled": None}) == full_cfg.train
     assert sampled_cfg.output_dir != full_cfg.output_dir
+
+
+def test_row_sparse_gradient_equals_the_dense_one() -> None:
+    graph, batch = sparse_graph(), global_batch(negatives=2)
+    method = LightGCNRec(lightgcn(), reg=1e-2)
+    sub = NeighborSampler(graph, (2, 2)).sample(
+        batch.users, batch.pos_items, batch.neg_items, torch.Generator().manual_seed(0)
+    )
+    dense = loss_and_grad(method, *localize(batch, sub))
+    method.zero_grad()
+    method.loss(*localize(batch, sub, sparse_grad=True), None, None).total.backward()
+    grad = method.encoder.weight.grad
+    assert grad is not None and grad.is_sparse
+    torch.testing.assert_close(grad.to_dense(), dense[1])

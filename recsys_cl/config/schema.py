@@ -321,11 +321,14 @@ class SampledConfig(_Frozen):
     neighbours per node at hop h+1 (-1: every neighbour; one fanout per ``model.layers``).
     Normalization keeps the full graph's degrees, so ``-1`` everywhere reproduces full-graph
     training's per-batch embeddings. ``prefetch`` samples the next batch in a background
-    thread while the current one computes (same subgraphs either way).
+    thread while the current one computes (same subgraphs either way). ``lazy_adam`` updates
+    only the rows a batch reached (``torch.optim.SparseAdam``), so a step costs what the
+    subgraph costs; false keeps dense Adam, whose every step touches the whole table.
     """
 
     fanouts: tuple[StrictInt, ...]
     prefetch: bool = False
+    lazy_adam: bool = True
 
     @model_validator(mode="after")
     def _values(self) -> SampledConfig:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys_cl.graph.adjacency import sym_spmm
@@ -37,11 +38,15 @@ class LocalGraph:
         node_ids: long [n], the global node id (0..N-1, items offset by U) of each local node,
             ascending, so local users are ``0..n_users-1`` and local items follow.
         n_users: how many local nodes are users (n_u; the local items are n - n_u).
+        sparse_grad: give the table a row-sparse gradient (only the n rows) instead of a dense
+            [N, D] one, for optimizers that update only the rows a batch touched
+            (``torch.optim.SparseAdam``); a dense-gradient optimizer needs False.
     """
 
     adj: Adjacency
     node_ids: Tensor
     n_users: int
+    sparse_grad: bool = False
 
     @property
     def n_nodes(self) -> int:
@@ -196,8 +201,10 @@ class LightGCN(Encoder):
         """
         if isinstance(adj, LocalGraph):
             # The gather's backward scatters into the table's rows: the gradient reaches
-            # exactly the subgraph's nodes, as the full pass's does for them.
-            x, n_users = self.weight[adj.node_ids], adj.n_users
+            # exactly the subgraph's nodes, as the full pass's does for them. Row-sparse, it
+            # costs O(n D) instead of allocating the [N, D] table's worth.
+            x = F.embedding(adj.node_ids, self.weight, sparse=adj.sparse_grad)
+            n_users = adj.n_users
             layer_adjs = self._layer_adjs(adj.adj)
         else:
             x, n_users = self.weight, self.n_users

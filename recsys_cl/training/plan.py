@@ -71,6 +71,11 @@ class Sampling:
             per encoder layer); None: full-graph batches.
         prefetch: sample batch b + 1's subgraph in a background thread while batch b computes
             (same subgraphs either way); only read with ``subgraph``.
+        lazy_adam: with ``subgraph``, optimize with lazy (row-sparse) Adam,
+            ``torch.optim.SparseAdam``: a step updates the moments and values of the rows the
+            batch's subgraph reached only, so its cost follows the subgraph, not the table.
+            Dense Adam (False) also moves every other row along its decaying momentum, an
+            O(N D) step that dominates on large graphs (benchmarks/RESULTS.md § Scale).
     """
 
     num_negatives: int = 1
@@ -80,6 +85,7 @@ class Sampling:
     epoch_hooks: tuple[EpochHook, ...] = ()
     subgraph: NeighborSampler | None = None
     prefetch: bool = False
+    lazy_adam: bool = True
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:

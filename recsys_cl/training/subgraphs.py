@@ -31,14 +31,17 @@ def batch_seeds(n_batches: int, generator: torch.Generator) -> list[int]:
     return torch.randint(_SEED_BOUND, (n_batches,), generator=generator).tolist()
 
 
-def localize(batch: Batch, sub: SampledSubgraph) -> tuple[LocalGraph, Batch]:
+def localize(
+    batch: Batch, sub: SampledSubgraph, sparse_grad: bool = False
+) -> tuple[LocalGraph, Batch]:
     """The batch relabelled to its subgraph: (the subgraph as encoder input, the local batch).
 
     Local users are ``sub.users``; items are numbered from 0 after the subgraph's n_u users, as
     the propagation's item rows are. The global user and positive-item ids ride along
     (:attr:`Batch.global_users`), since an objective's log q and positive masks are keyed by
     them; the local ids keep their order (node ids ascend), so de-duplication and equality
-    tests give the same answers as on global ids.
+    tests give the same answers as on global ids. ``sparse_grad``: see
+    :attr:`~recsys_cl.models.LocalGraph.sparse_grad`.
     """
     n_users = sub.n_users
     local = Batch(
@@ -49,17 +52,24 @@ def localize(batch: Batch, sub: SampledSubgraph) -> tuple[LocalGraph, Batch]:
         user_ids=batch.users,
         pos_item_ids=batch.pos_items,
     )
-    return LocalGraph(sub.adj, sub.node_ids, n_users), local
+    return LocalGraph(sub.adj, sub.node_ids, n_users, sparse_grad), local
 
 
-def _sample(sampler: NeighborSampler, batch: Batch, seed: int) -> tuple[LocalGraph, Batch]:
+def _sample(
+    sampler: NeighborSampler, batch: Batch, seed: int, sparse_grad: bool
+) -> tuple[LocalGraph, Batch]:
     generator = torch.Generator(sampler.device).manual_seed(seed)
     sub = sampler.sample(batch.users, batch.pos_items, batch.neg_items, generator)
-    return localize(batch, sub)
+    return localize(batch, sub, sparse_grad)
 
 
 def subgraph_batches(
-    sampler: NeighborSampler, batches: Iterable[Batch], seeds: list[int], prefetch: bool = False
+    sampler: NeighborSampler,
+    batches: Iterable[Batch],
+    seeds: list[int],
+    *,
+    prefetch: bool = False,
+    sparse_grad: bool = False,
 ) -> Iterator[tuple[LocalGraph, Batch]]:
     """(subgraph, local batch) per batch, batch b sampled with ``seeds[b]``.
 
@@ -70,12 +80,12 @@ def subgraph_batches(
     it = zip(batches, seeds, strict=True)
     if not prefetch:
         for batch, seed in it:
-            yield _sample(sampler, batch, seed)
+            yield _sample(sampler, batch, seed, sparse_grad)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subgraph-sampler") as pool:
         pending: Future[tuple[LocalGraph, Batch]] | None = None
         for batch, seed in it:
-            ahead = pool.submit(_sample, sampler, batch, seed)
+            ahead = pool.submit(_sample, sampler, batch, seed, sparse_grad)
             if pending is not None:
                 yield pending.result()
             pending = ahead

@@ -102,8 +102,8 @@ class Trainer:
         self.fingerprint = fingerprint or {}
         self.progress = progress
         self.on_epoch_end = on_epoch_end
-        self.optimizer = torch.optim.Adam(method.parameters(), lr=schedule.lr)
         sampling = sampling if sampling is not None else Sampling()
+        self.optimizer = _optimizer(method, schedule.lr, sampling)
         item_weights = sampling.item_weights
         if item_weights is not None and item_weights.shape != (train.n_items,):
             raise ValueError(
@@ -196,7 +196,13 @@ class Trainer:
             pairs = ((self.graph.adj, batch) for batch in batches)
         else:
             seeds = batch_seeds(n_batches, self.generator)
-            pairs = subgraph_batches(sampler, batches, seeds, self.sampling.prefetch)
+            pairs = subgraph_batches(
+                sampler,
+                batches,
+                seeds,
+                prefetch=self.sampling.prefetch,
+                sparse_grad=self.sampling.lazy_adam,
+            )
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         bar = tqdm(
             pairs,
@@ -308,6 +314,20 @@ class Trainer:
             # restart from zero on resume.
             state.steps = state.epoch * math.ceil(self.train.nnz / self.schedule.batch_size)
         return state, copy.copy(best)
+
+
+def _optimizer(method: Recommender, lr: float, sampling: Sampling) -> torch.optim.Optimizer:
+    """Adam; lazy (row-sparse) Adam in sampled mode with ``sampling.lazy_adam``."""
+    if sampling.subgraph is None or not sampling.lazy_adam:
+        return torch.optim.Adam(method.parameters(), lr=lr)
+    others = [n for n, p in method.named_parameters() if p is not method.encoder.weight]
+    if others:
+        # Only the table gets a row-sparse gradient; SparseAdam cannot take a dense one.
+        raise ValueError(
+            f"lazy Adam updates the embedding table only; this method also trains {others[0]} "
+            "(use Sampling(lazy_adam=False))"
+        )
+    return torch.optim.SparseAdam([method.encoder.weight], lr=lr)
 
 
 def _check_subgraph_sampler(

@@ -296,6 +296,7 @@ def fit(
             sampling,
             subgraph=NeighborSampler(built.graph, cfg.train.sampled.fanouts),
             prefetch=cfg.train.sampled.prefetch,
+            lazy_adam=cfg.train.sampled.lazy_adam,
         )
     trainer = Trainer(
         built.method,
