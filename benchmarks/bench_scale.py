@@ -80,10 +80,10 @@ def child(args: argparse.Namespace) -> dict[str, object]:
         users, items, n_users, n_items = synthetic_log(args.size, seed=0)
         train = UserItems.from_pairs(users, items, n_users, n_items)
     else:
-        from recsys_cl.config import load_config
+        from recsys_cl.config import RunConfig, load_config
         from recsys_cl.jobs import build_split
 
-        cfg = load_config(CONFIGS / args.dataset / "xsimgcl.yaml")
+        cfg: RunConfig = load_config(CONFIGS / args.dataset / "xsimgcl.yaml")
         split = build_split(cfg.data, None, cfg.seed)
         train = split.user_items("train")
         users, items, n_users, n_items = train.rows(), train.indices, split.n_users, split.n_items
