@@ -21,6 +21,7 @@ import polars as pl
 from recsys_cl.data.frame import ITEM, TIMESTAMP, USER, data_error
 from recsys_cl.data.idmap import IdMap
 from recsys_cl.data.user_items import UserItems
+from recsys_cl.errors import DataError
 
 Part = Literal["train", "val", "test"]
 _ROW = "__row"
@@ -143,12 +144,13 @@ def _rounded(count: pl.Expr, ratio: float) -> pl.Expr:
 
 
 def _per_user_parts(
-    df: pl.DataFrame, test_ratio: float, val_ratio: float, rng: np.random.Generator
+    df: pl.DataFrame, test_ratio: float, val_ratio: float, keys: np.ndarray
 ) -> pl.DataFrame:
     """Add ``__part`` holding out ``round(n * ratio)`` random rows of each user with n rows.
 
-    Held-out counts are capped so every user keeps at least one training row (the test part
-    is served first, then validation).
+    ``keys`` [rows] are uniform draws, one per row in row order; each user's rows are ranked by
+    them. Held-out counts are capped so every user keeps at least one training row (the test
+    part is served first, then validation).
     """
     count = pl.len().over(USER)
     n_test = pl.min_horizontal(_rounded(count, test_ratio), count - 1)
@@ -161,8 +163,7 @@ def _per_user_parts(
         .then(pl.lit(_VAL))
         .otherwise(pl.lit(_TRAIN))
     )
-    keys = pl.Series(_KEY, rng.random(df.height))
-    return df.with_columns(keys).with_columns(part.alias(_PART)).drop(_KEY)
+    return df.with_columns(pl.Series(_KEY, keys)).with_columns(part.alias(_PART)).drop(_KEY)
 
 
 def _index_part(
@@ -245,7 +246,7 @@ def split_given(
         return _finish("given", train_df, None, test_df, source, check_in_train=True)
     if rng is None:
         raise ValueError("carving a validation part needs rng=")
-    marked = _per_user_parts(train_df, 0.0, val_ratio, rng)
+    marked = _per_user_parts(train_df, 0.0, val_ratio, rng.random(train_df.height))
     return _finish(
         "given", _take(marked, _TRAIN), _take(marked, _VAL), test_df, source, check_in_train=True
     )
@@ -266,7 +267,7 @@ def split_ratio(
     """
     _check_ratios(test_ratio, val_ratio)
     _require_unique_pairs(df, source)
-    marked = _per_user_parts(df, test_ratio, val_ratio, rng)
+    marked = _per_user_parts(df, test_ratio, val_ratio, rng.random(df.height))
     val = _take(marked, _VAL) if val_ratio > 0 else None
     return _finish("ratio", _take(marked, _TRAIN), val, _take(marked, _TEST), source)
 
@@ -308,15 +309,34 @@ def split_leave_one_out(df: pl.DataFrame, val: bool, *, source: str = "<frame>")
     _require_timestamp(df, source, "leave-one-out")
     _require_unique_pairs(df, source)
     needed = 3 if val else 2
-    sizes = df.group_by(USER).len()
-    short = sizes.filter(pl.col("len") < needed)
+    short = short_users(df, needed)
     if short.height:
-        user, rows = short.sort(USER).row(0)
-        raise data_error(
-            source,
-            f"user {user!r} has {rows} rows, fewer than the {needed} a leave-one-out "
-            f"split needs ({short.height} such users); apply k_core(user_k={needed}) first",
-        )
+        raise leave_one_out_error(source, short, needed)
+    marked = leave_one_out_parts(df, val)
+    val_df = _take(marked, _VAL) if val else None
+    return _finish("leave_one_out", _take(marked, _TRAIN), val_df, _take(marked, _TEST), source)
+
+
+def short_users(df: pl.DataFrame, needed: int) -> pl.DataFrame:
+    """The users of ``df`` with fewer than ``needed`` rows: columns ``user``, ``len``."""
+    return df.group_by(USER).len().filter(pl.col("len") < needed)
+
+
+def leave_one_out_error(source: str, short: pl.DataFrame, needed: int) -> DataError:
+    """The error naming the smallest user id of ``short`` (see :func:`short_users`)."""
+    user, rows = short.sort(USER).row(0)
+    return data_error(
+        source,
+        f"user {user!r} has {rows} rows, fewer than the {needed} a leave-one-out "
+        f"split needs ({short.height} such users); apply k_core(user_k={needed}) first",
+    )
+
+
+def leave_one_out_parts(df: pl.DataFrame, val: bool) -> pl.DataFrame:
+    """Add ``__part``: each user's latest row is test, with ``val`` the one before validation.
+
+    Every user's rows are in ``df`` (a user split over two frames would lose one of them).
+    """
     ordered = df.with_row_index(_ROW).sort([USER, TIMESTAMP, _ROW])
     from_end = pl.len().over(USER) - 1 - pl.int_range(pl.len()).over(USER)
     part = (
@@ -326,6 +346,4 @@ def split_leave_one_out(df: pl.DataFrame, val: bool, *, source: str = "<frame>")
         .then(pl.lit(_VAL if val else _TRAIN))
         .otherwise(pl.lit(_TRAIN))
     )
-    marked = ordered.with_columns(part.alias(_PART)).sort(_ROW).drop(_ROW)
-    val_df = _take(marked, _VAL) if val else None
-    return _finish("leave_one_out", _take(marked, _TRAIN), val_df, _take(marked, _TEST), source)
+    return ordered.with_columns(part.alias(_PART)).sort(_ROW).drop(_ROW)

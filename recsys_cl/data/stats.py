@@ -106,23 +106,45 @@ def profile(data: pl.DataFrame | Split, *, head_fraction: float = HEAD_FRACTION)
         df = data
         n_users, n_items = df[USER].n_unique(), df[ITEM].n_unique()
         part_rows, cold = None, None
-    user_counts = df.group_by(USER).len()["len"].to_numpy()
-    item_counts = df.group_by(ITEM).len()["len"].to_numpy()
+    return profile_of_counts(
+        df.group_by(USER).len()["len"].to_numpy(),
+        df.group_by(ITEM).len()["len"].to_numpy(),
+        n_users,
+        n_items,
+        head_fraction=head_fraction,
+        parts=part_rows,
+        cold=cold,
+    )
+
+
+def profile_of_counts(
+    user_counts: np.ndarray,
+    item_counts: np.ndarray,
+    n_users: int,
+    n_items: int,
+    *,
+    head_fraction: float = HEAD_FRACTION,
+    parts: dict[str, int] | None = None,
+    cold: ColdReport | None = None,
+) -> DatasetProfile:
+    """The profile of a log given its rows per user [<= U] and per item [<= I] (users and items
+    with rows only, any order): what :func:`profile` computes, for logs counted out of core."""
+    interactions = int(user_counts.sum())
     # Indexed users/items without rows in any part still count as zero-activity ones.
     user_counts = np.concatenate([user_counts, np.zeros(n_users - user_counts.size)])
     item_counts = np.concatenate([item_counts, np.zeros(n_items - item_counts.size)])
     return DatasetProfile(
         users=n_users,
         items=n_items,
-        interactions=df.height,
-        density=df.height / (n_users * n_items) if n_users and n_items else 0.0,
+        interactions=interactions,
+        density=interactions / (n_users * n_items) if n_users and n_items else 0.0,
         head_fraction=head_fraction,
         head_share=head_share(item_counts, head_fraction),
         item_gini=gini(item_counts),
         user_gini=gini(user_counts),
         user_activity=_quantiles(user_counts),
         item_popularity=_quantiles(item_counts),
-        parts=part_rows,
+        parts=parts,
         cold=cold,
     )
 
