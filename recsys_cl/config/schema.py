@@ -90,6 +90,9 @@ class DataConfig(_Frozen):
     min_user_interactions: int = Field(0, ge=0)
     min_item_interactions: int = Field(0, ge=0)
     split: SplitConfig = SplitConfig()
+    # Out-of-core preparation (recsys_cl.data.lazy) for a CSV/TSV/Parquet log larger than
+    # memory; the prepared split is the same as without it.
+    lazy: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -110,6 +113,10 @@ class DataConfig(_Frozen):
             raise ValueError("data.test_path needs data.path")
         if self.split.kind == "given" and self.path is not None and self.test_path is None:
             raise ValueError("split.kind 'given' with data.path needs data.test_path")
+        if self.lazy and (self.path is None or self.test_path is not None):
+            raise ValueError("data.lazy prepares one log file (data.path, no data.test_path)")
+        if self.lazy and self.format in ("lightgcn", "movielens"):
+            raise ValueError(f"data.lazy reads csv, tsv or parquet files, not {self.format}")
         return self
 
 
