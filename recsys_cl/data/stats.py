@@ -60,6 +60,15 @@ class DatasetProfile:
         out["cold"] = None if self.cold is None else self.cold.to_dict()
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetProfile:
+        """The inverse of :meth:`to_dict` (a prepared split's manifest holds one)."""
+        fields = dict(data)
+        fields["user_activity"] = Quantiles(**data["user_activity"])
+        fields["item_popularity"] = Quantiles(**data["item_popularity"])
+        fields["cold"] = None if data["cold"] is None else ColdReport.from_dict(data["cold"])
+        return cls(**fields)
+
 
 def gini(counts: np.ndarray) -> float:
     """Gini coefficient of non-negative counts x [n].

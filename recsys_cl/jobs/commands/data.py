@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import polars as pl
 
 from recsys_cl.config import RunConfig, load_config
 from recsys_cl.data import (
+    DatasetProfile,
     RawDataset,
     dataset_names,
     format_profile,
     load_benchmark,
     profile,
     read_interactions,
-    save_split,
 )
+from recsys_cl.data.prepare import MANIFEST
 from recsys_cl.errors import ConfigError
 
 from ..folder import RunFolder
-from ..stages.data import build_split
+from ..stages.data import build_split, prepare_split
 
 
 def _raw_profile_text(raw: RawDataset | pl.DataFrame, title: str) -> str:
@@ -65,10 +67,12 @@ def data_stats(args: argparse.Namespace) -> int:
 
 def data_prepare(args: argparse.Namespace) -> int:
     cfg: RunConfig = load_config(args.config, args.overrides)
-    split = build_split(cfg.data, args.data_dir, cfg.seed)
     out = Path(args.out) if args.out else RunFolder(cfg.output_dir).data_dir
-    save_split(split, out)
-    print(format_profile(profile(split), f"prepared {split.method} split -> {out}"))
+    prepare_split(cfg.data, args.data_dir, cfg.seed, out)
+    # The profile is the manifest's: reading the split back would hold every part in memory.
+    manifest = json.loads((out / MANIFEST).read_text())
+    title = f"prepared {manifest['method']} split -> {out}"
+    print(format_profile(DatasetProfile.from_dict(manifest["profile"]), title))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 
@@ -12,9 +15,12 @@ from recsys_cl.data import (
     Split,
     get_spec,
     load_benchmark,
+    load_split,
     prepare,
     read_interactions,
+    save_split,
 )
+from recsys_cl.data.lazy import prepare_lazy
 from recsys_cl.errors import ConfigError
 
 
@@ -38,7 +44,14 @@ def load_raw(data: DataConfig, data_dir: str | None) -> RawDataset | pl.DataFram
 
 
 def build_split(data: DataConfig, data_dir: str | None, seed: int) -> Split:
-    """Read, clean and split the configured data (``seed`` drives the random split)."""
+    """Read, clean and split the configured data (``seed`` drives the random split).
+
+    With ``data.lazy`` the log is prepared out of core into a temporary folder and the
+    indexed split read back: the raw log is never held, only the split's index columns.
+    """
+    if data.lazy:
+        with tempfile.TemporaryDirectory(prefix="recsys-cl-split-") as tmp:
+            return load_split(prepare_split(data, data_dir, seed, Path(tmp) / "split"))
     raw = load_raw(data, data_dir)
     return prepare(
         raw,
@@ -54,4 +67,31 @@ def build_split(data: DataConfig, data_dir: str | None, seed: int) -> Split:
     )
 
 
-__all__ = ["build_split", "load_raw"]
+def prepare_split(data: DataConfig, data_dir: str | None, seed: int, out: Path) -> Path:
+    """Write the prepared split of the configured data to the folder ``out``; return it.
+
+    ``data.lazy`` prepares a CSV/TSV/Parquet log out of core
+    (:func:`~recsys_cl.data.lazy.prepare_lazy`); the folder is the one the eager path writes.
+    """
+    if not data.lazy:
+        return save_split(build_split(data, data_dir, seed), out)
+    assert data.path is not None  # the schema requires data.path with data.lazy
+    cols = None if data.columns is None else ColumnMap(**data.columns.model_dump())
+    return prepare_lazy(
+        data.path,
+        out,
+        split=data.split.kind,
+        test_ratio=data.split.test_ratio,
+        val_ratio=data.split.val_ratio,
+        implicit_threshold=data.implicit_threshold,
+        dedupe=data.dedupe,
+        user_k=data.min_user_interactions,
+        item_k=data.min_item_interactions,
+        rng=np.random.default_rng(seed),
+        format=data.format,
+        columns=cols,
+        source=str(data.path),
+    )
+
+
+__all__ = ["build_split", "load_raw", "prepare_split"]
