@@ -101,12 +101,20 @@ def specs(args: argparse.Namespace) -> Iterator[tuple[IndexSpec, str, list[dict[
         if kind == "flat":
             yield IndexSpec(kind="flat", **common), "flat", [{}]
         elif kind == "ivf":
-            yield IndexSpec(kind="ivf", nlist=args.nlist, **common), "ivf", [{"nprobe": p} for p in args.nprobe]
+            yield (
+                IndexSpec(kind="ivf", nlist=args.nlist, **common),
+                "ivf",
+                [{"nprobe": p} for p in args.nprobe],
+            )
         elif kind == "ivfpq":
-            spec = IndexSpec(kind="ivfpq", nlist=args.nlist, pq_m=args.pq_m, pq_bits=args.pq_bits, **common)
+            spec = IndexSpec(
+                kind="ivfpq", nlist=args.nlist, pq_m=args.pq_m, pq_bits=args.pq_bits, **common
+            )
             yield spec, "ivfpq", [{"nprobe": p} for p in args.nprobe]
         elif kind == "hnsw":
-            spec = IndexSpec(kind="hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, **common)
+            spec = IndexSpec(
+                kind="hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, **common
+            )
             yield spec, "hnsw", [{"ef_search": e} for e in args.ef_search]
         else:
             raise SystemExit(f"unknown kind {kind!r}; use flat, ivf, ivfpq, hnsw (or --factory)")
@@ -119,7 +127,9 @@ def specs(args: argparse.Namespace) -> Iterator[tuple[IndexSpec, str, list[dict[
         yield IndexSpec(kind="factory", factory=factory, **common), factory, sweep
 
 
-def timed_search(index: ItemIndex, queries: np.ndarray, k: int, n_single: int) -> tuple[np.ndarray, float, float]:
+def timed_search(
+    index: ItemIndex, queries: np.ndarray, k: int, n_single: int
+) -> tuple[np.ndarray, float, float]:
     """(top-k items of every query, batch QPS, single-query QPS)."""
     start = time.perf_counter()
     _, items = index.search(queries, k)
@@ -202,7 +212,9 @@ HEADER = (
 def markdown_row(r: Row) -> str:
     cand = "–"
     if r.cand_recall is not None and r.exact_recall:
-        cand = f"{r.cand_recall:.4f} ({(r.cand_recall - r.exact_recall) / r.exact_recall * 100:+.2f}%)"
+        cand = (
+            f"{r.cand_recall:.4f} ({(r.cand_recall - r.exact_recall) / r.exact_recall * 100:+.2f}%)"
+        )
     return (
         f"| {r.data} | {r.index} | {r.search} | {r.device} | {r.build_s:.2f} | {r.index_mib:.1f} | "
         f"{r.rss_delta_mib:.0f} | {r.batch_qps:,.0f} | {r.single_qps:,.0f} | {r.recall:.4f} | "
@@ -221,8 +233,9 @@ def run_candidates_context(run_dir: Path, metric: str, k: int) -> tuple:
         user, item = normalize_rows(user), normalize_rows(item)
     test = run.split.user_items("test")
     excl = test_exclusions(run.split)
-    exact = evaluate(torch.from_numpy(user), torch.from_numpy(item), test, excl,
-                     ks=(k,), metrics=("recall",)).metrics[f"recall@{k}"]
+    exact = evaluate(
+        torch.from_numpy(user), torch.from_numpy(item), test, excl, ks=(k,), metrics=("recall",)
+    ).metrics[f"recall@{k}"]
     return (user_emb, item_emb), (user_emb, test, excl, exact)
 
 
@@ -232,41 +245,90 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--run", type=Path, help="a `recsys-cl train` run folder (data set a)")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the run's data")
-    parser.add_argument("--n", type=int, default=1_000_000, help="synthetic items (default 1,000,000)")
+    parser.add_argument(
+        "--n", type=int, default=1_000_000, help="synthetic items (default 1,000,000)"
+    )
     parser.add_argument("--dim", type=int, default=64, help="synthetic dimension (default 64)")
-    parser.add_argument("--queries", type=int, default=10_000, help="synthetic queries (default 10,000)")
-    parser.add_argument("--clusters", type=int, default=None,
-                        help="synthetic mixture components (default: n / 1000)")
-    parser.add_argument("--spread", type=float, default=0.5,
-                        help="std of points around their N(0, I) centre (default 0.5)")
-    parser.add_argument("--run-queries", type=int, default=10_000,
-                        help="users of the run used as queries (default 10,000; all if fewer)")
-    parser.add_argument("--kinds", type=lambda s: s.split(","), default=["flat", "ivf", "ivfpq", "hnsw"],
-                        help="comma-separated index kinds (default flat,ivf,ivfpq,hnsw)")
-    parser.add_argument("--factory", action="append", default=[], metavar="STRING",
-                        help="also a FAISS factory string, e.g. 'IVF4096,SQ8' (repeatable)")
+    parser.add_argument(
+        "--queries", type=int, default=10_000, help="synthetic queries (default 10,000)"
+    )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="synthetic mixture components (default: n / 1000)",
+    )
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=0.5,
+        help="std of points around their N(0, I) centre (default 0.5)",
+    )
+    parser.add_argument(
+        "--run-queries",
+        type=int,
+        default=10_000,
+        help="users of the run used as queries (default 10,000; all if fewer)",
+    )
+    parser.add_argument(
+        "--kinds",
+        type=lambda s: s.split(","),
+        default=["flat", "ivf", "ivfpq", "hnsw"],
+        help="comma-separated index kinds (default flat,ivf,ivfpq,hnsw)",
+    )
+    parser.add_argument(
+        "--factory",
+        action="append",
+        default=[],
+        metavar="STRING",
+        help="also a FAISS factory string, e.g. 'IVF4096,SQ8' (repeatable)",
+    )
     parser.add_argument("--metric", choices=["ip", "cosine"], default="ip")
     parser.add_argument("-k", type=int, default=20, help="K of recall@K (default 20)")
-    parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4*sqrt(N), ≤ N/39)")
-    parser.add_argument("--nprobe", type=_ints, default=[8, 16, 32, 64, 128],
-                        help="IVF nprobe values to sweep (default 8,16,32,64,128)")
-    parser.add_argument("--ef-search", type=_ints, default=[32, 64, 128, 256],
-                        help="HNSW efSearch values to sweep (default 32,64,128,256)")
+    parser.add_argument(
+        "--nlist", type=int, default=None, help="IVF lists (default 4*sqrt(N), ≤ N/39)"
+    )
+    parser.add_argument(
+        "--nprobe",
+        type=_ints,
+        default=[8, 16, 32, 64, 128],
+        help="IVF nprobe values to sweep (default 8,16,32,64,128)",
+    )
+    parser.add_argument(
+        "--ef-search",
+        type=_ints,
+        default=[32, 64, 128, 256],
+        help="HNSW efSearch values to sweep (default 32,64,128,256)",
+    )
     parser.add_argument("--pq-m", type=int, default=16, help="PQ sub-quantizers (default 16)")
     parser.add_argument("--pq-bits", type=int, default=8, help="PQ bits per code (default 8)")
     parser.add_argument("--hnsw-m", type=int, default=32, help="HNSW M (default 32)")
-    parser.add_argument("--ef-construction", type=int, default=200, help="HNSW efConstruction (default 200)")
-    parser.add_argument("--single", type=int, default=1000,
-                        help="queries timed one at a time for the single-query QPS (default 1000)")
-    parser.add_argument("--no-candidates", action="store_true",
-                        help="skip the run's candidate Recall@K column (one full pass per setting)")
-    parser.add_argument("--device", choices=["auto", "cpu", "gpu"], default="cpu",
-                        help="FAISS device (default cpu; auto uses a GPU when FAISS sees one)")
+    parser.add_argument(
+        "--ef-construction", type=int, default=200, help="HNSW efConstruction (default 200)"
+    )
+    parser.add_argument(
+        "--single",
+        type=int,
+        default=1000,
+        help="queries timed one at a time for the single-query QPS (default 1000)",
+    )
+    parser.add_argument(
+        "--no-candidates",
+        action="store_true",
+        help="skip the run's candidate Recall@K column (one full pass per setting)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "gpu"],
+        default="cpu",
+        help="FAISS device (default cpu; auto uses a GPU when FAISS sees one)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="faiss.omp_set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -288,8 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         n_users = user_emb.shape[0]
         pick = np.sort(rng.choice(n_users, size=min(args.run_queries, n_users), replace=False))
         label = f"{args.run.name} {item_emb.shape[0]:,}x{item_emb.shape[1]}"
-        rows += bench_dataset(label, item_emb, user_emb[pick], args,
-                              None if args.no_candidates else context)
+        rows += bench_dataset(
+            label, item_emb, user_emb[pick], args, None if args.no_candidates else context
+        )
     if not args.skip_synthetic:
         clusters = args.clusters or max(1, args.n // 1000)
         start = time.perf_counter()

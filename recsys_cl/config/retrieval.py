@@ -1,10 +1,10 @@
 """Typed, frozen spec of a FAISS item index (``recsys-cl index --config configs/index/*.yaml``).
 
-A spec has two halves: the **structure** (kind, metric, nlist, PQ and HNSW shape) that fixes
-what is built and is checked when a saved index is loaded, and the **search parameters**
-(``nprobe``, ``ef_search``) that may change on every search. Fields that do not apply to the
-chosen kind are rejected when set, so ``--spec flat --nprobe 8`` fails at load instead of being
-ignored.
+A spec has two halves: the **structure** (kind, metric, nlist, PQ shape and refine stage, HNSW
+shape) that fixes what is built and is checked when a saved index is loaded, and the **search
+parameters** (``nprobe``, ``ef_search``, ``k_factor``) that may change on every search. Fields
+that do not apply to the chosen kind are rejected when set, so ``--spec flat --nprobe 8`` fails
+at load instead of being ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw", "factory"]
 Metric = Literal["ip", "cosine"]
+Refine = Literal["none", "flat", "fp16", "sq8", "sq6", "sq4"]
 NAMED_KINDS: tuple[str, ...] = ("flat", "ivf", "ivfpq", "hnsw")
 
 # FAISS's k-means warns below 39 training points per centroid (ClusteringParameters.
@@ -30,6 +31,21 @@ AUTO_NLIST_PER_SQRT_N = 4
 # index's throughput; HNSW32 efSearch 64 reached 0.984 and 128 0.986. Revisit with the 1M run.
 DEFAULT_NPROBE = 32
 DEFAULT_EF_SEARCH = 128
+# IVF-PQ + refine: the base index returns k·k_factor candidates that the refine codes re-rank.
+# From `benchmarks/bench_large_index.py` (1M x 64 clustered, IVF-PQ16x8 + SQ8 refine, K=20):
+# k_factor 4 reached recall 0.70 and 16 reached 0.95; 64 adds 0.02 at half the throughput.
+DEFAULT_K_FACTOR = 16
+MAX_K_FACTOR = 1024
+# The refine stage of `kind: ivfpq` as a FAISS index_factory suffix: the refine index stores
+# every vector again, in these codes (bytes per vector at D=64: flat 256, fp16 128, sq8 64,
+# sq6 48, sq4 32), and re-ranks the base index's k·k_factor candidates with them.
+REFINE_FACTORY: dict[str, str] = {
+    "flat": "RFlat",
+    "fp16": "Refine(SQfp16)",
+    "sq8": "Refine(SQ8)",
+    "sq6": "Refine(SQ6)",
+    "sq4": "Refine(SQ4)",
+}
 
 _APPLIES: dict[str, tuple[str, ...]] = {
     "factory": ("factory",),
@@ -40,9 +56,19 @@ _APPLIES: dict[str, tuple[str, ...]] = {
     "hnsw_m": ("hnsw",),
     "ef_construction": ("hnsw",),
     "ef_search": ("hnsw", "factory"),
+    "refine": ("ivfpq",),
+    "k_factor": ("ivfpq", "factory"),
 }
 STRUCTURE_FIELDS: tuple[str, ...] = (
-    "kind", "factory", "metric", "nlist", "pq_m", "pq_bits", "hnsw_m", "ef_construction",
+    "kind",
+    "factory",
+    "metric",
+    "nlist",
+    "pq_m",
+    "pq_bits",
+    "refine",
+    "hnsw_m",
+    "ef_construction",
 )
 
 
@@ -57,6 +83,12 @@ class IndexSpec(BaseModel):
         nlist: IVF lists; None picks 4·sqrt(I), at most I/39 (see ``resolved_nlist``).
         nprobe: IVF lists visited per query (default 32, at most nlist).
         pq_m, pq_bits: PQ sub-quantizers (must divide the dimension) and bits per code.
+        refine: IVF-PQ only: ``none``, or a refine stage that keeps every vector again in
+            ``flat`` (float32), ``fp16``, ``sq8``, ``sq6`` or ``sq4`` codes and re-ranks the
+            IVF-PQ candidates with them (a factory string says it itself: ``…,RFlat``,
+            ``…,Refine(SQ8)``).
+        k_factor: with a refine stage, the base index fetches k·k_factor candidates for the
+            refine codes to re-rank (default 16).
         hnsw_m: HNSW neighbours per node; ef_construction: its build-time beam.
         ef_search: HNSW search beam (default 128; FAISS uses max(ef_search, k)).
     """
@@ -75,6 +107,8 @@ class IndexSpec(BaseModel):
     hnsw_m: int = Field(32, ge=2)
     ef_construction: int = Field(200, gt=0)
     ef_search: int | None = Field(None, gt=0)
+    refine: Refine = "none"
+    k_factor: int | None = Field(None, ge=1, le=MAX_K_FACTOR)
 
     @model_validator(mode="after")
     def _applies(self) -> IndexSpec:
@@ -82,10 +116,16 @@ class IndexSpec(BaseModel):
             raise ValueError("kind 'factory' needs a FAISS factory string in 'factory'")
         for name in sorted(self.model_fields_set):
             kinds = _APPLIES.get(name)
-            if kinds is not None and self.kind not in kinds and getattr(self, name) is not None:
+            value = getattr(self, name)
+            if kinds is not None and self.kind not in kinds and value not in (None, "none"):
                 raise ValueError(
                     f"{name} applies to index kind {' / '.join(kinds)}, not {self.kind}"
                 )
+        if self.kind == "ivfpq" and self.refine == "none" and self.k_factor is not None:
+            raise ValueError(
+                "k_factor applies to an index with a refine stage; set refine "
+                f"({' / '.join(REFINE_FACTORY)}) or drop k_factor"
+            )
         if self.nlist is not None and self.nprobe is not None and self.nprobe > self.nlist:
             raise ValueError(f"nprobe ({self.nprobe}) must be ≤ nlist ({self.nlist})")
         return self
@@ -112,18 +152,22 @@ class IndexSpec(BaseModel):
             nlist = self.resolved_nlist(n_items)
             update["nlist"] = nlist
             update["nprobe"] = min(self.nprobe or DEFAULT_NPROBE, nlist)
+        if self.kind == "ivfpq" and self.refine != "none":
+            update["k_factor"] = self.k_factor or DEFAULT_K_FACTOR
         if self.kind == "hnsw":
             update["ef_search"] = self.ef_search or DEFAULT_EF_SEARCH
         return self.model_copy(update=update) if update else self
 
     def factory_string(self, n_items: int) -> str:
-        """The FAISS ``index_factory`` string this spec builds (e.g. ``IVF810,PQ16x8``)."""
+        """The FAISS ``index_factory`` string this spec builds (e.g. ``IVF810,PQ16x8`` or
+        ``IVF810,PQ16x8,Refine(SQ8)``)."""
         if self.kind == "flat":
             return "Flat"
         if self.kind == "ivf":
             return f"IVF{self.resolved_nlist(n_items)},Flat"
         if self.kind == "ivfpq":
-            return f"IVF{self.resolved_nlist(n_items)},PQ{self.pq_m}x{self.pq_bits}"
+            ivfpq = f"IVF{self.resolved_nlist(n_items)},PQ{self.pq_m}x{self.pq_bits}"
+            return ivfpq if self.refine == "none" else f"{ivfpq},{REFINE_FACTORY[self.refine]}"
         if self.kind == "hnsw":
             return f"HNSW{self.hnsw_m}"
         assert self.factory is not None  # the validator requires it
@@ -144,7 +188,10 @@ class IndexSpec(BaseModel):
         return {name: getattr(self, name) for name in STRUCTURE_FIELDS if self.applies(name)}
 
     def name(self) -> str:
-        """A file-name-safe short name: the kind, or ``factory-<string>``."""
+        """A file-name-safe short name: the kind (``ivfpq-sq8`` with a refine stage), or
+        ``factory-<string>``."""
+        if self.kind == "ivfpq" and self.refine != "none":
+            return f"ivfpq-{self.refine}"
         if self.kind != "factory":
             return self.kind
         assert self.factory is not None

@@ -8,8 +8,12 @@ cosine; ``"ip"`` ranks by the raw inner product, the score the models are traine
 Saving and loading with checked metadata is in :mod:`.store`.
 
 The GPU is used when FAISS sees one (the ``gpu`` extra) and ``device`` allows it; HNSW has no
-FAISS GPU implementation and stays on the CPU, as does any index FAISS cannot move. GPU search
-handles k ≤ 2048; a larger search runs on a CPU copy made on first use.
+FAISS GPU implementation and stays on the CPU, as does any index FAISS cannot move. With several
+GPUs the index is sharded across all of them (``IndexShards``, FAISS's multi-GPU cloner with
+``shard=True``: IVF lists split by item id modulo the GPU count, flat rows in ranges), each GPU
+searching its part and the shards' top-k merged. An IVF-PQ + refine index puts its IVF-PQ part
+on the GPU(s) and keeps the refine codes on the CPU (FAISS has no GPU refine index). GPU search
+handles k ≤ 2048 (k·k_factor with a refine stage); a larger search runs on the CPU index.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import numpy as np
 
 from recsys_cl.config.retrieval import (
     DEFAULT_EF_SEARCH,
+    DEFAULT_K_FACTOR,
     DEFAULT_NPROBE,
+    MAX_K_FACTOR,
     MIN_POINTS_PER_CENTROID,
     IndexSpec,
 )
@@ -37,6 +43,8 @@ from .errors import IndexBuildError, IndexSpecError, RetrievalError
 Device = Literal["auto", "cpu", "gpu"]
 # FAISS GPU k-selection (and nprobe) stops at 2048 (faiss/gpu/utils/DeviceDefs.cuh).
 GPU_MAX_K = 2048
+# Spec search parameter -> FAISS ParameterSpace name.
+_FAISS_PARAM = {"nprobe": "nprobe", "ef_search": "efSearch", "k_factor": "k_factor_rf"}
 
 
 def as_matrix(x: Any, name: str) -> np.ndarray:
@@ -118,35 +126,81 @@ class IndexMeta:
     build_seconds: float
     faiss_version: str = faiss.__version__
 
+
+@dataclass
+class Placement:
+    """Where an index searches, from :func:`to_device`.
+
+    Attributes:
+        index: what searches run on (a CPU index, a GPU copy, GPU shards, or an IndexRefine
+            over a GPU base with CPU refine codes).
+        device: ``cpu`` or ``gpu``.
+        n_shards: parts the items are split into (1 unless sharded).
+        resources: GPU resources (and sub-indexes) that must outlive ``index``.
+        cpu: the CPU index kept alongside ``index`` when ``index`` is not a plain copy FAISS
+            can copy back (refine on GPU, CPU shards); None otherwise.
+        note: why it stayed on the CPU although a GPU was there, or what stays on the CPU.
+    """
+
+    index: faiss.Index
+    device: str = "cpu"
+    n_shards: int = 1
+    resources: Any = None
+    cpu: faiss.Index | None = None
+    note: str | None = None
+
+
 class ItemIndex:
     """A FAISS index over item embeddings, with its metadata; see the module docstring.
 
-    Search parameters (``nprobe``, ``ef_search``) can be changed with
+    Search parameters (``nprobe``, ``ef_search``, ``k_factor``) can be changed with
     :meth:`set_search_params`; everything else is fixed at build.
     """
 
     def __init__(
         self,
-        index: faiss.Index,
+        index: faiss.Index | Placement,
         meta: IndexMeta,
         *,
         gpu_resources: Any = None,
         device_note: str | None = None,
+        mmap_path: str | None = None,
     ) -> None:
-        self.index = index
+        placed = (
+            index
+            if isinstance(index, Placement)
+            else Placement(
+                index,
+                "gpu" if gpu_resources is not None else "cpu",
+                1,
+                gpu_resources,
+                None,
+                device_note,
+            )
+        )
+        self.index = placed.index
         self.meta = meta
-        self.device_note = device_note
-        self._gpu_resources = gpu_resources  # must outlive the GPU index it serves
-        self._cpu_copy: faiss.Index | None = None
-        self.set_search_params(nprobe=meta.spec.nprobe, ef_search=meta.spec.ef_search)
+        self.device_note = placed.note
+        self.n_shards = placed.n_shards
+        self.mmap_path = mmap_path  # the file the CPU index's data is memory-mapped from
+        self._device = placed.device
+        self._gpu_resources = placed.resources  # must outlive the GPU index it serves
+        self._cpu_copy: faiss.Index | None = placed.cpu
+        self._params = _param_names(
+            placed.cpu if placed.cpu is not None else placed.index,
+            on_gpu=placed.cpu is None and placed.device == "gpu",
+        )
+        self.set_search_params(
+            nprobe=meta.spec.nprobe, ef_search=meta.spec.ef_search, k_factor=meta.spec.k_factor
+        )
 
     @property
     def on_gpu(self) -> bool:
-        return self._gpu_resources is not None
+        return self._device == "gpu"
 
     @property
     def device(self) -> str:
-        return "gpu" if self.on_gpu else "cpu"
+        return self._device
 
     @property
     def metric(self) -> str:
@@ -165,31 +219,73 @@ class ItemIndex:
         return self.meta.spec
 
     def describe(self) -> str:
-        """``IVF810,Flat ip nprobe=32 on cpu``: what searches run on."""
-        params = [f"{k}={v}" for k, v in (("nprobe", self.spec.nprobe), ("efSearch", self.spec.ef_search)) if v]
-        return " ".join([self.meta.factory, self.metric, *params, "on", self.device])
+        """``IVF810,Flat ip nprobe=32 on cpu``: what searches run on (``on gpu x4`` when
+        sharded over 4 GPUs, ``mmap`` when the CPU index is memory-mapped)."""
+        spec = self.spec
+        params = [
+            f"{k}={v}"
+            for k, v in (
+                ("nprobe", spec.nprobe),
+                ("efSearch", spec.ef_search),
+                ("k_factor", spec.k_factor),
+            )
+            if v
+        ]
+        where = self.device if self.n_shards == 1 else f"{self.device} x{self.n_shards}"
+        return " ".join(
+            [
+                self.meta.factory,
+                self.metric,
+                *params,
+                "on",
+                where,
+                *(["mmap"] if self.mmap_path else []),
+            ]
+        )
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Set IVF ``nprobe`` and/or HNSW ``ef_search`` (None leaves one unchanged).
+    def set_search_params(
+        self,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        k_factor: int | None = None,
+    ) -> None:
+        """Set IVF ``nprobe``, HNSW ``ef_search`` and/or the refine stage's ``k_factor`` (None
+        leaves one unchanged).
 
         Raises:
-            IndexSpecError: the parameter does not apply to this index, or nprobe > nlist.
+            IndexSpecError: the parameter does not apply to this index, or is out of range.
         """
         if nprobe is not None:
             if self.meta.nlist is None:
-                raise IndexSpecError(f"nprobe does not apply to a {self.meta.factory} index (it has no IVF lists)")
+                raise IndexSpecError(
+                    f"nprobe does not apply to a {self.meta.factory} index (it has no IVF lists)"
+                )
             if not 0 < nprobe <= self.meta.nlist:
-                raise IndexSpecError(f"nprobe must be in [1, nlist={self.meta.nlist}], got {nprobe}")
+                raise IndexSpecError(
+                    f"nprobe must be in [1, nlist={self.meta.nlist}], got {nprobe}"
+                )
             if self.on_gpu and nprobe > GPU_MAX_K:
                 raise IndexSpecError(f"FAISS GPU indexes take nprobe ≤ {GPU_MAX_K}, got {nprobe}")
-        for name, value in (("nprobe", nprobe), ("efSearch", ef_search)):
+        if k_factor is not None and not 0 < k_factor <= MAX_K_FACTOR:
+            raise IndexSpecError(f"k_factor must be in [1, {MAX_K_FACTOR}], got {k_factor}")
+        values = {"nprobe": nprobe, "ef_search": ef_search, "k_factor": k_factor}
+        for name, value in values.items():
             if value is None:
                 continue
+            if _FAISS_PARAM[name] not in self._params:
+                why = " (it has no refine stage)" if name == "k_factor" else ""
+                raise IndexSpecError(f"{name} does not apply to a {self.meta.factory} index{why}")
             for target in (self.index, self._cpu_copy):
                 if target is not None:
-                    _set_param(target, name, value, on_gpu=target is self.index and self.on_gpu,
-                               factory=self.meta.factory)
-        update = {k: v for k, v in (("nprobe", nprobe), ("ef_search", ef_search)) if v is not None}
+                    _set_param(
+                        target,
+                        _FAISS_PARAM[name],
+                        value,
+                        on_gpu=target is self.index and self.on_gpu,
+                        factory=self.meta.factory,
+                    )
+        update = {k: v for k, v in values.items() if v is not None}
         if update:  # the search half of the spec only; its structure is fixed at build
             self.meta = replace(self.meta, spec=self.meta.spec.model_copy(update=update))
 
@@ -202,7 +298,8 @@ class ItemIndex:
 
         Returns:
             scores float32 [B, k'] and item indices int64 [B, k'] (k' = min(k, I)), best
-            first; an ANN index may return fewer than k' hits, padded with item -1.
+            first; an ANN index may return fewer than k' hits, padded with item -1. With a
+            refine stage the scores are the refine codes' (exact for ``flat``).
         """
         q = as_matrix(queries, "queries")
         if q.shape[1] != self.dim:
@@ -213,49 +310,71 @@ class ItemIndex:
         if self.metric == "cosine":
             q = normalize_rows(q)
         target = self.index
-        if self.on_gpu and k > GPU_MAX_K:
+        if self.on_gpu and k * (self.spec.k_factor or 1) > GPU_MAX_K:
             target = self.cpu_index()
         scores, items = target.search(q, k)
         return scores, items.astype(np.int64, copy=False)
 
     def cpu_index(self) -> faiss.Index:
-        """The index on the CPU (itself, or a copy of the GPU index made once)."""
+        """The index on the CPU (itself, the CPU index kept alongside, or a copy of the GPU
+        index made once; GPU shards are merged back into one index)."""
+        if self._cpu_copy is not None:
+            return self._cpu_copy
         if not self.on_gpu:
             return self.index
-        if self._cpu_copy is None:
-            self._cpu_copy = faiss.index_gpu_to_cpu(self.index)
-            for name, value in (("nprobe", self.spec.nprobe), ("efSearch", self.spec.ef_search)):
-                if value is not None:
-                    _set_param(self._cpu_copy, name, value, on_gpu=False, factory=self.meta.factory)
+        self._cpu_copy = faiss.index_gpu_to_cpu(self.index)
+        for name in ("nprobe", "ef_search", "k_factor"):
+            value = getattr(self.spec, name)
+            if value is not None:
+                _set_param(
+                    self._cpu_copy,
+                    _FAISS_PARAM[name],
+                    value,
+                    on_gpu=False,
+                    factory=self.meta.factory,
+                )
         return self._cpu_copy
 
     def serialize(self) -> bytes:
-        """FAISS's own serialization of the CPU index."""
+        """FAISS's own serialization of the CPU index (unsharded)."""
         return faiss.serialize_index(self.cpu_index()).tobytes()
+
+
+def _param_names(index: faiss.Index, *, on_gpu: bool) -> set[str]:
+    """The search parameters FAISS's ParameterSpace knows for ``index`` (through shards)."""
+    index = faiss.downcast_index(index)
+    while isinstance(index, (faiss.IndexShards, faiss.IndexReplicas)):
+        threaded: Any = index  # FAISS's stubs lack the ThreadedIndex methods
+        if threaded.count() == 0:
+            break
+        index = faiss.downcast_index(threaded.at(0))
+    space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
+    space.initialize(index)
+    return {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
 
 
 def _set_param(index: faiss.Index, name: str, value: int, *, on_gpu: bool, factory: str) -> None:
     space = faiss.GpuParameterSpace() if on_gpu else faiss.ParameterSpace()
-    space.initialize(index)
-    names = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
-    if name not in names:
-        label = "ef_search" if name == "efSearch" else name
-        raise IndexSpecError(f"{label} does not apply to a {factory} index")
     try:
         space.set_index_parameter(index, name, value)
     except RuntimeError as exc:
-        raise IndexSpecError(f"cannot set {name}={value} on {factory}: {faiss_message(exc)}") from None
+        raise IndexSpecError(
+            f"cannot set {name}={value} on {factory}: {faiss_message(exc)}"
+        ) from None
 
 
-def _check_trainable(spec: IndexSpec, factory: str, n_items: int, dim: int, nlist: int | None) -> None:
+def _check_trainable(
+    spec: IndexSpec, factory: str, n_items: int, dim: int, nlist: int | None
+) -> None:
     if nlist is not None:
         need = MIN_POINTS_PER_CENTROID * nlist
         if n_items < need:
             most = n_items // MIN_POINTS_PER_CENTROID
             hint = f"use nlist ≤ {most}" if most else "use the flat or hnsw index"
             raise IndexBuildError(
-                f"{factory}: IVF with nlist={nlist} needs at least {MIN_POINTS_PER_CENTROID}·nlist = "
-                f"{need:,} item vectors to train its k-means, but there are {n_items:,}; {hint}"
+                f"{factory}: IVF with nlist={nlist} needs at least "
+                f"{MIN_POINTS_PER_CENTROID}·nlist = {need:,} item vectors to train its k-means, "
+                f"but there are {n_items:,}; {hint}"
             )
     if spec.kind == "ivfpq":
         if dim % spec.pq_m:
@@ -282,45 +401,130 @@ def _new_cpu_index(spec: IndexSpec, factory: str, dim: int) -> faiss.Index:
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise IndexSpecError(f"spec {factory!r}: FAISS builds it without inner-product support")
     if spec.kind == "hnsw":
-        faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction
+        # FAISS's stubs type downcast_index as the base Index; here it is an IndexHNSW.
+        faiss.downcast_index(index).hnsw.efConstruction = spec.ef_construction  # type: ignore[attr-defined]
     return index
 
 
 def _factory_defaults(spec: IndexSpec, index: faiss.Index, nlist: int | None) -> IndexSpec:
-    """Our nprobe / efSearch defaults for a factory index that has them (FAISS's own, 1 and
-    16, favour speed over recall far more than the named kinds do)."""
-    space = faiss.ParameterSpace()
-    space.initialize(index)
-    names = {space.parameter_ranges.at(i).name for i in range(space.parameter_ranges.size())}
+    """Our nprobe / efSearch / k_factor defaults for a factory index that has them (FAISS's
+    own, 1, 16 and 1, favour speed over recall far more than the named kinds do)."""
+    names = _param_names(index, on_gpu=False)
     update: dict[str, int] = {}
     if spec.nprobe is None and nlist is not None and "nprobe" in names:
         update["nprobe"] = min(DEFAULT_NPROBE, nlist)
     if spec.ef_search is None and "efSearch" in names:
         update["ef_search"] = DEFAULT_EF_SEARCH
+    if spec.k_factor is None and "k_factor_rf" in names:
+        update["k_factor"] = DEFAULT_K_FACTOR
     return spec.model_copy(update=update) if update else spec
 
 
 def _stored_class(index: faiss.Index) -> str:
     """The class FAISS reads the index back as (``Flat`` is built as ``IndexFlat`` and read
     as ``IndexFlatIP``); found on the still-empty index, so it costs nothing."""
-    return type(faiss.downcast_index(faiss.deserialize_index(faiss.serialize_index(index)))).__name__
+    return type(
+        faiss.downcast_index(faiss.deserialize_index(faiss.serialize_index(index)))
+    ).__name__
 
 
 def _is_hnsw(index: faiss.Index) -> bool:
     return isinstance(faiss.downcast_index(index), faiss.IndexHNSW)
 
 
-def to_device(index: faiss.Index, use_gpu: bool) -> tuple[faiss.Index, Any, str | None]:
-    """(index, GPU resources or None, why it stayed on the CPU when a GPU was there)."""
+def _refine_of(index: faiss.Index) -> Any:
+    """The IndexRefine (or IndexRefineFlat) ``index`` is, else None."""
+    index = faiss.downcast_index(index)
+    return index if isinstance(index, faiss.IndexRefine) else None
+
+
+def to_device(index: faiss.Index, use_gpu: bool, *, n_gpus: int | None = None) -> Placement:
+    """Place a CPU index for searching: on the CPU, on one GPU, or sharded over several.
+
+    Args:
+        index: a trained CPU index (it is not modified; a refine index keeps it).
+        use_gpu: see :func:`gpu_available`.
+        n_gpus: GPUs to shard over (default: every GPU FAISS sees; 1 = no sharding).
+
+    Stays on the CPU, with a note, for HNSW and for anything FAISS cannot move.
+    """
     if not use_gpu:
-        return index, None, None
+        return Placement(index)
     if _is_hnsw(index):
-        return index, None, "HNSW has no FAISS GPU implementation; it runs on the CPU"
-    resources = faiss.StandardGpuResources()
+        return Placement(index, note="HNSW has no FAISS GPU implementation; it runs on the CPU")
+    n = faiss.get_num_gpus() if n_gpus is None else min(n_gpus, faiss.get_num_gpus())
+    refine = _refine_of(index)
+    base = index if refine is None else refine.base_index
     try:
-        return faiss.index_cpu_to_gpu(resources, 0, index), resources, None
+        if n > 1:
+            resources = [faiss.StandardGpuResources() for _ in range(n)]
+            options = faiss.GpuMultipleClonerOptions()
+            options.shard = True  # split the items over the GPUs (not a replica on each)
+            placed = faiss.index_cpu_to_gpu_multiple_py(resources, base, options, list(range(n)))
+        else:
+            resources = [faiss.StandardGpuResources()]
+            placed = faiss.index_cpu_to_gpu(resources[0], 0, base)
     except RuntimeError as exc:
-        return index, None, f"FAISS cannot move it to the GPU ({faiss_message(exc)}); it runs on the CPU"
+        return Placement(
+            index,
+            note=f"FAISS cannot move it to the GPU ({faiss_message(exc)}); it runs on the CPU",
+        )
+    if refine is None:
+        return Placement(placed, "gpu", n, resources)
+    # FAISS has no GPU refine index: the GPU base proposes k·k_factor candidates, the CPU
+    # refine codes re-rank them. The CPU original serves serialize() and k·k_factor > 2048.
+    wrapped = faiss.IndexRefine(placed, refine.refine_index)
+    wrapped.k_factor = refine.k_factor
+    note = "IVF-PQ on the GPU, refine codes on the CPU (FAISS has no GPU refine index)"
+    return Placement(wrapped, "gpu", n, [resources, placed], cpu=index, note=note)
+
+
+def shard_index(index: faiss.Index, n_shards: int) -> faiss.Index:
+    """``index`` split into ``n_shards`` CPU sub-indexes behind one ``faiss.IndexShards``, the
+    layout FAISS's multi-GPU cloner gives with ``shard=True``: IVF lists split by item id
+    modulo n_shards (each shard with the same coarse quantizer), flat rows in contiguous
+    ranges; a refine index has its base sharded and its refine codes shared. A search asks
+    every shard and merges their top-k, so results equal the unsharded index's.
+
+    This is the CPU counterpart of the GPU sharding in :func:`to_device` (what the tests run
+    where there is no GPU); it copies the data, the original is unchanged.
+
+    Raises:
+        IndexSpecError: an index type FAISS cannot shard (HNSW, fast-scan IVF, ...).
+    """
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be positive, got {n_shards}")
+    refine = _refine_of(index)
+    if refine is not None:
+        sharded = shard_index(refine.base_index, n_shards)
+        wrapped = faiss.IndexRefine(sharded, refine.refine_index)
+        wrapped.k_factor = refine.k_factor
+        return wrapped
+    index = faiss.downcast_index(index)
+    api: Any = faiss  # FAISS's stubs lack IndexShards' constructors and the IVF subset API
+    if isinstance(index, faiss.IndexFlat):
+        shards = api.IndexShards(index.d, True, True)  # threaded, ids = row offsets
+        xb = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(
+            index.ntotal, index.d
+        )
+        for i in range(n_shards):
+            part = faiss.IndexFlat(index.d, index.metric_type)
+            part.add(xb[index.ntotal * i // n_shards : index.ntotal * (i + 1) // n_shards])
+            shards.add_shard(part)
+        return shards
+    if type(index) in (faiss.IndexIVFFlat, faiss.IndexIVFPQ, faiss.IndexIVFScalarQuantizer):
+        shards = api.IndexShards(index.d, True, False)  # threaded, ids stored in the lists
+        for i in range(n_shards):
+            sub: Any = api.clone_index(index)  # its own copy of the coarse quantizer
+            sub.reset()
+            ivf: Any = index
+            ivf.copy_subset_to(sub, api.InvertedLists.SUBSET_TYPE_ID_MOD, n_shards, i)
+            shards.add_shard(sub)
+        return shards
+    raise IndexSpecError(
+        f"cannot shard a {type(index).__name__}: FAISS shards IndexFlat, IndexIVFFlat, "
+        "IndexIVFScalarQuantizer and IndexIVFPQ (the types its multi-GPU cloner shards)"
+    )
 
 
 def build_index(
@@ -334,7 +538,8 @@ def build_index(
 
     Args:
         item_emb: the raw item embeddings (normalized here when ``spec.metric == "cosine"``).
-        spec: what to build; automatic values (nlist, nprobe, ef_search) resolve against I.
+        spec: what to build; automatic values (nlist, nprobe, ef_search, k_factor) resolve
+            against I.
         item_ids: the raw item ids in index order, stored in the metadata and checked on load.
         device: ``auto`` uses the GPU when FAISS sees one, ``cpu`` never, ``gpu`` requires one.
 
@@ -363,12 +568,18 @@ def build_index(
     faiss_class = _stored_class(cpu)
     vectors = normalize_rows(x) if spec.metric == "cosine" else x
 
-    index, resources, note = to_device(cpu, use_gpu)
+    # One GPU: train and fill the GPU copy (GPU k-means), as FAISS intends. A refine index
+    # (no GPU refine) and GPU shards (one quantizer for all shards) are trained on the CPU,
+    # then placed.
+    placement = None
+    if use_gpu and faiss.get_num_gpus() == 1 and _refine_of(cpu) is None:
+        placement = to_device(cpu, True)
+    work = cpu if placement is None else placement.index
     start = time.perf_counter()
     try:
-        if not index.is_trained:
-            index.train(vectors)
-        index.add(vectors)
+        if not work.is_trained:
+            work.train(vectors)
+        work.add(vectors)
     except RuntimeError as exc:
         raise IndexBuildError(
             f"{factory}: FAISS could not build it over {n_items:,} x {dim} item vectors "
@@ -386,7 +597,7 @@ def build_index(
         item_ids=item_ids,
         build_seconds=seconds,
     )
-    return ItemIndex(index, meta, gpu_resources=resources, device_note=note)
+    return ItemIndex(placement or to_device(cpu, use_gpu), meta)
 
 
 __all__ = [
@@ -394,11 +605,13 @@ __all__ = [
     "GPU_MAX_K",
     "IndexMeta",
     "ItemIndex",
+    "Placement",
     "as_matrix",
     "build_index",
     "embeddings_fingerprint",
     "faiss_message",
     "gpu_available",
     "normalize_rows",
+    "shard_index",
     "to_device",
 ]

@@ -13,12 +13,20 @@ count, metric, class and nlist of what FAISS read) and the metadata against what
 expects (dimension, item count, embeddings fingerprint, item ids, metric, spec), and raises a
 one-line :class:`IndexFileError` / :class:`IndexMismatchError` rather than return an index that
 would give wrong results.
+
+``load_index(..., mmap=True)`` memory-maps the index file instead of reading it into memory
+(FAISS ``IO_FLAG_MMAP_IFC``, which maps flat, scalar-quantizer, PQ, HNSW and IVF data and both
+halves of a refine index; on a FAISS without it, ``IO_FLAG_MMAP``, which maps IVF lists only).
+Pages are read from the file as searches touch them and can be shared by every process that maps
+the same file; the file must not be modified in place while it is mapped (:func:`save_index`
+replaces files by rename, which leaves a mapped file intact).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +40,7 @@ from recsys_cl.data import IdMap
 from recsys_cl.errors import first_line
 from recsys_cl.io import atomic_path, write_json
 
-from .errors import IndexFileError, IndexMismatchError
+from .errors import IndexFileError, IndexMismatchError, RetrievalError
 from .index import (
     Device,
     IndexMeta,
@@ -80,6 +88,7 @@ def meta_from_json(raw: Any, source: str) -> tuple[IndexMeta, str, int]:
     Raises:
         IndexFileError: not metadata written by :func:`save_index`.
     """
+
     def bad(why: str) -> IndexFileError:
         return IndexFileError(
             f"{source}: corrupt index metadata ({why}); rebuild it with `recsys-cl index`"
@@ -173,6 +182,7 @@ def load_index(
     spec: IndexSpec | None = None,
     metric: str | None = None,
     device: Device = "auto",
+    mmap: bool = False,
 ) -> ItemIndex:
     """Read an index written by :func:`save_index` and check it.
 
@@ -185,10 +195,15 @@ def load_index(
             shape; search parameters may differ and are not changed).
         metric: when given, the index must use this metric.
         device: as in :func:`build_index`.
+        mmap: memory-map the index file rather than read it into memory (see the module
+            docstring); the index then stays on the CPU (``auto`` means cpu; ``gpu`` is an
+            error, as a GPU copy would read all of it anyway).
 
     Raises:
         IndexFileError: a missing, unreadable or corrupt file, or one that disagrees with its
-            metadata. IndexMismatchError: a sound index built for something else.
+            metadata; with ``mmap``, an index FAISS cannot memory-map.
+        IndexMismatchError: a sound index built for something else.
+        RetrievalError: ``mmap`` with the index placed on a GPU.
     """
     faiss_path, meta_path = index_paths(path)
     if not faiss_path.is_file():
@@ -205,20 +220,65 @@ def load_index(
     except (ValueError, UnicodeDecodeError) as exc:
         raise IndexFileError(f"{meta_path}: corrupt index metadata (not JSON: {exc})") from None
     meta, sha, size = meta_from_json(raw, str(meta_path))
-    data = faiss_path.read_bytes()
-    if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
+    if mmap and device == "gpu":
+        raise RetrievalError(
+            f"{faiss_path}: mmap keeps the index on the CPU, but device gpu places it on the GPU "
+            "(a GPU copy reads all of it into GPU memory); use device cpu or auto, or mmap=False"
+        )
+    use_gpu = not mmap and gpu_available(device)
+    if mmap:
+        # Hash from the file in chunks (the bytes are never all in memory at once), then let
+        # FAISS map the file it just hashed.
+        digest = hashlib.sha256()
+        with faiss_path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+        found_size, found_sha = faiss_path.stat().st_size, digest.hexdigest()
+    else:
+        data = faiss_path.read_bytes()
+        found_size, found_sha = len(data), hashlib.sha256(data).hexdigest()
+    if found_size != size or found_sha != sha:
         raise IndexFileError(
             f"{faiss_path}: contents do not match {meta_path.name} (size or SHA-256 differ): the "
             "file is corrupt or was replaced; rebuild it with `recsys-cl index`"
         )
     try:
-        cpu = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if mmap:
+            cpu = faiss.read_index(str(faiss_path), MMAP_FLAG)
+        else:
+            cpu = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
         raise IndexFileError(f"{faiss_path}: FAISS cannot read it ({faiss_message(exc)})") from None
     _check_against_meta(cpu, meta, faiss_path)
     _check_expected(meta, faiss_path, item_emb, item_ids, spec, metric)
-    index, resources, note = to_device(cpu, gpu_available(device))
-    return ItemIndex(index, meta, gpu_resources=resources, device_note=note)
+    if mmap and mapped_bytes(faiss_path) == 0:  # None (no /proc): cannot tell, trust FAISS
+        raise IndexFileError(
+            f"{faiss_path}: FAISS {faiss.__version__} read this {meta.faiss_class} into memory "
+            "instead of mapping it (it cannot memory-map this index type); load it with mmap=False"
+        )
+    return ItemIndex(to_device(cpu, use_gpu), meta, mmap_path=str(faiss_path) if mmap else None)
+
+
+# IO_FLAG_MMAP_IFC (recent FAISS; 1.15 has it) maps every index type's data, IO_FLAG_MMAP
+# (older ones) IVF lists only.
+MMAP_FLAG: int = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)
+
+
+def mapped_bytes(path: str | Path) -> int | None:
+    """Bytes of ``path`` memory-mapped into this process (Linux ``/proc/self/maps``), or None
+    where that cannot be read."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    total = 0
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            start, end = fields[0].split("-")
+            total += int(end, 16) - int(start, 16)
+    return total
 
 
 def _check_against_meta(cpu: faiss.Index, meta: IndexMeta, path: Path) -> None:
