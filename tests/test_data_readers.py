@@ -57,6 +57,13 @@ def test_csv_iso_dates_become_epoch_seconds(tmp_path: Path) -> None:
     assert read_interactions(path)["timestamp"].to_list() == [86_400]
 
 
+def test_csv_integers_among_dates_are_one_line_error(tmp_path: Path) -> None:
+    # Each value reads as one kind or the other, so no value is "neither": name the integer.
+    path = write(tmp_path, "log.csv", "user,item,timestamp\n1,2,5\n\n2,3,2024-01-02\n")
+    with pytest.raises(DataError, match=r"log.csv: line 2, column 'timestamp': integer '5' in a"):
+        read_interactions(path)
+
+
 def test_parquet_roundtrip(tmp_path: Path) -> None:
     source = pl.DataFrame({"u": ["a", "b"], "i": [1, 2], "r": [1.0, 0.5]})
     path = tmp_path / "log.parquet"

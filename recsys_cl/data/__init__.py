@@ -11,6 +11,7 @@ Typical use::
 
 from recsys_cl.data.frame import ColumnMap, from_frame, from_pandas, to_pandas
 from recsys_cl.data.idmap import IdMap
+from recsys_cl.data.lazy import prepare_lazy
 from recsys_cl.data.prepare import load_split, prepare, save_split
 from recsys_cl.data.preprocess import deduplicate, k_core, to_implicit
 from recsys_cl.data.readers import FORMATS, detect_format, read_interactions
@@ -24,6 +25,7 @@ from recsys_cl.data.registry import (
     load_benchmark,
     resolve,
 )
+from recsys_cl.data.scan import scan_interactions
 from recsys_cl.data.splits import (
     ColdCounts,
     ColdReport,
@@ -68,10 +70,12 @@ __all__ = [
     "load_benchmark",
     "load_split",
     "prepare",
+    "prepare_lazy",
     "profile",
     "read_interactions",
     "resolve",
     "save_split",
+    "scan_interactions",
     "split_given",
     "split_leave_one_out",
     "split_ratio",

@@ -207,9 +207,16 @@ def _timestamps(s: pl.Series, source: str, where: str, locate: Locate) -> pl.Ser
             as_time = pl.Series([None] * s.len(), dtype=pl.Datetime)
         if as_time.null_count() == 0:
             return as_time.dt.epoch("s").cast(pl.Int64)
-        bad = _first(as_int.is_null() & as_time.is_null())
+        neither = as_int.is_null() & as_time.is_null()
+        if neither.any():
+            bad = _first(neither)
+            raise data_error(
+                source, f"{locate(bad)}, {where}: {shown(s[bad])} is neither an integer nor a date"
+            )
+        # Every value is one or the other: integers and dates are mixed in one column.
+        bad = _first(as_time.is_null())
         raise data_error(
-            source, f"{locate(bad)}, {where}: {shown(s[bad])} is neither an integer nor a date"
+            source, f"{locate(bad)}, {where}: integer {shown(s[bad])} in a column of dates"
         )
     if dtype.is_integer():
         return s.cast(pl.Int64)
