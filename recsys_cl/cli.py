@@ -326,7 +326,8 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
         epilog="kinds:\n"
         "  flat    exact inner-product search (the reference; no parameters)\n"
         "  ivf     IVF-Flat: k-means lists, searches --nprobe of --nlist lists\n"
-        "  ivfpq   IVF-PQ: IVF with product-quantized vectors (--set pq_m=16 --set pq_bits=8)\n"
+        "  ivfpq   IVF-PQ: IVF with product-quantized vectors (--set pq_m=16 --set pq_bits=8);\n"
+        "          --set refine=sq8 re-ranks the --k-factor x K best with 8-bit codes\n"
         "  hnsw    HNSW graph (--set hnsw_m=32 --set ef_construction=200), --ef-search\n"
         "  other   any FAISS index_factory string, e.g. 'IVF1024,Flat' or 'IVF256,SQ8'\n",
     )
@@ -364,6 +365,11 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     idx.add_argument(
         "--ef-search", type=int, metavar="N",
         help="HNSW search beam (default 128): higher is slower and more exact",
+    )
+    idx.add_argument(
+        "--k-factor", type=int, metavar="N",
+        help="with a refine stage: candidates re-ranked per result (default 16): higher is "
+        "slower and more exact",
     )
     idx.add_argument(
         "--out", metavar="FILE",
@@ -422,6 +428,10 @@ def _add_retrieval_commands(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
     rec.add_argument(
         "--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch"
+    )
+    rec.add_argument(
+        "--k-factor", type=int, metavar="N",
+        help="override the index's refine k_factor (candidates re-ranked per result)",
     )
     rec.add_argument(
         "--out", metavar="FILE.parquet",

@@ -217,3 +217,19 @@ def test_recommend_on_a_labelled_run_scores_what_evaluate_scores(
     table = capsys.readouterr().out
     recall_row = next(line for line in table.splitlines() if line.startswith("recall"))
     assert recall_row.split()[1] == got.group(1)
+
+
+def test_k_factor_reaches_a_refine_index_and_is_refused_elsewhere(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = tmp_path / "refined.faiss"
+    assert main(["index", str(run_dir), "--spec", "ivfpq", "--set", "pq_m=4", "--set",
+                 "pq_bits=2", "--set", "nlist=4", "--set", "refine=sq8", "--k-factor", "3",
+                 "--out", str(index)]) == 0
+    assert "k_factor=3" in capsys.readouterr().out
+    assert main(["recommend", str(run_dir), "--index", str(index), "--k-factor", "5",
+                 "--out", str(tmp_path / "c.parquet"), "--no-progress"]) == 0
+    assert "k_factor=5" in capsys.readouterr().out
+    err = _user_error(capsys, ["recommend", str(run_dir), "--k-factor", "5", "--no-progress",
+                               "--out", str(tmp_path / "d.parquet")])
+    assert "k_factor does not apply to a Flat index" in err

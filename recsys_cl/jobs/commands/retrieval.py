@@ -107,6 +107,7 @@ def spec_from_args(args: argparse.Namespace) -> IndexSpec:
         "nlist": args.nlist,
         "nprobe": args.nprobe,
         "ef_search": args.ef_search,
+        "k_factor": args.k_factor,
     }
     raw.update({k: v for k, v in flags.items() if v is not None})
     source = args.config or "index options"
@@ -201,6 +202,7 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
         out=args.out,
         nprobe=args.nprobe,
         ef_search=args.ef_search,
+        k_factor=args.k_factor,
         device=args.device,
         progress=not args.no_progress,
         compare_exact=args.compare_exact,

@@ -182,6 +182,7 @@ def run_recommend(
     out: str | Path | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    k_factor: int | None = None,
     device: Device = "auto",
     chunk_size: int = DEFAULT_CHUNK_USERS,
     progress: bool = True,
@@ -203,7 +204,7 @@ def run_recommend(
         run, index_path=index_path, exclude=exclude, cold_start=cold_start, k=k,
         max_k=max(k, DEFAULT_MAX_K), device=device, parts=parts,
     )
-    model.index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+    model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     split = run.split
     k_eff = min(k, model.index.n_items)
 
