@@ -184,7 +184,7 @@ def plot(records: list[dict], path: Path) -> None:
         ax_m.plot(x, [r["peak_rss_mb"] / 1024 for r in rs], "o-", label=mode)
     ax_t.set(xscale="log", yscale="log", xlabel="interactions", ylabel="s / epoch (projected)")
     ax_m.set(xscale="log", yscale="log", xlabel="interactions", ylabel="peak RSS (GiB)")
-    ax_m.axhline(8, color="grey", linestyle=":", label="8 GB target")
+    ax_m.axhline(8e9 / 2**30, color="grey", linestyle=":", label="8 GB target")
     for ax in (ax_t, ax_m):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
