@@ -52,3 +52,22 @@ def test_importing_the_package_loads_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_readme_extending_example_builds_a_working_method() -> None:
+    # The README's "Extending" example is run as written: its method trains one step.
+    import torch
+
+    text = README.read_text()
+    block = text.split("## Extending", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "README.md (Extending)", "exec"), namespace)
+    method = namespace["method"]
+    from recsys_cl.graph import build_graph
+    from recsys_cl.models import Batch
+
+    graph = build_graph(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), 943, 1682)
+    batch = Batch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([5, 6]))
+    loss = method.loss(graph.adj, batch, None, torch.Generator().manual_seed(0))
+    loss.total.backward()
+    assert loss.cl.item() > 0 and method.encoder.weight.grad is not None

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import torch
 
     from recsys_cl.losses import RecObjective
-    from recsys_cl.models import LightGCN, NegativeSelector, Recommender
+    from recsys_cl.models import Encoder, LightGCN, NegativeSelector, Recommender
 
 
 class _Frozen(BaseModel):
@@ -122,8 +122,9 @@ class DataConfig(_Frozen):
 
 class MethodConfig(_Frozen):
     """Base of the ``model:`` blocks: the encoder's fields, and :meth:`build`, the one place a
-    block becomes its method (so a new method is its class, its config model added to
-    :data:`ModelConfig`, and a YAML). The library is imported when a method is built, not when
+    block becomes its method: :meth:`encoder` then :meth:`method` (so a new method is its
+    class, its config model, with a three-line ``method``, added to :data:`ModelConfig`, and a
+    YAML). The library is imported when a method is built, not when
     a config is read: loading a config stays free of torch."""
 
     dim: int = Field(64, gt=0)
@@ -152,63 +153,90 @@ class MethodConfig(_Frozen):
         ``negative_selector`` are the imbalance strategy's (None: plain BPR on the drawn
         negatives); every method takes both.
         """
+        encoder = self.encoder(n_users, n_items, generator)
+        return self.recommender(encoder, objective, negative_selector)
+
+    def encoder(self, n_users: int, n_items: int, generator: torch.Generator | None) -> Encoder:
+        """A fresh encoder with this block's dim and layers."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which encoder it uses")
+
+    def recommender(
+        self,
+        encoder: Encoder,
+        objective: RecObjective | None,
+        negative_selector: NegativeSelector | None,
+    ) -> Recommender:
+        """The method this block configures, over ``encoder``."""
         raise NotImplementedError(f"{type(self).__name__} does not say how to build its method")
 
-    def lightgcn(
-        self, n_users: int, n_items: int, generator: torch.Generator | None, include_layer0: bool
-    ) -> LightGCN:
-        """A LightGCN encoder with this block's dim and layers."""
+
+class GraphMethodConfig(MethodConfig):
+    """A method over a LightGCN encoder: whether layer 0 enters its layer mean."""
+
+    # LightGCN (He et al., SIGIR 2020) and SGL average layers 0..L.
+    include_layer0: bool = True
+
+    def encoder(self, n_users: int, n_items: int, generator: torch.Generator | None) -> Encoder:
         from recsys_cl.models import LightGCN
 
         return LightGCN(
-            n_users, n_items, self.dim, self.layers, include_layer0, generator=generator
+            n_users, n_items, self.dim, self.layers, self.include_layer0, generator=generator
         )
+
+    def recommender(
+        self,
+        encoder: Encoder,
+        objective: RecObjective | None,
+        negative_selector: NegativeSelector | None,
+    ) -> Recommender:
+        from recsys_cl.models import LightGCN
+
+        if not isinstance(encoder, LightGCN):
+            raise TypeError(
+                f"{type(self).__name__} runs on a LightGCN encoder, got {type(encoder).__name__}"
+            )
+        return self.on_lightgcn(encoder, objective, negative_selector)
+
+    def on_lightgcn(
+        self,
+        encoder: LightGCN,
+        objective: RecObjective | None,
+        negative_selector: NegativeSelector | None,
+    ) -> Recommender:
+        """The method this block configures, over a LightGCN ``encoder``."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to build its method")
 
 
 class MFConfig(MethodConfig):
     method: Literal["mf"] = "mf"
     layers: int = Field(0, ge=0, le=0)
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> Recommender:
-        from recsys_cl.models import MF, MFRec
+    def encoder(self, n_users: int, n_items: int, generator: torch.Generator | None) -> Encoder:
+        from recsys_cl.models import MF
 
-        encoder = MF(n_users, n_items, self.dim, generator=generator)
+        return MF(n_users, n_items, self.dim, generator=generator)
+
+    def recommender(self, encoder: Encoder, objective: RecObjective | None,
+                    negative_selector: NegativeSelector | None) -> Recommender:
+        from recsys_cl.models import MFRec
+
         return MFRec(encoder, self.reg, objective, negative_selector)
 
 
-class LightGCNConfig(MethodConfig):
+class LightGCNConfig(GraphMethodConfig):
     method: Literal["lightgcn"] = "lightgcn"
-    # LightGCN (He et al., SIGIR 2020) averages layers 0..L.
-    include_layer0: bool = True
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> Recommender:
+    def on_lightgcn(self, encoder: LightGCN, objective: RecObjective | None,
+                    negative_selector: NegativeSelector | None) -> Recommender:
         from recsys_cl.models import LightGCNRec
 
-        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
         return LightGCNRec(encoder, self.reg, objective, negative_selector)
 
 
-class SGLConfig(MethodConfig):
+class SGLConfig(GraphMethodConfig):
     """SGL (Wu et al., SIGIR 2021); defaults from the paper's Gowalla/Yelp settings."""
 
     method: Literal["sgl"] = "sgl"
-    include_layer0: bool = True
     aug: Literal["edge", "node", "random_walk"] = "edge"
     drop_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     cl_weight: float = Field(0.1, ge=0.0)
@@ -220,25 +248,17 @@ class SGLConfig(MethodConfig):
             raise ValueError("aug 'random_walk' draws one graph per layer: needs layers ≥ 1")
         return self
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> Recommender:
+    def on_lightgcn(self, encoder: LightGCN, objective: RecObjective | None,
+                    negative_selector: NegativeSelector | None) -> Recommender:
         from recsys_cl.models import SGL
 
-        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
         return SGL(
             encoder, self.reg, self.cl_weight, self.tau, self.drop_ratio, self.aug,
             objective, negative_selector,
         )
 
 
-class SimGCLConfig(MethodConfig):
+class SimGCLConfig(GraphMethodConfig):
     """SimGCL (Yu et al., SIGIR 2022): λ=0.5, ε=0.1, τ=0.2 as published."""
 
     method: Literal["simgcl"] = "simgcl"
@@ -248,24 +268,16 @@ class SimGCLConfig(MethodConfig):
     eps: float = Field(0.1, gt=0.0)
     tau: float = Field(0.2, gt=0.0)
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> Recommender:
+    def on_lightgcn(self, encoder: LightGCN, objective: RecObjective | None,
+                    negative_selector: NegativeSelector | None) -> Recommender:
         from recsys_cl.models import SimGCL
 
-        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
         return SimGCL(
             encoder, self.reg, self.cl_weight, self.tau, self.eps, objective, negative_selector
         )
 
 
-class XSimGCLConfig(MethodConfig):
+class XSimGCLConfig(GraphMethodConfig):
     """XSimGCL (Yu et al., TKDE 2023): λ=0.2, ε=0.2, τ=0.15, l*=1 as published."""
 
     method: Literal["xsimgcl"] = "xsimgcl"
@@ -283,18 +295,10 @@ class XSimGCLConfig(MethodConfig):
             )
         return self
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> Recommender:
+    def on_lightgcn(self, encoder: LightGCN, objective: RecObjective | None,
+                    negative_selector: NegativeSelector | None) -> Recommender:
         from recsys_cl.models import XSimGCL
 
-        encoder = self.lightgcn(n_users, n_items, generator, self.include_layer0)
         return XSimGCL(
             encoder, self.reg, self.cl_weight, self.tau, self.eps, self.contrast_layer,
             objective, negative_selector,
