@@ -12,12 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from recsys_cl.errors import RecsysError
+from recsys_cl.errors import PeerError, RecsysError
 from recsys_cl.interrupts import handle_interrupts
 from recsys_cl.optional import require_faiss
-from recsys_cl.runtime import configure_threads
+from recsys_cl.runtime import available_cores, configure_threads, requested_threads
 
 EXIT_USER_ERROR = 2
+# Kept in step with recsys_cl.training.distributed.DEFAULT_TIMEOUT_S, which loads torch.
+DEFAULT_TIMEOUT_S = 600.0
 
 _EPILOG = """\
 examples:
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from output_dir's last completed epoch (same config and seed give the "
         "same result as an uninterrupted run) and the same MLflow run",
     )
+    _add_distributed(train)
     _add_tracking(train)
 
     main_job = sub.add_parser(
@@ -228,6 +231,24 @@ def _leaf_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentPars
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         leaves += _leaf_parsers(nested[0]) if nested else [parser]
     return leaves
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group(
+        "distributed", "data-parallel training: each process trains on its share of every "
+        "batch (README: Training on several GPUs or machines); under torchrun the ranks come "
+        "from its RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT variables",
+    )
+    group.add_argument(
+        "--nproc-per-node", type=int, metavar="N",
+        help="train with N processes on this machine (one per GPU with train.device cuda, "
+        "else gloo on the CPU, each with its share of the cores); default: one process",
+    )
+    group.add_argument(
+        "--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+        help="how long a rank waits for the others before the job fails; it must outlast "
+        f"what rank 0 does alone (reading data, an evaluation) (default {DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 def _add_threads(p: argparse.ArgumentParser) -> None:
@@ -488,8 +509,18 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     # Imported here so `recsys-cl --help` answers without loading torch.
+    if os.environ.get("WORLD_SIZE", "1") != "1" and args.command != "train":
+        raise RecsysError(
+            f"recsys-cl {args.command} runs in one process; only `recsys-cl train` is "
+            "distributed (WORLD_SIZE is set)"
+        )
+    nproc = getattr(args, "nproc_per_node", None)
+    if nproc is not None and nproc != 1:
+        from recsys_cl.training.distributed import launch
+
+        return launch(nproc, _worker_argv(argv, nproc))
     if args.command == "data":
         from recsys_cl.jobs.commands import data
 
@@ -531,8 +562,31 @@ _MLFLOW_ENV = {
 }
 
 
+def _worker_argv(argv: list[str], nproc: int) -> list[str]:
+    """The command line each launched rank runs: ``argv`` less ``--nproc-per-node``, plus
+    ``--threads`` (the cores split between the ranks) unless the user chose a count."""
+    if nproc < 1:
+        raise RecsysError(f"--nproc-per-node must be >= 1, got {nproc}")
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+        elif token == "--nproc-per-node":
+            skip = True
+        elif not token.startswith("--nproc-per-node="):
+            out.append(token)
+    parsed = build_parser().parse_args(out)
+    # An abbreviated flag (argparse accepts --nproc) would launch ranks that launch again.
+    if parsed.nproc_per_node is not None:
+        raise RecsysError("write --nproc-per-node N in full")
+    if parsed.threads is None and requested_threads(None) is None:
+        out += ["--threads", str(max(1, available_cores() // nproc))]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
     # No telemetry; MLflow's INFO lines (store creation, migrations, model validation) and
     # artifact download bars are noise on a command line. Restored for in-process callers.
     saved_env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
@@ -543,7 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_threads(args.threads)
         # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
         with handle_interrupts():
-            return _dispatch(args)
+            return _dispatch(args, raw)
+    except PeerError:
+        # Rank 0 failed and printed why; this rank only stops.
+        return EXIT_USER_ERROR
     except RecsysError as exc:
         print(f"recsys-cl: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

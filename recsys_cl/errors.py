@@ -32,6 +32,15 @@ class TrainingError(RecsysError):
     """Training cannot go on (a NaN/inf loss, an incompatible checkpoint)."""
 
 
+class DistributedError(RecsysError):
+    """A distributed run cannot go on: bad launch settings, a lost or dead rank."""
+
+
+class PeerError(DistributedError):
+    """Raised on the other ranks of a distributed run when rank 0 fails in a step it takes for
+    all of them; rank 0 reports the error itself, so the command line adds nothing."""
+
+
 def one_line(text: str) -> str:
     """Collapse ``text`` to one line: the CLI prints error messages on a single line."""
     return " ".join(str(text).split())

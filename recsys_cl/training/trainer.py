@@ -9,6 +9,11 @@ instead brings its own computation subgraph and the method's views of it
 Every ``eval_every`` epochs ``evaluate`` scores the model; the best state by ``select_metric``
 is kept and training stops when the :class:`~recsys_cl.training.stopping.EarlyStopping` rule
 says so (patience that survives the contrastive dip).
+
+Data-parallel training (several processes) goes through one :class:`~.distributed.Replicas`:
+each rank trains on its shard of every global batch, gradients are summed over the ranks,
+and rank 0 alone evaluates (its metrics handed to every rank, so selection and stopping agree),
+writes checkpoints and calls ``on_epoch_end``. A single process is the one-rank case.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from recsys_cl.graph import BipartiteGraph, NeighborSampler
 from recsys_cl.models import Batch, Graph, LocalGraph, Recommender
 
 from .checkpoint import LAST_CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
+from .distributed import Replicas, single_process
 from .plan import Sampling, Schedule
 from .sampling import EpochSample, UniformNegativeSampler, sample_epoch
 from .subgraphs import batch_seeds, subgraph_batches
@@ -73,6 +79,8 @@ class Trainer:
         fingerprint: identifies the run, so ``resume`` refuses another run's checkpoint.
         progress: show a per-epoch progress bar.
         on_epoch_end: called with each epoch's history record (logging).
+        replicas: this process's part in a data-parallel job (None: a single process); every
+            rank gets the same arguments (see :mod:`.distributed`).
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class Trainer:
         fingerprint: dict[str, Any] | None = None,
         progress: bool = True,
         on_epoch_end: EpochCallback | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         self.method = method
         self.graph = graph
@@ -102,8 +111,10 @@ class Trainer:
         self.fingerprint = fingerprint or {}
         self.progress = progress
         self.on_epoch_end = on_epoch_end
+        self.replicas = replicas if replicas is not None else single_process()
         sampling = sampling if sampling is not None else Sampling()
         self.optimizer = _optimizer(method, schedule.lr, sampling)
+        self._params = [p for p in method.parameters() if p.requires_grad]
         item_weights = sampling.item_weights
         if item_weights is not None and item_weights.shape != (train.n_items,):
             raise ValueError(
@@ -131,12 +142,17 @@ class Trainer:
         if resume:
             if self.last_path is None:
                 raise TrainingError("resume needs a checkpoint folder")
-            if self.last_path.exists():
-                state, best_model = self._restore(self.last_path)
+            payload = self.replicas.from_main(self._read_last)
+            if payload is not None:
+                state, best_model = self._restore(payload)
                 # The limits may have been raised for the resume (more epochs, more patience).
                 state.finished = state.epoch >= epochs or self._out_of_patience(state)
+        # Every rank starts from rank 0's state, as DistributedDataParallel does.
+        self.replicas.broadcast_state(self.method)
         while state.epoch < epochs and not state.finished:
             record = self._run_epoch(state.epoch + 1)
+            # What rank 0's checkpoint saves is what every rank goes on from.
+            self.replicas.sync_generators(self.generator, self.device_generator)
             state.epoch += 1
             state.steps += record["steps"]
             record["steps"] = state.steps
@@ -152,8 +168,8 @@ class Trainer:
             # The callback (logging) runs before the checkpoint: a run killed in between
             # repeats this epoch on resume, and a repeated log point beats a missing one.
             if self.on_epoch_end is not None:
-                self.on_epoch_end(record)
-            self._checkpoint(state, best_model)
+                self.replicas.on_main(self.on_epoch_end, record)
+            self.replicas.on_main(self._checkpoint, state, best_model)
         if best_model is not None:
             self.method.load_state_dict(best_model)
         return FitResult(
@@ -186,45 +202,58 @@ class Trainer:
         )
         if len(sample) == 0:
             raise TrainingError(f"epoch {epoch} has no training rows to learn from")
-        n_batches = math.ceil(len(sample) / self.schedule.batch_size)
+        shards = self._shards(len(sample))
+        n_batches = len(shards)
         sampler = self.sampling.subgraph
-        batches = self._batches(sample)
+        batches = (self._batch(sample, rows) for rows, _ in shards if rows.stop > rows.start)
         pairs: Iterator[tuple[Graph, Batch]]
         views: Any = None
         if sampler is None:
             views = self.method.epoch_views(self.graph, self.device_generator)
             pairs = ((self.graph.adj, batch) for batch in batches)
         else:
+            # Drawn for every global batch, so the generator advances alike on every rank.
             seeds = batch_seeds(n_batches, self.generator)
             pairs = subgraph_batches(
                 sampler,
                 batches,
-                seeds,
+                [self.replicas.seed(s) for s, (rows, _) in zip(seeds, shards, strict=True)
+                 if rows.stop > rows.start],
                 prefetch=self.sampling.prefetch,
                 sparse_grad=self.sampling.lazy_adam,
             )
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
         bar = tqdm(
-            pairs,
+            _aligned(pairs, shards),
             total=n_batches,
             desc=f"epoch {epoch}",
             leave=False,
-            disable=not self.progress,
+            disable=not (self.progress and self.replicas.is_main),
             unit="batch",
         )
-        for b, (graph, batch) in enumerate(bar):
-            if isinstance(graph, LocalGraph):
-                views = self.method.batch_views(graph, self.device_generator)
-            losses = self.method.loss(graph, batch, views, self.device_generator)
-            if not bool(torch.isfinite(losses.total)):
+        sparse = isinstance(self.optimizer, torch.optim.SparseAdam)
+        for b, (pair, share) in enumerate(bar):
+            self.optimizer.zero_grad(set_to_none=True)
+            local = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
+            if pair is not None:
+                graph, batch = pair
+                if isinstance(graph, LocalGraph):
+                    views = self.method.batch_views(graph, self.device_generator)
+                losses = self.method.loss(graph, batch, views, self.device_generator)
+                # The shard's mean times its share of the batch: summed over the ranks, the
+                # batch's mean (share 1 in one process).
+                (losses.total * share).backward()
+                local = torch.stack([getattr(losses, k).detach() for k in LOSS_KEYS]).double()
+                local = local * share
+            total = self.replicas.all_reduce_step(local, self._params, sparse)
+            if not bool(torch.isfinite(total[-1])):
+                values = dict(zip(LOSS_KEYS, total.tolist(), strict=True))
                 raise TrainingError(
                     f"loss is not finite at epoch {epoch}, batch {b + 1}/{n_batches} "
-                    f"({_fmt(losses.as_floats())}); lower the learning rate or check the data"
+                    f"({_fmt(values)}); lower the learning rate or check the data"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            losses.total.backward()
             self.optimizer.step()
-            sums += torch.stack([getattr(losses, k).detach() for k in LOSS_KEYS]).double()
+            sums += total
         means = (sums / n_batches).tolist()
         record: dict[str, Any] = {
             "epoch": epoch,
@@ -234,20 +263,28 @@ class Trainer:
         record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means, strict=True)})
         return record
 
-    def _batches(self, sample: EpochSample) -> Iterator[Batch]:
-        """The epoch's batches, in order, on the model's device (global ids)."""
-        for _, sl in sample.batches(self.schedule.batch_size):
-            neg = sample.neg_items[sl]
-            yield Batch(
-                users=sample.users[sl].to(self.device, non_blocking=True),
-                pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
-                neg_items=(neg.squeeze(1) if self.sampling.num_negatives == 1 else neg).to(
-                    self.device, non_blocking=True
-                ),
-                weights=None
-                if sample.weights is None
-                else sample.weights[sl].to(self.device, non_blocking=True),
-            )
+    def _shards(self, n_rows: int) -> list[tuple[slice, float]]:
+        """Per global batch of the epoch: this rank's rows and their share of the batch."""
+        out = []
+        for start in range(0, n_rows, self.schedule.batch_size):
+            stop = min(start + self.schedule.batch_size, n_rows)
+            rows = self.replicas.shard(start, stop)
+            out.append((rows, (rows.stop - rows.start) / (stop - start)))
+        return out
+
+    def _batch(self, sample: EpochSample, sl: slice) -> Batch:
+        """Rows ``sl`` of the epoch as a batch on the model's device (global ids)."""
+        neg = sample.neg_items[sl]
+        return Batch(
+            users=sample.users[sl].to(self.device, non_blocking=True),
+            pos_items=sample.pos_items[sl].to(self.device, non_blocking=True),
+            neg_items=(neg.squeeze(1) if self.sampling.num_negatives == 1 else neg).to(
+                self.device, non_blocking=True
+            ),
+            weights=None
+            if sample.weights is None
+            else sample.weights[sl].to(self.device, non_blocking=True),
+        )
 
     def _select(
         self, state: TrainState, record: dict[str, Any], best_model: dict[str, torch.Tensor] | None
@@ -255,7 +292,9 @@ class Trainer:
         assert self.evaluate is not None
         self.method.eval()
         start = time.perf_counter()
-        metrics = self.evaluate(self.method)
+        evaluate = self.evaluate
+        # Rank 0 scores; every rank selects and stops on the same numbers.
+        metrics = self.replicas.from_main(lambda: evaluate(self.method))
         record["eval_seconds"] = time.perf_counter() - start
         record.update(metrics)
         metric = self.schedule.select_metric
@@ -290,8 +329,16 @@ class Trainer:
             hooks=[hook.state_dict() for hook in self.sampling.epoch_hooks],
         )
 
-    def _restore(self, path: Path) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
-        payload = load_checkpoint(path, self.fingerprint)
+    def _read_last(self) -> dict[str, Any] | None:
+        """The last checkpoint's payload, checked against the run; None when there is none."""
+        path = self.last_path
+        assert path is not None
+        return load_checkpoint(path, self.fingerprint) if path.exists() else None
+
+    def _restore(
+        self, payload: dict[str, Any]
+    ) -> tuple[TrainState, dict[str, torch.Tensor] | None]:
+        path = self.last_path
         self.method.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.generator.set_state(payload["generator"])
@@ -342,6 +389,15 @@ def _check_subgraph_sampler(
         )
     if (sampler.n_users, sampler.n_items) != (graph.n_users, graph.n_items):
         raise ValueError("the subgraph sampler was built on another graph than the trainer's")
+
+
+def _aligned(
+    pairs: Iterator[tuple[Graph, Batch]], shards: list[tuple[slice, float]]
+) -> Iterator[tuple[tuple[Graph, Batch] | None, float]]:
+    """``(pair, share)`` per global batch; None where this rank's shard is empty (the last
+    batch of an epoch can hold fewer rows than there are ranks)."""
+    for rows, share in shards:
+        yield (next(pairs) if rows.stop > rows.start else None), share
 
 
 def _fmt(values: dict[str, float]) -> str:

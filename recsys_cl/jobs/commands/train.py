@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from recsys_cl.config import RunConfig, load_config
@@ -24,12 +25,13 @@ from recsys_cl.data import format_profile, profile
 from recsys_cl.errors import RecsysError
 from recsys_cl.optional import faiss_available, require_faiss
 from recsys_cl.tracking.base import Tracker, metric_dict
+from recsys_cl.training.distributed import process_group
 
 from ..folder import RunFolder
 from ..stages.data import build_split
 from ..stages.evaluate import ScoreReport, score_run
 from ..stages.record import headline_k
-from ..stages.train import TrainReport, check_output_dir, run_training
+from ..stages.train import TrainReport, check_output_dir, resolve_device, run_training
 from .report import print_training
 from .runs import TrackingOptions, open_run, print_tracking
 
@@ -57,24 +59,43 @@ def _training_run(
 
 def train_job(args: argparse.Namespace) -> int:
     """``recsys-cl train``: one run with the training record, the index and a candidate
-    sample (the index stages are skipped, and said so, when FAISS is not installed)."""
-    cfg: RunConfig = load_config(args.config, args.overrides)
-    resuming = check_output_dir(cfg, args.resume)
-    with _training_run(TrackingOptions.from_args(args), cfg, "train", resuming) as tracker:
-        report = run_training(cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker)
-        if tracker.enabled:
-            if faiss_available():
-                from .retrieval import record_candidates, record_index
+    sample (the index stages are skipped, and said so, when FAISS is not installed).
 
-                index = record_index(tracker, cfg)
-                record_candidates(tracker, cfg, index.index_path, every_user=False)
-            else:
-                tracker.set_tags({"index": "skipped: FAISS is not installed"})
-        print()
-        print_training(cfg, report)
-        guard_baseline(tracker, report, args.config)
-        print_tracking(tracker)
+    Launched as several ranks (``--nproc-per-node``, ``torchrun``), every rank trains and
+    rank 0 alone records the run, indexes, prints and writes.
+    """
+    cfg: RunConfig = load_config(args.config, args.overrides)
+    device = resolve_device(cfg.train.device)
+    with process_group(device, args.dist_timeout) as replicas:
+        resuming = replicas.from_main(lambda: check_output_dir(cfg, args.resume))
+        opts = TrackingOptions.from_args(args)
+        # One MLflow run per job: the other ranks record nothing.
+        opts = replace(opts, enabled=opts.enabled and replicas.is_main)
+        with _training_run(opts, cfg, "train", resuming) as tracker:
+            report = run_training(
+                cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker,
+                replicas=replicas,
+            )
+            replicas.on_main(_train_outputs, args, cfg, tracker, report)
     return 0
+
+
+def _train_outputs(
+    args: argparse.Namespace, cfg: RunConfig, tracker: Tracker, report: TrainReport
+) -> None:
+    """What ``train`` does after training: index, candidate sample, summary, baseline guard."""
+    if tracker.enabled:
+        if faiss_available():
+            from .retrieval import record_candidates, record_index
+
+            index = record_index(tracker, cfg)
+            record_candidates(tracker, cfg, index.index_path, every_user=False)
+        else:
+            tracker.set_tags({"index": "skipped: FAISS is not installed"})
+    print()
+    print_training(cfg, report)
+    guard_baseline(tracker, report, args.config)
+    print_tracking(tracker)
 
 
 def main_job(args: argparse.Namespace) -> int:

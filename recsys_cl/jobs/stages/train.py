@@ -5,6 +5,10 @@ folder, the split and everything built from the config: graph, imbalance strateg
 the selection target), :func:`fit` (the trainer, with checkpoints and early stopping) and
 :func:`finalize` (test once, export, ``metrics.json``, the tracked record). The folder's layout
 is :class:`~recsys_cl.jobs.folder.RunFolder`'s.
+
+In a data-parallel run (``replicas``, see :mod:`recsys_cl.training.distributed`) every rank
+builds the same assembly and trains; rank 0 alone reads and writes the folder and scores
+test, handing the split and the report to the other ranks, whose tracker is the null one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from recsys_cl.training import (
     Trainer,
     load_checkpoint,
 )
+from recsys_cl.training.distributed import Replicas, single_process
 
 from ..folder import RunFolder
 from .build import ImbalanceParts, build_imbalance, build_method
@@ -238,7 +243,8 @@ def schedule(cfg: RunConfig, most_popular_score: float) -> Schedule:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """A run folder ready to train: its config, device, split and :class:`Assembly`."""
+    """A run folder ready to train: its config, device, split and :class:`Assembly`, and this
+    process's part in the job (one process by default)."""
 
     cfg: RunConfig
     run: RunFolder
@@ -246,6 +252,7 @@ class Prepared:
     split: Split
     built: Assembly
     resuming: bool
+    replicas: Replicas = field(default_factory=single_process)
 
 
 def prepare(
@@ -256,29 +263,41 @@ def prepare(
     split: Split | None = None,
     tracker: Tracker | None = None,
     strategy: str | None = None,
+    replicas: Replicas | None = None,
 ) -> Prepared:
     """Check the folder, write its config and split, build everything, record the start.
+
+    With ``replicas``, rank 0 does the folder's part and hands every rank the split.
 
     Raises:
         RecsysError: the folder holds another run, or a bad device; DataError: see
             :func:`assemble`.
     """
     tracker = tracker or NullTracker()
+    replicas = replicas if replicas is not None else single_process()
     run = RunFolder(cfg.output_dir)
-    resuming = check_output_dir(cfg, resume)
-    device = resolve_device(cfg.train.device)
-    if resuming:
-        # The checkpoint's fingerprint (data config and seed included) was checked, so the
-        # saved split is the one this config makes.
-        split = run.split
-    else:
-        split = split if split is not None else build_split(cfg.data, data_dir, cfg.seed)
-        run.write_split(split)
-    run.write_config(cfg)
-    if tracker.enabled:
-        record_start(tracker, cfg, split, run, str(device), strategy)
+    device = replicas.device(resolve_device(cfg.train.device))
+    given = split
+
+    def open_folder() -> tuple[bool, Split]:
+        resuming = check_output_dir(cfg, resume)
+        if resuming:
+            # The checkpoint's fingerprint (data config and seed included) was checked, so
+            # the saved split is the one this config makes.
+            split = run.split
+        else:
+            split = given if given is not None else build_split(cfg.data, data_dir, cfg.seed)
+            run.write_split(split)
+        run.write_config(cfg)
+        if tracker.enabled:
+            record_start(tracker, cfg, split, run, str(device), strategy)
+            # Not a config key: the same config trains on any number of processes.
+            tracker.log_params({"world_size": replicas.size})
+        return resuming, split
+
+    resuming, split = replicas.from_main(open_folder)
     built = assemble(cfg, split, device, str(run.data_dir))
-    return Prepared(cfg, run, device, split, built, resuming)
+    return Prepared(cfg, run, device, split, built, resuming, replicas)
 
 
 def fit(
@@ -311,14 +330,18 @@ def fit(
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
         on_epoch_end=_epoch_callback(tracker or NullTracker(), built.selected_on, on_epoch_end),
+        replicas=prep.replicas,
     )
     return trainer.fit(resume=prep.resuming)
 
 
 def finalize(prep: Prepared, result: FitResult, *, tracker: Tracker | None = None) -> TrainReport:
     """Test the selected model once, export it and its embeddings, write ``metrics.json``
-    and record the result."""
-    tracker = tracker or NullTracker()
+    and record the result (on rank 0, whose report every rank returns)."""
+    return prep.replicas.from_main(lambda: _finalize(prep, result, tracker or NullTracker()))
+
+
+def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainReport:
     cfg, run, built = prep.cfg, prep.run, prep.built
     ks = cfg.eval.ks
     method = built.method
@@ -357,6 +380,7 @@ def finalize(prep: Prepared, result: FitResult, *, tracker: Tracker | None = Non
         "n_users": split.n_users,
         "n_items": split.n_items,
         "device": str(prep.device),
+        "world_size": prep.replicas.size,
         "threads": torch.get_num_threads() if prep.device.type == "cpu" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -387,6 +411,7 @@ def run_training(
     split: Split | None = None,
     test: bool = True,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    replicas: Replicas | None = None,
 ) -> TrainReport:
     """Prepare, fit and finalize: train, select, test once and write the run folder.
 
@@ -399,9 +424,12 @@ def run_training(
     exported; the report's ``test`` is empty and its summary holds the selection only.
     ``on_epoch_end`` is called with each epoch's record after it is printed and logged (a
     tuner reports the validation curve there; an exception it raises stops training).
+    ``replicas``: this process's part in a data-parallel job (see :func:`prepare`); only
+    rank 0 prints, logs and writes.
     """
     prep = prepare(
-        cfg, data_dir=data_dir, resume=resume, split=split, tracker=tracker, strategy=strategy
+        cfg, data_dir=data_dir, resume=resume, split=split, tracker=tracker, strategy=strategy,
+        replicas=replicas,
     )
     result = fit(prep, tracker=tracker, on_epoch_end=on_epoch_end)
     if not test:
