@@ -475,8 +475,14 @@ def _write_prepared(
         raise data_error(source, f"the {method} split leaves no training rows")
     users = IdMap.fit(pl.concat(train_users))
     items = IdMap.fit(pl.concat(train_items).unique())
-    user_table = _index_table(users)
+    # A bucket's users are only those hashing into it: join each bucket with its share.
+    user_tables = (
+        _index_table(users)
+        .with_columns((pl.col("__raw").hash(_HASH_SEED) % work.buckets).alias(_BUCKET))
+        .partition_by(_BUCKET, as_dict=True, include_key=False)
+    )
     item_table = _index_table(items)
+    no_users = _index_table(users).clear()
     cold: dict[str, ColdCounts] = {}
     rows: dict[str, int] = {}
     user_counts: list[pl.DataFrame] = []
@@ -488,6 +494,7 @@ def _write_prepared(
             if not path.exists():
                 continue
             df = pl.read_parquet(path)
+            user_table = user_tables.get((b,), no_users)
             indexed = df.join(
                 user_table, left_on=USER, right_on="__raw", how="left", maintain_order="left"
             ).join(
@@ -552,31 +559,47 @@ def _index_table(ids: IdMap) -> pl.DataFrame:
     )
 
 
+class _Sorted:
+    """A Parquet file sorted by ``__pos``, read slice by slice: :meth:`take` hands out the
+    rows below a position, so merging never holds more than a range and a slice per file."""
+
+    def __init__(self, path: Path) -> None:
+        self._scan = pl.scan_parquet(path)
+        self._rows = pq.ParquetFile(path).metadata.num_rows
+        self._offset = 0
+        self._pending: pl.DataFrame | None = None
+
+    def take(self, end: int) -> pl.DataFrame | None:
+        """The rows with ``__pos < end`` not yet taken (``None``: none)."""
+        parts = [] if self._pending is None else [self._pending]
+        while self._offset < self._rows and (not parts or parts[-1][POS][-1] < end):
+            # A slice reads only the row groups it covers.
+            parts.append(self._scan.slice(self._offset, _INNER_GROUP_ROWS).collect())
+            self._offset += _INNER_GROUP_ROWS
+        if not parts:
+            return None
+        pending = pl.concat(parts)
+        cut = int(pending[POS].search_sorted(end, side="left"))
+        self._pending = pending[cut:] if cut < pending.height else None
+        return pending[:cut] if cut else None
+
+
 def _merge(files: list[Path], out: Path, log_rows: int) -> int:
     """Merge per-bucket parts (each in log order) into one file in log order; return its rows.
 
-    Positions are taken range by range; each range becomes row groups of ``out``.
+    A k-way merge by position, range by range; each range becomes a row group of ``out``.
     """
     written = 0
-    writer: pq.ParquetWriter | None = None
-    try:
-        for start in range(0, max(log_rows, 1), ROW_GROUP_ROWS):
-            pos = pl.col(POS)
-            ranges = [
-                pl.scan_parquet(f).filter((pos >= start) & (pos < start + ROW_GROUP_ROWS))
-                for f in files
-            ]
-            if not ranges:
-                break
-            chunk = pl.concat(ranges).collect().sort(POS).drop(POS)
-            if writer is None:
-                writer = pq.ParquetWriter(out, chunk.to_arrow().schema, compression="zstd")
-            if chunk.height:
-                writer.write_table(chunk.to_arrow(), row_group_size=ROW_GROUP_ROWS)
-                written += chunk.height
-    finally:
-        if writer is not None:
-            writer.close()
+    readers = [_Sorted(f) for f in files]
+    schema = pq.read_schema(files[0])
+    with pq.ParquetWriter(out, schema.remove(schema.get_field_index(POS)), compression="zstd") as w:
+        for start in range(0, log_rows, ROW_GROUP_ROWS):
+            taken = [t for r in readers if (t := r.take(start + ROW_GROUP_ROWS)) is not None]
+            if not taken:
+                continue
+            chunk = pl.concat(taken).sort(POS).drop(POS)
+            w.write_table(chunk.to_arrow(), row_group_size=ROW_GROUP_ROWS)
+            written += chunk.height
     return written
 
 
