@@ -366,12 +366,14 @@ def raise_for_failures(codes: dict[int, int]) -> None:
     killed by that signal); nothing when every rank that failed by itself stopped on a
     reported user error (exit code 2).
 
-    The launcher stops the surviving ranks with SIGTERM: those are the consequence, not the
-    cause, and are named only when nothing else failed.
+    The launcher stops the surviving ranks with SIGTERM, and a rank that loses its peer or
+    whose rank 0 failed ends with code 2: those are consequences, named only when nothing
+    else failed.
     """
     causes = {r: c for r, c in codes.items() if c != -signal.SIGTERM} or codes
     if all(c == 2 for c in causes.values()):
         return
+    causes = {r: c for r, c in causes.items() if c != 2}
     described = ", ".join(_describe(rank, code) for rank, code in sorted(causes.items()))
     raise DistributedError(f"{described}; the other ranks were stopped")
 

@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from recsys_cl.models import Batch, Graph, LocalGraph, Recommender
 
 from .checkpoint import LAST_CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from .distributed import Replicas, single_process
+from .hooks import EpochHook
 from .plan import Sampling, Schedule
 from .sampling import EpochSample, UniformNegativeSampler, sample_epoch
 from .subgraphs import batch_seeds, subgraph_batches
@@ -191,7 +193,9 @@ class Trainer:
         start = time.perf_counter()
         self.method.train()
         for hook in self.sampling.epoch_hooks:
-            hook.on_epoch_start(epoch, lambda: self.method.embeddings(self.graph.adj))
+            # Rank 0 runs the hook (an ANN build need not give the same table in two
+            # processes) and every rank loads its state, so all ranks draw one epoch.
+            hook.load_state_dict(self.replicas.from_main(partial(self._start, hook, epoch)))
         sample = sample_epoch(
             self.train,
             self.negatives,
@@ -262,6 +266,11 @@ class Trainer:
         }
         record.update({f"loss/{k}": v for k, v in zip(LOSS_KEYS, means, strict=True)})
         return record
+
+    def _start(self, hook: EpochHook, epoch: int) -> dict[str, torch.Tensor]:
+        """Run ``hook``'s start of ``epoch``; returns its state (loading it back is a no-op)."""
+        hook.on_epoch_start(epoch, lambda: self.method.embeddings(self.graph.adj))
+        return hook.state_dict()
 
     def _shards(self, n_rows: int) -> list[tuple[slice, float]]:
         """Per global batch of the epoch: this rank's rows and their share of the batch."""
