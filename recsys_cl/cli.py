@@ -518,7 +518,7 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         )
     nproc = getattr(args, "nproc_per_node", None)
     if nproc is not None and nproc != 1:
-        from recsys_cl.training.distributed import launch
+        from recsys_cl.training.launch import launch
 
         return launch(nproc, _worker_argv(argv, nproc))
     if args.command == "data":

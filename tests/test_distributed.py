@@ -33,11 +33,11 @@ from recsys_cl.training.distributed import (
     Replicas,
     World,
     process_group,
-    raise_for_failures,
     rank_seed,
     shard,
     single_process,
 )
+from recsys_cl.training.launch import raise_for_failures
 from tests.conftest import make_long_tail_log, make_planted_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -138,6 +138,14 @@ def test_world_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DistributedError, match="MASTER_ADDR is not"):
         with process_group(torch.device("cpu")):
             pass
+
+
+def test_the_command_line_default_timeout_is_the_library_one() -> None:
+    # The command line keeps its own copy so that `--help` does not load torch.
+    from recsys_cl import cli
+    from recsys_cl.training import distributed
+
+    assert cli.DEFAULT_TIMEOUT_S == distributed.DEFAULT_TIMEOUT_S
 
 
 def test_worker_command_line_drops_the_launch_flag_and_splits_the_cores(
