@@ -308,12 +308,18 @@ def process_group(
             )
         torch.cuda.set_device(world.local_rank)
         backend = "nccl"
-    dist.init_process_group(
-        backend,
-        rank=world.rank,
-        world_size=world.size,
-        timeout=timedelta(seconds=timeout_s),
-    )
+    try:
+        dist.init_process_group(
+            backend,
+            rank=world.rank,
+            world_size=world.size,
+            timeout=timedelta(seconds=timeout_s),
+        )
+    except RuntimeError as exc:  # torch's store and network errors derive from it
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise DistributedError(
+            f"rank {world.rank} could not join the job at {where} ({first_line(exc)})"
+        ) from None
     try:
         yield Replicas(world)
     finally:
