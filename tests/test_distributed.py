@@ -91,9 +91,12 @@ def test_rank_seeds_keep_rank_0_and_differ_between_ranks() -> None:
 
 
 def test_failures_name_the_rank_that_died_not_the_ones_stopped() -> None:
-    with pytest.raises(DistributedError) as exc:
-        raise_for_failures({0: -signal.SIGTERM, 1: -signal.SIGKILL})
-    assert str(exc.value) == "rank 1 died (killed by SIGKILL); the other ranks were stopped"
+    # Rank 0 stopped by the launcher dies of SIGTERM or, when its handler runs first, exits
+    # 130 (interrupted); or it notices the lost peer itself and exits 2.
+    for stopped in (-signal.SIGTERM, 130, 2):
+        with pytest.raises(DistributedError) as exc:
+            raise_for_failures({0: stopped, 1: -signal.SIGKILL})
+        assert str(exc.value) == "rank 1 died (killed by SIGKILL); the other ranks were stopped"
     # Rank 0 crashed (a traceback, exit 1); rank 1 stopped on hearing it (exit 2).
     with pytest.raises(DistributedError) as exc:
         raise_for_failures({0: 1, 1: 2})
@@ -102,6 +105,17 @@ def test_failures_name_the_rank_that_died_not_the_ones_stopped() -> None:
         raise_for_failures({0: -signal.SIGTERM, 1: -signal.SIGTERM})
     # Every rank stopped on a user error it printed: exit 2 without another message.
     assert raise_for_failures({0: 2, 1: 2}) is None
+
+
+def test_a_backend_error_becomes_one_line_naming_the_rank() -> None:
+    from recsys_cl.training.distributed import _reason
+
+    gloo = RuntimeError(
+        "[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+        "[127.0.0.1]:58051: Connection reset by peer. This is typically caused by a remote "
+        "worker hanging or bugs in the application. GLHF!\nmore"
+    )
+    assert _reason(gloo) == "Read error [127.0.0.1]:58051: Connection reset by peer"
 
 
 def test_a_single_process_replica_is_the_identity() -> None:
@@ -370,7 +384,8 @@ def test_killed_rank_stops_the_job_and_the_run_resumes_to_the_same_result(
 ) -> None:
     import mlflow
 
-    epochs = 30
+    # Enough epochs that the kill lands while the ranks train (one epoch is ~30 ms here).
+    epochs = 50
     log = _log(tmp_path)
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
     ref_dir.mkdir()
@@ -406,7 +421,7 @@ def test_killed_rank_stops_the_job_and_the_run_resumes_to_the_same_result(
     # Within the process group's timeout (30 s), never a hang.
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
-    assert "recsys-cl: error: rank 1 died (killed by SIGKILL)" in err
+    assert "recsys-cl: error: rank 1 died (killed by SIGKILL)" in err, err
     done = torch.load(last, weights_only=True)["state"]["epoch"]
     assert 1 <= done < epochs
     assert not (kill_dir / "run" / "metrics.json").exists()

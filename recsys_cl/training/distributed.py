@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -273,8 +274,14 @@ class Replicas:
             op(*args, **kwargs)
         except RuntimeError as exc:  # gloo and NCCL report a lost peer or a timeout this way
             raise DistributedError(
-                f"rank {self.world.rank} lost contact with the other ranks ({first_line(exc)})"
+                f"rank {self.world.rank} lost contact with the other ranks ({_reason(exc)})"
             ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """A backend error's first sentence, without gloo's source location and advice."""
+    text = re.sub(r"^\[[^\]]*\] ", "", first_line(exc))
+    return text.split(". This is typically", 1)[0]
 
 
 def single_process() -> Replicas:

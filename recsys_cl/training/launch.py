@@ -17,6 +17,10 @@ from collections.abc import Sequence
 
 from recsys_cl.errors import DistributedError
 
+# How a rank the launcher stopped ends: the command's exit code for an interrupt (SIGTERM is
+# turned into one, see recsys_cl.interrupts), or the signal itself.
+_STOPPED = frozenset({130, -signal.SIGTERM, -signal.SIGINT})
+
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``python -m recsys_cl ARGV`` as ``nproc`` ranks on this machine and wait for them.
@@ -61,11 +65,11 @@ def raise_for_failures(codes: dict[int, int]) -> None:
     killed by that signal); nothing when every rank that failed by itself stopped on a
     reported user error (exit code 2).
 
-    The launcher stops the surviving ranks with SIGTERM, and a rank that loses its peer or
-    whose rank 0 failed ends with code 2: those are consequences, named only when nothing
-    else failed.
+    The launcher stops the surviving ranks with SIGTERM (they exit 130, interrupted, or die of
+    it), and a rank that loses its peer or whose rank 0 failed ends with code 2: those are
+    consequences, named only when nothing else failed.
     """
-    causes = {r: c for r, c in codes.items() if c != -signal.SIGTERM} or codes
+    causes = {r: c for r, c in codes.items() if c not in _STOPPED} or codes
     if all(c == 2 for c in causes.values()):
         return
     causes = {r: c for r, c in causes.items() if c != 2}
