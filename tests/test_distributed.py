@@ -11,7 +11,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -272,19 +271,18 @@ def _rank_main(rank: int, world: int, port: int, out: str) -> None:
     torch.save(results, Path(out) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     out = tmp_path_factory.mktemp("ranks")
+    # The ranks meet at a store this process holds, as torchrun's agent holds one: hosted by
+    # rank 0, it would vanish when rank 0 exits while rank 1 may still be leaving the group
+    # (seen once: rank 1 aborted, "terminate called without an active exception").
+    store = dist.TCPStore("127.0.0.1", 0, WORLD + 1, is_master=True, wait_for_workers=False)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("OMP_NUM_THREADS", "1")
+        env.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
         context = mp.start_processes(
-            _rank_main, args=(WORLD, _free_port(), str(out)), nprocs=WORLD, join=False,
+            _rank_main, args=(WORLD, store.port, str(out)), nprocs=WORLD, join=False,
             start_method="spawn",
         )
         deadline = time.monotonic() + 120
@@ -293,6 +291,7 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
                 for process in context.processes:
                     process.kill()
                 pytest.fail("the two ranks did not finish within 120 s")
+    del store
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
