@@ -59,13 +59,14 @@ def _ints(text: str) -> list[int]:
 
 
 def anon_rss_mib() -> float:
-    """Anonymous resident memory of this process (Linux), i.e. not file-backed pages."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    """Anonymous resident memory of this process, i.e. not file-backed pages; NaN where
+    /proc/self/status does not exist (not Linux)."""
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return float("nan")
+    for line in status.read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
     return float("nan")
 
 
