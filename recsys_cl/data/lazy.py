@@ -485,8 +485,9 @@ def _write_prepared(
     no_users = _index_table(users).clear()
     cold: dict[str, ColdCounts] = {}
     rows: dict[str, int] = {}
-    user_counts: list[pl.DataFrame] = []
-    item_counts: pl.DataFrame | None = None
+    # Rows per user and per item index, summed over the parts: two arrays of U and I.
+    user_counts = np.zeros(users.size, dtype=np.int64)
+    item_counts = np.zeros(items.size, dtype=np.int64)
     for name in names:
         cold_rows, cold_users, cold_items = 0, 0, []
         for b in range(work.buckets):
@@ -514,13 +515,8 @@ def _write_prepared(
             out = work.part("indexed", name, b)
             out.parent.mkdir(parents=True, exist_ok=True)
             kept.write_parquet(out, row_group_size=_INNER_GROUP_ROWS)
-            user_counts.append(kept.group_by(USER).len())
-            counts = kept.group_by(ITEM).len()
-            item_counts = (
-                counts
-                if item_counts is None
-                else (pl.concat([item_counts, counts]).group_by(ITEM).agg(pl.col("len").sum()))
-            )
+            user_counts += np.bincount(kept[USER].to_numpy(), minlength=users.size)
+            item_counts += np.bincount(kept[ITEM].to_numpy(), minlength=items.size)
         if name != "train":
             distinct_items = pl.concat(cold_items).n_unique() if cold_items else 0
             cold[name] = ColdCounts(rows=cold_rows, users=cold_users, items=distinct_items)
@@ -531,11 +527,9 @@ def _write_prepared(
             rows[name] = _merge([f for f in files if f.exists()], tmp / f"{name}.parquet", log_rows)
         users.save(tmp / USER_IDS_FILE)
         items.save(tmp / ITEM_IDS_FILE)
-        per_user = pl.concat(user_counts).group_by(USER).agg(pl.col("len").sum())
-        assert item_counts is not None
         prof = profile_of_counts(
-            per_user["len"].to_numpy(),
-            item_counts["len"].to_numpy(),
+            user_counts,
+            item_counts,
             users.size,
             items.size,
             parts=dict(rows),
