@@ -84,6 +84,25 @@ def _sniff(head: bytes) -> str | None:
     return fits[0] if len(fits) == 1 else None
 
 
+def open_log(path: Path, format: str) -> tuple[bytes, str]:
+    """Check that ``path`` is a non-empty file and tell its format (``format`` unless
+    ``auto``): (its first bytes, the format). Both the eager reader and the lazy scan start here.
+
+    Raises:
+        DataError: a missing, folder or empty path, or a format that cannot be told.
+    """
+    source = str(path)
+    if not path.exists():
+        raise data_error(source, "file not found")
+    if path.is_dir():
+        raise data_error(source, "is a folder, not a file")
+    if path.stat().st_size == 0:
+        raise data_error(source, "file is empty")
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    return head, detect_format(path, head) if format == "auto" else format
+
+
 def read_interactions(
     path: str | Path,
     *,
@@ -109,15 +128,7 @@ def read_interactions(
     """
     path = Path(path)
     source = str(path)
-    if not path.exists():
-        raise data_error(source, "file not found")
-    if path.is_dir():
-        raise data_error(source, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise data_error(source, "file is empty")
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
-    fmt = detect_format(path, head) if format == "auto" else format
+    head, fmt = open_log(path, format)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {format!r}; expected one of {FORMATS} or 'auto'")
     if columns is not None and fmt in ("lightgcn", "movielens"):

@@ -30,7 +30,7 @@ from recsys_cl.data.frame import (
     default_columns,
     shown,
 )
-from recsys_cl.data.readers import _SNIFF_BYTES, _check_text, _polars_failure, detect_format
+from recsys_cl.data.readers import _check_text, _polars_failure, open_log
 
 LAZY_FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet")
 # 0-based position of a row in the canonical frame (blank lines removed): what the eager
@@ -104,15 +104,7 @@ def scan_log(
     """:func:`scan_interactions` keeping each row's canonical position (``__pos``)."""
     path = Path(path)
     source = str(path)
-    if not path.exists():
-        raise data_error(source, "file not found")
-    if path.is_dir():
-        raise data_error(source, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise data_error(source, "file is empty")
-    with path.open("rb") as fh:
-        head = fh.read(_SNIFF_BYTES)
-    fmt = detect_format(path, head) if format == "auto" else format
+    head, fmt = open_log(path, format)
     if fmt not in LAZY_FORMATS:
         raise data_error(
             source,
