@@ -31,18 +31,27 @@ def csr_matrix(
     key = row * n + col
     uniq, inverse = torch.unique(key, sorted=True, return_inverse=True)
     summed = values.new_zeros(uniq.numel()).index_add_(0, inverse, values)
-    rows = torch.div(uniq, n, rounding_mode="floor")
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=row.device)
+    return csr_from_keys(uniq, summed, n)
+
+
+def csr_from_keys(keys: Tensor, values: Tensor, n: int) -> Tensor:
+    """The [n, n] ``torch.sparse_csr`` matrix with ``values[e]`` at (keys[e] // n, keys[e] % n).
+
+    ``keys`` (int64 [E], ``row * n + col``) must be sorted and free of duplicates, as
+    :func:`csr_matrix` and the subgraph sampler build them; nothing re-checks that.
+    """
+    rows = torch.div(keys, n, rounding_mode="floor")
+    crow = torch.zeros(n + 1, dtype=torch.int64, device=keys.device)
     torch.cumsum(torch.bincount(rows, minlength=n), dim=0, out=crow[1:])
     with warnings.catch_warnings():
         # PyTorch warns once per process that CSR is "beta"; this module depends on it on
         # purpose (measured above) and the tests cover the operations used. Invariant checks
-        # are off on purpose: crow/col are built sorted and in range just above. (torch < 2.13
-        # warns about that even when check_invariants=False is passed explicitly.)
+        # are off on purpose: crow/col are built sorted and in range by the callers. (torch <
+        # 2.13 warns about that even when check_invariants=False is passed explicitly.)
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
         return torch.sparse_csr_tensor(
-            crow, uniq - rows * n, summed, size=(n, n), check_invariants=False
+            crow, keys - rows * n, values, size=(n, n), check_invariants=False
         )
 
 

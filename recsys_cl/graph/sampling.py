@@ -34,7 +34,6 @@ is small and hub-heavy, so sampled mode pays off only on larger graphs or smalle
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,7 +41,7 @@ import torch
 from torch import Tensor
 
 from recsys_cl.fanouts import ALL_NEIGHBOURS, check_fanouts
-from recsys_cl.graph.adjacency import csr_edges, sym_spmm
+from recsys_cl.graph.adjacency import csr_edges, csr_from_keys, sym_spmm
 from recsys_cl.graph.bipartite import BipartiteGraph
 from recsys_cl.rng import randperm
 
@@ -405,13 +404,4 @@ def _symmetric_csr(dst: Tensor, src: Tensor, values: Tensor, n: int) -> Tensor:
     kept = values.new_zeros(uniq.numel()).scatter_reduce_(
         0, group, torch.cat([values, values])[order], "amax", include_self=False
     )
-    rows = torch.div(uniq, n, rounding_mode="floor")
-    crow = torch.zeros(n + 1, dtype=torch.int64, device=row.device)
-    torch.cumsum(torch.bincount(rows, minlength=n), dim=0, out=crow[1:])
-    with warnings.catch_warnings():
-        # Same reasons as in adjacency.csr_matrix: CSR on purpose, indices built valid here.
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly")
-        return torch.sparse_csr_tensor(
-            crow, uniq - rows * n, kept, size=(n, n), check_invariants=False
-        )
+    return csr_from_keys(uniq, kept, n)
