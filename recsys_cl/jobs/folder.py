@@ -161,10 +161,6 @@ class RunFolder:
         """Whether training wrote its final summary."""
         return self.metrics_file.is_file()
 
-    def holds_run(self) -> bool:
-        """Whether training has started here (a checkpoint exists)."""
-        return self.last_checkpoint.exists()
-
     def tracking(self) -> dict[str, Any]:
         """``tracking.json``, or ``{}`` when there is none (or it is unreadable: the folder is
         then treated as never tracked, and a new run is opened)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import polars as pl
@@ -21,6 +22,8 @@ from recsys_cl.data import (
     save_split,
 )
 from recsys_cl.data.lazy import prepare_lazy
+from recsys_cl.data.prepare import SplitMethod
+from recsys_cl.data.preprocess import Keep
 from recsys_cl.errors import ConfigError
 
 
@@ -52,18 +55,8 @@ def build_split(data: DataConfig, data_dir: str | None, seed: int) -> Split:
     if data.lazy:
         with tempfile.TemporaryDirectory(prefix="recsys-cl-split-") as tmp:
             return load_split(prepare_split(data, data_dir, seed, Path(tmp) / "split"))
-    raw = load_raw(data, data_dir)
     return prepare(
-        raw,
-        split=data.split.kind,
-        test_ratio=data.split.test_ratio,
-        val_ratio=data.split.val_ratio,
-        implicit_threshold=data.implicit_threshold,
-        dedupe=data.dedupe,
-        user_k=data.min_user_interactions,
-        item_k=data.min_item_interactions,
-        rng=np.random.default_rng(seed),
-        source=data.dataset or str(data.path),
+        load_raw(data, data_dir), **_preparation(data, seed), source=data.dataset or str(data.path)
     )
 
 
@@ -80,18 +73,36 @@ def prepare_split(data: DataConfig, data_dir: str | None, seed: int, out: Path) 
     return prepare_lazy(
         data.path,
         out,
-        split=data.split.kind,
-        test_ratio=data.split.test_ratio,
-        val_ratio=data.split.val_ratio,
-        implicit_threshold=data.implicit_threshold,
-        dedupe=data.dedupe,
-        user_k=data.min_user_interactions,
-        item_k=data.min_item_interactions,
-        rng=np.random.default_rng(seed),
+        **_preparation(data, seed),
         format=data.format,
         columns=cols,
         source=str(data.path),
     )
+
+
+class _Preparation(TypedDict):
+    split: SplitMethod
+    test_ratio: float | None
+    val_ratio: float
+    implicit_threshold: float | None
+    dedupe: Keep | None
+    user_k: int
+    item_k: int
+    rng: np.random.Generator
+
+
+def _preparation(data: DataConfig, seed: int) -> _Preparation:
+    """The cleaning and split options both preparation paths take from a ``data:`` block."""
+    return {
+        "split": data.split.kind,
+        "test_ratio": data.split.test_ratio,
+        "val_ratio": data.split.val_ratio,
+        "implicit_threshold": data.implicit_threshold,
+        "dedupe": data.dedupe,
+        "user_k": data.min_user_interactions,
+        "item_k": data.min_item_interactions,
+        "rng": np.random.default_rng(seed),
+    }
 
 
 __all__ = ["build_split", "load_raw", "prepare_split"]
