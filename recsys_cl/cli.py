@@ -254,8 +254,9 @@ def _add_distributed(p: argparse.ArgumentParser) -> None:
 def _add_threads(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads", type=int, metavar="N",
-        help="CPU threads for torch (default: $RECSYS_CL_THREADS, else $OMP_NUM_THREADS, else "
-        "the cores this process may use); give each of several jobs sharing a machine its share",
+        help="CPU threads for torch and polars (default: $RECSYS_CL_THREADS, else "
+        "$OMP_NUM_THREADS, else the cores this process may use); give each of several jobs "
+        "sharing a machine its share",
     )
 
 
@@ -594,7 +595,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, default)
     try:
         # Before torch loads: OpenMP reads its wait policy and thread count once.
-        configure_threads(args.threads)
+        configure_threads(args.threads, load_torch=args.command != "data")
         # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
         with handle_interrupts():
             return _dispatch(args, raw)

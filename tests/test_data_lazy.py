@@ -4,11 +4,14 @@ fails with the eager path's one-line message, and the log file is only ever scan
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from recsys_cl.cli import main
@@ -263,6 +266,23 @@ def test_bucket_count_does_not_change_the_result(tmp_path: Path) -> None:
     _assert_same_folder(tmp_path / "b1", tmp_path / "b5")
 
 
+def test_merge_in_small_slices_keeps_log_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ranges, slices and row groups far smaller than a bucket's part: every take spans
+    # several slices and every slice several ranges, as with a 50M-row log's 26 buckets.
+    import recsys_cl.data.lazy as lazy
+
+    monkeypatch.setattr(lazy, "ROW_GROUP_ROWS", 40)
+    monkeypatch.setattr(lazy, "_INNER_GROUP_ROWS", 16)
+    monkeypatch.setattr(lazy, "_MIN_SLICE_ROWS", 5)
+    path = _write(_log(), tmp_path, "csv")
+    _both(path, tmp_path, 4, split="ratio", test_ratio=0.2, val_ratio=0.1, user_k=2)
+    _assert_same_folder(tmp_path / "eager", tmp_path / "lazy")
+    groups = pq.ParquetFile(tmp_path / "lazy" / "train.parquet").metadata.num_row_groups
+    assert groups > 10  # the merge wrote one row group per range, not one in all
+
+
 def test_data_prepare_with_data_lazy_writes_the_eager_folder(tmp_path: Path) -> None:
     path = _write(_log(), tmp_path, "csv")
     base = [
@@ -280,6 +300,24 @@ def test_data_prepare_with_data_lazy_writes_the_eager_folder(tmp_path: Path) -> 
     assert main([*base, "--out", str(tmp_path / "eager")]) == 0
     assert main([*base, "--set", "data.lazy=true", "--out", str(tmp_path / "lazy")]) == 0
     _assert_same_folder(tmp_path / "eager", tmp_path / "lazy")
+
+
+def test_data_prepare_does_not_load_torch(tmp_path: Path) -> None:
+    # torch's import alone is ~360 MiB, a third of a 50M-row lazy preparation's peak.
+    path = _write(_log(), tmp_path, "csv")
+    code = (
+        "import sys\n"
+        "from recsys_cl.cli import main\n"
+        f"rc = main(['data', 'prepare', '--set', 'data.path={path}', '--set', 'data.lazy=true',"
+        f" '--out', '{tmp_path / 'out'}'])\n"
+        "assert rc == 0, rc\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False"
+    assert (tmp_path / "out" / "manifest.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,21 @@ def test_the_count_comes_from_the_option_then_the_environment() -> None:
     assert _probe({"OMP_WAIT_POLICY": "PASSIVE", "RECSYS_CL_THREADS": "1"})[0] == "-"
 
 
+@pytest.mark.integration
+def test_an_explicit_count_caps_polars_and_data_commands_leave_torch_unloaded() -> None:
+    code = (
+        "import sys; from recsys_cl.runtime import configure_threads; "
+        "count = configure_threads(1, load_torch=False); "
+        "import polars; "
+        "print(count, 'torch' in sys.modules, polars.thread_pool_size())"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in (*_SETTINGS, "POLARS_MAX_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["1", "False", "1"]
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 @pytest.mark.integration
 def test_the_affinity_mask_narrows_the_default() -> None:

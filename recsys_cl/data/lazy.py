@@ -63,6 +63,7 @@ BUCKET_ROWS = 2_000_000
 MAX_BUCKETS = 255  # the bucket of each surviving row is kept in one byte (255 = removed)
 ROW_GROUP_ROWS = 1_000_000  # rows per Parquet row group of a prepared part, at most
 _INNER_GROUP_ROWS = 100_000  # small row groups in temporary files, so ranges skip the rest
+_MIN_SLICE_ROWS = 10_000  # the merge's smallest read from one file
 _BUCKET = "__bucket"
 _UCODE, _ICODE = "__u", "__i"
 _HASH_SEED = 0x5EED  # any constant: buckets are internal, the result does not depend on them
@@ -200,7 +201,8 @@ def _dedupe_buckets(work: _Work, dedupe: Keep | None) -> list[str]:
         df = df.with_columns((pl.col(USER).rank("dense") - 1).cast(pl.Int32).alias(_UCODE))
         work.clean(b).parent.mkdir(parents=True, exist_ok=True)
         df.write_parquet(work.clean(b))
-        frames_items.append(df.select(ITEM).unique())
+        # shrink_to_fit: unique() keeps its input's capacity, 26 buckets of it held ~400 MiB.
+        frames_items.append(df.select(ITEM).unique().shrink_to_fit())
     if not frames_items:
         return columns
     items = pl.concat(frames_items).unique().sort(ITEM)
@@ -464,63 +466,17 @@ def _write_prepared(
     work: _Work, names: list[str], method: str, log_rows: int, out_dir: Path, source: str
 ) -> None:
     """Fit the id maps on train, index every part, merge the parts into log order."""
-    train_users, train_items = [], []
-    for b in range(work.buckets):
-        path = work.part("split", "train", b)
-        if path.exists():
-            train = pl.read_parquet(path, columns=[USER, ITEM])
-            train_users.append(train[USER].unique())
-            train_items.append(train[ITEM].unique())
-    if not train_users or sum(s.len() for s in train_users) == 0:
-        raise data_error(source, f"the {method} split leaves no training rows")
-    users = IdMap.fit(pl.concat(train_users))
-    items = IdMap.fit(pl.concat(train_items).unique())
-    # A bucket's users are only those hashing into it: join each bucket with its share.
-    user_tables = (
-        _index_table(users)
-        .with_columns((pl.col("__raw").hash(_HASH_SEED) % work.buckets).alias(_BUCKET))
-        .partition_by(_BUCKET, as_dict=True, include_key=False)
-    )
-    item_table = _index_table(items)
-    no_users = _index_table(users).clear()
-    cold: dict[str, ColdCounts] = {}
-    rows: dict[str, int] = {}
+    users, items = _fit_id_maps(work, method, source)
     # Rows per user and per item index, summed over the parts: two arrays of U and I.
     user_counts = np.zeros(users.size, dtype=np.int64)
     item_counts = np.zeros(items.size, dtype=np.int64)
+    cold: dict[str, ColdCounts] = {}
     for name in names:
-        cold_rows, cold_users, cold_items = 0, 0, []
-        for b in range(work.buckets):
-            path = work.part("split", name, b)
-            if not path.exists():
-                continue
-            df = pl.read_parquet(path)
-            user_table = user_tables.get((b,), no_users)
-            indexed = df.join(
-                user_table, left_on=USER, right_on="__raw", how="left", maintain_order="left"
-            ).join(
-                item_table,
-                left_on=ITEM,
-                right_on="__raw",
-                how="left",
-                maintain_order="left",
-                suffix="_i",
-            )
-            u, i = indexed["__index"], indexed["__index_i"]
-            is_cold = u.is_null() | i.is_null()
-            cold_rows += int(is_cold.sum())
-            cold_users += df.filter(u.is_null())[USER].n_unique()
-            cold_items.append(df.filter(i.is_null())[ITEM].unique())
-            kept = df.with_columns(u.alias(USER), i.alias(ITEM)).filter(~is_cold)
-            out = work.part("indexed", name, b)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_parquet(out, row_group_size=_INNER_GROUP_ROWS)
-            user_counts += np.bincount(kept[USER].to_numpy(), minlength=users.size)
-            item_counts += np.bincount(kept[ITEM].to_numpy(), minlength=items.size)
+        counts = _index_part(work, name, users, items, user_counts, item_counts)
         if name != "train":
-            distinct_items = pl.concat(cold_items).n_unique() if cold_items else 0
-            cold[name] = ColdCounts(rows=cold_rows, users=cold_users, items=distinct_items)
+            cold[name] = counts
     report = ColdReport(val=cold.get("val"), test=cold["test"])
+    rows: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
         for name in names:
             files = [work.part("indexed", name, b) for b in range(work.buckets)]
@@ -547,6 +503,75 @@ def _write_prepared(
         write_json(tmp / MANIFEST, manifest)  # last: its presence marks a complete folder
 
 
+def _fit_id_maps(work: _Work, method: str, source: str) -> tuple[IdMap, IdMap]:
+    """The user and item id maps of the training rows (distinct ids only are held)."""
+    train_users, train_items = [], []
+    for b in range(work.buckets):
+        path = work.part("split", "train", b)
+        if path.exists():
+            train = pl.read_parquet(path, columns=[USER, ITEM])
+            # shrink_to_fit: unique() keeps its input's capacity (a bucket's rows, not its ids).
+            train_users.append(train[USER].unique().shrink_to_fit())
+            train_items.append(train[ITEM].unique().shrink_to_fit())
+    if not train_users or sum(s.len() for s in train_users) == 0:
+        raise data_error(source, f"the {method} split leaves no training rows")
+    return IdMap.fit(pl.concat(train_users)), IdMap.fit(pl.concat(train_items).unique())
+
+
+def _index_part(
+    work: _Work,
+    name: str,
+    users: IdMap,
+    items: IdMap,
+    user_counts: np.ndarray,
+    item_counts: np.ndarray,
+) -> ColdCounts:
+    """Index part ``name`` bucket by bucket, dropping cold rows; add each kept row to
+    ``user_counts``/``item_counts``; return what was dropped.
+
+    A function of its own so that its frames are freed before the merge starts: the
+    preparation's peak memory is this step's or the merge's, not both.
+    """
+    # A bucket's users are only those hashing into it: join each bucket with its share.
+    user_tables = (
+        _index_table(users)
+        .with_columns((pl.col("__raw").hash(_HASH_SEED) % work.buckets).alias(_BUCKET))
+        .partition_by(_BUCKET, as_dict=True, include_key=False)
+    )
+    item_table = _index_table(items)
+    no_users = _index_table(users).clear()
+    cold_rows, cold_users, cold_items = 0, 0, []
+    for b in range(work.buckets):
+        path = work.part("split", name, b)
+        if not path.exists():
+            continue
+        df = pl.read_parquet(path)
+        user_table = user_tables.get((b,), no_users)
+        indexed = df.join(
+            user_table, left_on=USER, right_on="__raw", how="left", maintain_order="left"
+        ).join(
+            item_table,
+            left_on=ITEM,
+            right_on="__raw",
+            how="left",
+            maintain_order="left",
+            suffix="_i",
+        )
+        u, i = indexed["__index"], indexed["__index_i"]
+        is_cold = u.is_null() | i.is_null()
+        cold_rows += int(is_cold.sum())
+        cold_users += df.filter(u.is_null())[USER].n_unique()
+        cold_items.append(df.filter(i.is_null())[ITEM].unique())
+        kept = df.with_columns(u.alias(USER), i.alias(ITEM)).filter(~is_cold)
+        out = work.part("indexed", name, b)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_parquet(out, row_group_size=_INNER_GROUP_ROWS)
+        user_counts += np.bincount(kept[USER].to_numpy(), minlength=users.size)
+        item_counts += np.bincount(kept[ITEM].to_numpy(), minlength=items.size)
+    distinct_items = pl.concat(cold_items).n_unique() if cold_items else 0
+    return ColdCounts(rows=cold_rows, users=cold_users, items=distinct_items)
+
+
 def _index_table(ids: IdMap) -> pl.DataFrame:
     return pl.DataFrame(
         {"__raw": ids.raw, "__index": pl.int_range(ids.size, dtype=pl.Int64, eager=True)}
@@ -557,9 +582,10 @@ class _Sorted:
     """A Parquet file sorted by ``__pos``, read slice by slice: :meth:`take` hands out the
     rows below a position, so merging never holds more than a range and a slice per file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, step: int) -> None:
         self._scan = pl.scan_parquet(path)
         self._rows = pq.ParquetFile(path).metadata.num_rows
+        self._step = step
         self._offset = 0
         self._pending: pl.DataFrame | None = None
 
@@ -568,8 +594,8 @@ class _Sorted:
         parts = [] if self._pending is None else [self._pending]
         while self._offset < self._rows and (not parts or parts[-1][POS][-1] < end):
             # A slice reads only the row groups it covers.
-            parts.append(self._scan.slice(self._offset, _INNER_GROUP_ROWS).collect())
-            self._offset += _INNER_GROUP_ROWS
+            parts.append(self._scan.slice(self._offset, self._step).collect())
+            self._offset += self._step
         if not parts:
             return None
         pending = pl.concat(parts)
@@ -584,7 +610,10 @@ def _merge(files: list[Path], out: Path, log_rows: int) -> int:
     A k-way merge by position, range by range; each range becomes a row group of ``out``.
     """
     written = 0
-    readers = [_Sorted(f) for f in files]
+    # Every file reads ahead one slice: together about one output row group, however many
+    # buckets there are (a slice of 100K rows from each of 26 buckets held 2.6M rows).
+    step = max(_MIN_SLICE_ROWS, min(_INNER_GROUP_ROWS, ROW_GROUP_ROWS // max(1, len(files))))
+    readers = [_Sorted(f, step) for f in files]
     schema = pq.read_schema(files[0])
     with pq.ParquetWriter(out, schema.remove(schema.get_field_index(POS)), compression="zstd") as w:
         for start in range(0, log_rows, ROW_GROUP_ROWS):

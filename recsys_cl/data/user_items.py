@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # only to_torch_csr needs torch; data preparation never loads it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class UserItems:
 
     def to_torch_csr(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """A [U, I] ``torch.sparse_csr`` tensor of ones."""
+        import torch
+
         return torch.sparse_csr_tensor(
             torch.from_numpy(self.indptr),
             torch.from_numpy(self.indices),

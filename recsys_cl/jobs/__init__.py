@@ -7,38 +7,65 @@
 - :mod:`.commands` are the ``recsys-cl`` handlers: they parse ``argparse`` options, open the
   tracked runs, call the stages and print.
 - :class:`.folder.RunFolder` owns the run folder's layout and its reads and writes.
+
+The names below are imported on first use: ``recsys-cl data`` goes through this package and
+must not load torch (its import alone is ~360 MiB of a larger-than-memory preparation).
 """
 
-from .folder import RunFolder
-from .stages.build import ImbalanceParts, build_imbalance, build_method
-from .stages.data import build_split, load_raw
-from .stages.evaluate import ScoreReport, score_run
-from .stages.train import (
-    Assembly,
-    Prepared,
-    TrainReport,
-    assemble,
-    finalize,
-    fit,
-    prepare,
-    run_training,
-)
+from __future__ import annotations
 
-__all__ = [
-    "Assembly",
-    "ImbalanceParts",
-    "Prepared",
-    "RunFolder",
-    "ScoreReport",
-    "TrainReport",
-    "assemble",
-    "build_imbalance",
-    "build_method",
-    "build_split",
-    "finalize",
-    "fit",
-    "load_raw",
-    "prepare",
-    "run_training",
-    "score_run",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the module (relative to this package) that defines it.
+_API = {
+    "RunFolder": ".folder",
+    "ImbalanceParts": ".stages.build",
+    "build_imbalance": ".stages.build",
+    "build_method": ".stages.build",
+    "build_split": ".stages.data",
+    "load_raw": ".stages.data",
+    "ScoreReport": ".stages.evaluate",
+    "score_run": ".stages.evaluate",
+    "Assembly": ".stages.train",
+    "Prepared": ".stages.train",
+    "TrainReport": ".stages.train",
+    "assemble": ".stages.train",
+    "finalize": ".stages.train",
+    "fit": ".stages.train",
+    "prepare": ".stages.train",
+    "run_training": ".stages.train",
+}
+
+__all__ = sorted(_API)
+
+if TYPE_CHECKING:
+    from .folder import RunFolder as RunFolder
+    from .stages.build import ImbalanceParts as ImbalanceParts
+    from .stages.build import build_imbalance as build_imbalance
+    from .stages.build import build_method as build_method
+    from .stages.data import build_split as build_split
+    from .stages.data import load_raw as load_raw
+    from .stages.evaluate import ScoreReport as ScoreReport
+    from .stages.evaluate import score_run as score_run
+    from .stages.train import Assembly as Assembly
+    from .stages.train import Prepared as Prepared
+    from .stages.train import TrainReport as TrainReport
+    from .stages.train import assemble as assemble
+    from .stages.train import finalize as finalize
+    from .stages.train import fit as fit
+    from .stages.train import prepare as prepare
+    from .stages.train import run_training as run_training
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

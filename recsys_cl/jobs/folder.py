@@ -26,17 +26,18 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from recsys_cl.config import RunConfig, read_yaml, to_yaml, validate
 from recsys_cl.data import IdMap, Split, load_split, save_split
 from recsys_cl.errors import DataError
 from recsys_cl.io import atomic_path, read_table, write_json
-from recsys_cl.training.checkpoint import LAST_CHECKPOINT
+
+if TYPE_CHECKING:  # torch loads only when a folder's model is written or read
+    import torch
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class RunFolder:
     @property
     def last_checkpoint(self) -> Path:
         """What :class:`~recsys_cl.training.Trainer` writes into :attr:`checkpoint_dir`."""
+        from recsys_cl.training.checkpoint import LAST_CHECKPOINT
+
         return self.checkpoint_dir / LAST_CHECKPOINT
 
     @property
@@ -192,6 +195,8 @@ class RunFolder:
         _write_embeddings(self.item_embeddings, "item_id", split.items, item)
 
     def write_model(self, state: dict[str, torch.Tensor]) -> None:
+        import torch
+
         with atomic_path(self.model_file) as tmp:
             torch.save({k: v.cpu() for k, v in state.items()}, tmp)
 
