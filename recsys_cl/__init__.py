@@ -9,8 +9,9 @@ threads before torch loads, and FAISS is an optional extra).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from recsys_cl._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -70,14 +71,4 @@ if TYPE_CHECKING:
     from recsys_cl.training import Trainer as Trainer
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recsys_cl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = lazy_exports(__name__, _API, globals())

@@ -14,8 +14,9 @@ must not load torch (its import alone is ~360 MiB of a larger-than-memory prepar
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from recsys_cl._lazy import lazy_exports
 
 # Public name -> the module (relative to this package) that defines it.
 _API = {
@@ -58,14 +59,4 @@ if TYPE_CHECKING:
     from .stages.train import run_training as run_training
 
 
-def __getattr__(name: str) -> Any:
-    module = _API.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_API))
+__getattr__, __dir__ = lazy_exports(__name__, _API, globals())
