@@ -13,9 +13,10 @@ so the ``recsys-cl`` process sets them first:
 - the thread count: ``--threads``, else ``$RECSYS_CL_THREADS``, else ``$OMP_NUM_THREADS``, else
   torch's default (the physical cores) capped by the cores this process may run on (its CPU
   affinity mask, which ``taskset`` and container CPU sets narrow; a CPU *quota*, such as
-  ``docker --cpus``, does not: pass ``--threads`` there). A count given also caps polars'
-  threads: a lazy preparation of a 50M-row CSV peaks lower with fewer (benchmarks/RESULTS.md §
-  Ingestion larger than memory).
+  ``docker --cpus``, does not: pass ``--threads`` there). A count from ``--threads`` or
+  ``$RECSYS_CL_THREADS`` also caps polars' threads unless ``POLARS_MAX_THREADS`` is set: a lazy
+  preparation of a 50M-row CSV peaks lower with fewer (benchmarks/RESULTS.md § Ingestion larger
+  than memory).
 
 An in-process caller (a notebook, the tests) has loaded torch already and owns its threads:
 only an explicit count is applied there.
@@ -68,14 +69,17 @@ def configure_threads(threads: int | None = None, *, load_torch: bool = True) ->
     """Apply the thread settings (see the module docstring); returns the count applied, or None
     when an in-process caller's torch keeps its own.
 
-    An explicit count also caps polars' thread pool (``POLARS_MAX_THREADS``) when polars has
-    not loaded yet. ``load_torch=False`` (``recsys-cl data``, which never uses torch) only sets
-    the environment: torch's import alone is ~360 MiB of a lazy preparation's memory.
+    A count from ``--threads`` or ``$RECSYS_CL_THREADS`` also caps polars' thread pool when
+    polars has not loaded yet and ``POLARS_MAX_THREADS`` is unset (``$OMP_NUM_THREADS`` is
+    OpenMP's, so it is left to torch). ``load_torch=False`` (``recsys-cl data``, which never
+    uses torch) only sets the environment: torch's import alone is ~220 MiB of a lazy
+    preparation's memory.
     """
     count = requested_threads(threads)
     fresh = "torch" not in sys.modules
-    if count is not None and "polars" not in sys.modules:
-        os.environ["POLARS_MAX_THREADS"] = str(count)
+    ours = threads is not None or bool(os.environ.get(THREADS_ENV))
+    if count is not None and ours and "polars" not in sys.modules:
+        os.environ.setdefault("POLARS_MAX_THREADS", str(count))
     if fresh:
         if "OMP_WAIT_POLICY" not in os.environ:
             os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))

@@ -303,7 +303,7 @@ def test_data_prepare_with_data_lazy_writes_the_eager_folder(tmp_path: Path) -> 
 
 
 def test_data_prepare_does_not_load_torch(tmp_path: Path) -> None:
-    # torch's import alone is ~360 MiB, a third of a 50M-row lazy preparation's peak.
+    # torch's import alone is ~220 MiB, a third of a 50M-row lazy preparation's peak.
     path = _write(_log(), tmp_path, "csv")
     code = (
         "import sys\n"

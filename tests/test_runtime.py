@@ -79,6 +79,24 @@ def test_an_explicit_count_caps_polars_and_data_commands_leave_torch_unloaded() 
         [sys.executable, "-c", code], env=clean, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["1", "False", "1"]
+    # OpenMP's variable is torch's business, and a polars setting the user chose is theirs.
+    probe = (
+        "import os; from recsys_cl.runtime import configure_threads; "
+        "configure_threads(None, load_torch=False); print(os.environ.get('POLARS_MAX_THREADS'))"
+    )
+    for env, expected in (
+        ({"OMP_NUM_THREADS": "1"}, "None"),
+        ({"RECSYS_CL_THREADS": "1", "POLARS_MAX_THREADS": "2"}, "2"),
+        ({"RECSYS_CL_THREADS": "1"}, "1"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            env={**clean, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == expected, env
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")

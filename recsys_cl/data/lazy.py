@@ -63,7 +63,7 @@ BUCKET_ROWS = 2_000_000
 MAX_BUCKETS = 255  # the bucket of each surviving row is kept in one byte (255 = removed)
 ROW_GROUP_ROWS = 1_000_000  # rows per Parquet row group of a prepared part, at most
 _INNER_GROUP_ROWS = 100_000  # small row groups in temporary files, so ranges skip the rest
-_MIN_SLICE_ROWS = 10_000  # the merge's smallest read from one file
+_MIN_SLICE_ROWS = 4_000  # the merge's smallest read from one file
 _BUCKET = "__bucket"
 _UCODE, _ICODE = "__u", "__i"
 _HASH_SEED = 0x5EED  # any constant: buckets are internal, the result does not depend on them
@@ -610,9 +610,11 @@ def _merge(files: list[Path], out: Path, log_rows: int) -> int:
     A k-way merge by position, range by range; each range becomes a row group of ``out``.
     """
     written = 0
-    # Every file reads ahead one slice: together about one output row group, however many
-    # buckets there are (a slice of 100K rows from each of 26 buckets held 2.6M rows).
-    step = max(_MIN_SLICE_ROWS, min(_INNER_GROUP_ROWS, ROW_GROUP_ROWS // max(1, len(files))))
+    # Every file reads ahead one slice: together about one output row group up to 250 files
+    # (a slice of 100K rows from each of 26 buckets held 2.6M rows). A slice is a whole share
+    # of a temporary row group, so no row group is decoded for more slices than it must.
+    share = max(_MIN_SLICE_ROWS, min(_INNER_GROUP_ROWS, ROW_GROUP_ROWS // max(1, len(files))))
+    step = _INNER_GROUP_ROWS // math.ceil(_INNER_GROUP_ROWS / share)
     readers = [_Sorted(f, step) for f in files]
     schema = pq.read_schema(files[0])
     with pq.ParquetWriter(out, schema.remove(schema.get_field_index(POS)), compression="zstd") as w:

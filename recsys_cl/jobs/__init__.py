@@ -9,7 +9,7 @@
 - :class:`.folder.RunFolder` owns the run folder's layout and its reads and writes.
 
 The names below are imported on first use: ``recsys-cl data`` goes through this package and
-must not load torch (its import alone is ~360 MiB of a larger-than-memory preparation).
+must not load torch (its import alone is ~220 MiB of a larger-than-memory preparation).
 """
 
 from __future__ import annotations
