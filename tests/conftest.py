@@ -36,6 +36,26 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 LogFactory = Callable[..., pl.DataFrame]
 
 
+def write_run_config(
+    folder: Path, log: Path, *, dim: int = 16, patience: int = 20, **train: object
+) -> Path:
+    """``folder/run.yaml``: a small XSimGCL run of ``log`` into ``folder/run`` (ratio split with
+    validation); ``train`` overrides the train block (4 epochs of batch 256 by default)."""
+    settings = {"epochs": 4, "batch_size": 256, "eval_every": 1, "patience": patience,
+                "progress": False, **train}
+    lines = "\n".join(
+        f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()
+    )
+    cfg = folder / "run.yaml"
+    cfg.write_text(
+        f"output_dir: {folder / 'run'}\n"
+        f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
+        f"model:\n  method: xsimgcl\n  dim: {dim}\n"
+        f"train:\n{lines}\n"
+    )
+    return cfg
+
+
 def make_long_tail_log(
     n_users: int = 120,
     n_items: int = 200,

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recsys_cl.cli import main
-from tests.conftest import make_long_tail_log
+from tests.conftest import make_long_tail_log, write_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,22 +26,6 @@ def log_csv(tmp_path: Path) -> Path:
     path = tmp_path / "log.csv"
     make_long_tail_log(n_users=80, n_items=120, seed=3, mean_activity=15).write_csv(path)
     return path
-
-
-def _config(tmp_path: Path, log: Path, **train: object) -> Path:
-    settings = {"epochs": 4, "batch_size": 256, "eval_every": 1, "patience": 20, "progress": False}
-    settings.update(train)
-    lines = "\n".join(
-        f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()
-    )
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        f"output_dir: {tmp_path / 'run'}\n"
-        f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
-        "model:\n  method: xsimgcl\n  dim: 16\n"
-        f"train:\n{lines}\n"
-    )
-    return cfg
 
 
 def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -55,7 +39,7 @@ def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 def test_user_errors_exit_2_with_one_line(
     tmp_path: Path, log_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _config(tmp_path, log_csv)
+    cfg = write_run_config(tmp_path, log_csv)
     assert "model.epsilon: unknown key" in _user_error(
         capsys, ["train", "-c", str(cfg), "--set", "model.epsilon=0.1"]
     )
@@ -93,7 +77,7 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture[str]) -> None
 def test_train_then_evaluate_reproduces_the_test_metrics(
     tmp_path: Path, log_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _config(tmp_path, log_csv)
+    cfg = write_run_config(tmp_path, log_csv)
     assert main(["train", "-c", str(cfg)]) == 0
     run = tmp_path / "run"
     summary = json.loads((run / "metrics.json").read_text())
@@ -116,7 +100,7 @@ def test_train_then_evaluate_reproduces_the_test_metrics(
 def test_data_prepare_writes_a_loadable_split(tmp_path: Path, log_csv: Path) -> None:
     from recsys_cl.data import load_split
 
-    cfg = _config(tmp_path, log_csv)
+    cfg = write_run_config(tmp_path, log_csv)
     assert main(["data", "prepare", "-c", str(cfg), "--out", str(tmp_path / "prep")]) == 0
     split = load_split(tmp_path / "prep")
     assert split.val is not None and split.train.height > split.test.height > 0
@@ -137,8 +121,8 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path: Path, log_csv: Path)
     ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
     ref_dir.mkdir()
     kill_dir.mkdir()
-    ref_cfg = _config(ref_dir, log_csv, epochs=epochs, eval_every=2)
-    kill_cfg = _config(kill_dir, log_csv, epochs=epochs, eval_every=2)
+    ref_cfg = write_run_config(ref_dir, log_csv, epochs=epochs, eval_every=2)
+    kill_cfg = write_run_config(kill_dir, log_csv, epochs=epochs, eval_every=2)
     subprocess.run(_cli("train", "-c", str(ref_cfg)), check=True, env=_env(), cwd=REPO,
                    capture_output=True)
 
@@ -170,7 +154,7 @@ def test_sigkilled_run_resumes_to_the_same_result(tmp_path: Path, log_csv: Path)
 def test_resume_refuses_another_runs_checkpoint(
     tmp_path: Path, log_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = _config(tmp_path, log_csv, epochs=2)
+    cfg = write_run_config(tmp_path, log_csv, epochs=2)
     assert main(["train", "-c", str(cfg)]) == 0
     err = _user_error(capsys, ["train", "-c", str(cfg), "--resume", "--set", "model.tau=0.3"])
     assert "checkpoint is from a different run (model.tau" in err

@@ -37,7 +37,7 @@ from recsys_cl.training.distributed import (
     single_process,
 )
 from recsys_cl.training.launch import raise_for_failures
-from tests.conftest import make_long_tail_log, make_planted_split
+from tests.conftest import make_long_tail_log, make_planted_split, write_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -51,19 +51,7 @@ def _log(folder: Path) -> Path:
 
 def _config(folder: Path, log: Path, **train: object) -> Path:
     """An XSimGCL run of ``log`` into ``folder/run`` (test_cli's, at dim 8)."""
-    settings = {"epochs": 4, "batch_size": 256, "eval_every": 1, "patience": 100,
-                "progress": False, **train}
-    lines = "\n".join(
-        f"  {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in settings.items()
-    )
-    cfg = folder / "run.yaml"
-    cfg.write_text(
-        f"output_dir: {folder / 'run'}\n"
-        f"data:\n  path: {log}\n  split: {{kind: ratio, test_ratio: 0.2, val_ratio: 0.1}}\n"
-        "model:\n  method: xsimgcl\n  dim: 8\n"
-        f"train:\n{lines}\n"
-    )
-    return cfg
+    return write_run_config(folder, log, dim=8, patience=100, **train)
 
 
 # ------------------------------------------------------------------------ sharding, seeds
