@@ -34,7 +34,7 @@ STAGES = (
     "_split",
     "_write_prepared",
     "_fit_id_maps",
-    "_index_part",
+    "_index_parts",
     "_merge",
 )
 

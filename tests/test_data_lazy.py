@@ -113,29 +113,19 @@ def test_lazy_keeps_blank_lines_out_and_columns_mapped(tmp_path: Path) -> None:
         .collect()
         .equals(read_interactions(path, columns=columns))
     )
+    kw: dict[str, Any] = {
+        "split": "ratio",
+        "test_ratio": 0.25,
+        "implicit_threshold": 2,
+        "user_k": 2,
+        "item_k": 2,
+        "source": "t",
+    }
     eager = prepare(
-        read_interactions(path, columns=columns),
-        split="ratio",
-        test_ratio=0.25,
-        implicit_threshold=2,
-        user_k=2,
-        item_k=2,
-        rng=np.random.default_rng(0),
-        source="t",
+        read_interactions(path, columns=columns), rng=np.random.default_rng(0), **kw
     )
     save_split(eager, tmp_path / "eager")
-    prepare_lazy(
-        path,
-        tmp_path / "lazy",
-        columns=columns,
-        split="ratio",
-        test_ratio=0.25,
-        implicit_threshold=2,
-        user_k=2,
-        item_k=2,
-        rng=np.random.default_rng(0),
-        source="t",
-    )
+    prepare_lazy(path, tmp_path / "lazy", columns=columns, rng=np.random.default_rng(0), **kw)
     _assert_same_folder(tmp_path / "eager", tmp_path / "lazy")
 
 

@@ -148,8 +148,8 @@ def prepare_lazy(
     try:
         work = _Work(root, n_buckets)
         _sink_buckets(log.frame, work, log.source)
-        kept_columns = _dedupe_buckets(work, dedupe)
-        masks = _k_core(work, user_k, item_k, name)
+        kept_columns, n_items = _dedupe_buckets(work, dedupe)
+        masks = _k_core(work, n_items, user_k, item_k, name)
         parts, method = _split(
             work, masks, log.rows, kept_columns, split, test_ratio, val_ratio, rng, name
         )
@@ -180,11 +180,11 @@ def _read_bucket(files: list[Path]) -> pl.DataFrame | None:
     return pl.read_parquet(files).sort(POS)
 
 
-def _dedupe_buckets(work: _Work, dedupe: Keep | None) -> list[str]:
+def _dedupe_buckets(work: _Work, dedupe: Keep | None) -> tuple[list[str], int]:
     """De-duplicate every bucket (a pair's rows share its user's bucket) and add compact
     codes: ``__u`` local to the bucket, ``__i`` global (items are coded by sorted id).
 
-    Returns the canonical columns kept.
+    Returns the canonical columns kept and the number of item codes (every code is used).
     """
     frames_items = []
     columns: list[str] = []
@@ -204,7 +204,7 @@ def _dedupe_buckets(work: _Work, dedupe: Keep | None) -> list[str]:
         # shrink_to_fit: unique() keeps its input's capacity, 26 buckets of it held ~400 MiB.
         frames_items.append(df.select(ITEM).unique().shrink_to_fit())
     if not frames_items:
-        return columns
+        return columns, 0
     items = pl.concat(frames_items).unique().sort(ITEM)
     codes = items.with_columns(pl.int_range(items.height, dtype=pl.Int32).alias(_ICODE))
     for b in range(work.buckets):
@@ -214,7 +214,7 @@ def _dedupe_buckets(work: _Work, dedupe: Keep | None) -> list[str]:
             coded.write_parquet(work.clean(b), row_group_size=_INNER_GROUP_ROWS)
     if dedupe == "sum" and RATING not in columns:
         columns.append(RATING)  # merged rows carry their count as rating
-    return columns
+    return columns, items.height
 
 
 def _dedupe_sum(df: pl.DataFrame) -> pl.DataFrame:
@@ -238,7 +238,9 @@ def _codes(work: _Work, b: int) -> tuple[np.ndarray, np.ndarray] | None:
     return df[_UCODE].to_numpy(), df[_ICODE].to_numpy()
 
 
-def _k_core(work: _Work, user_k: int, item_k: int, source: str) -> list[np.ndarray | None]:
+def _k_core(
+    work: _Work, n_items: int, user_k: int, item_k: int, source: str
+) -> list[np.ndarray | None]:
     """Per bucket, the mask of rows in the k-core (``None``: every row of the bucket).
 
     Each round keeps the rows whose user and item both reach their threshold in the current
@@ -249,11 +251,6 @@ def _k_core(work: _Work, user_k: int, item_k: int, source: str) -> list[np.ndarr
         raise ValueError(f"k-core thresholds must be >= 0, got user_k={user_k}, item_k={item_k}")
     if user_k <= 1 and item_k <= 1:
         return [None] * work.buckets
-    n_items = 0
-    for b in range(work.buckets):
-        codes = _codes(work, b)
-        if codes is not None and codes[1].size:
-            n_items = max(n_items, int(codes[1].max()) + 1)
     items_alive = np.ones(n_items, dtype=bool)
     users_alive: list[np.ndarray | None] = [None] * work.buckets
     while True:
@@ -470,11 +467,7 @@ def _write_prepared(
     # Rows per user and per item index, summed over the parts: two arrays of U and I.
     user_counts = np.zeros(users.size, dtype=np.int64)
     item_counts = np.zeros(items.size, dtype=np.int64)
-    cold: dict[str, ColdCounts] = {}
-    for name in names:
-        counts = _index_part(work, name, users, items, user_counts, item_counts)
-        if name != "train":
-            cold[name] = counts
+    cold = _index_parts(work, names, users, items, user_counts, item_counts)
     report = ColdReport(val=cold.get("val"), test=cold["test"])
     rows: dict[str, int] = {}
     with atomic_dir(out_dir) as tmp:
@@ -518,16 +511,16 @@ def _fit_id_maps(work: _Work, method: str, source: str) -> tuple[IdMap, IdMap]:
     return IdMap.fit(pl.concat(train_users)), IdMap.fit(pl.concat(train_items).unique())
 
 
-def _index_part(
+def _index_parts(
     work: _Work,
-    name: str,
+    names: list[str],
     users: IdMap,
     items: IdMap,
     user_counts: np.ndarray,
     item_counts: np.ndarray,
-) -> ColdCounts:
-    """Index part ``name`` bucket by bucket, dropping cold rows; add each kept row to
-    ``user_counts``/``item_counts``; return what was dropped.
+) -> dict[str, ColdCounts]:
+    """Index every part bucket by bucket, dropping cold rows; add each kept row to
+    ``user_counts``/``item_counts``; return what each part but train dropped.
 
     A function of its own so that its frames are freed before the merge starts: the
     preparation's peak memory is this step's or the merge's, not both.
@@ -540,36 +533,40 @@ def _index_part(
     )
     item_table = _index_table(items)
     no_users = _index_table(users).clear()
-    cold_rows, cold_users, cold_items = 0, 0, []
-    for b in range(work.buckets):
-        path = work.part("split", name, b)
-        if not path.exists():
-            continue
-        df = pl.read_parquet(path)
-        user_table = user_tables.get((b,), no_users)
-        indexed = df.join(
-            user_table, left_on=USER, right_on="__raw", how="left", maintain_order="left"
-        ).join(
-            item_table,
-            left_on=ITEM,
-            right_on="__raw",
-            how="left",
-            maintain_order="left",
-            suffix="_i",
-        )
-        u, i = indexed["__index"], indexed["__index_i"]
-        is_cold = u.is_null() | i.is_null()
-        cold_rows += int(is_cold.sum())
-        cold_users += df.filter(u.is_null())[USER].n_unique()
-        cold_items.append(df.filter(i.is_null())[ITEM].unique())
-        kept = df.with_columns(u.alias(USER), i.alias(ITEM)).filter(~is_cold)
-        out = work.part("indexed", name, b)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_parquet(out, row_group_size=_INNER_GROUP_ROWS)
-        user_counts += np.bincount(kept[USER].to_numpy(), minlength=users.size)
-        item_counts += np.bincount(kept[ITEM].to_numpy(), minlength=items.size)
-    distinct_items = pl.concat(cold_items).n_unique() if cold_items else 0
-    return ColdCounts(rows=cold_rows, users=cold_users, items=distinct_items)
+    cold: dict[str, ColdCounts] = {}
+    for name in names:
+        cold_rows, cold_users, cold_items = 0, 0, []
+        for b in range(work.buckets):
+            path = work.part("split", name, b)
+            if not path.exists():
+                continue
+            df = pl.read_parquet(path)
+            user_table = user_tables.get((b,), no_users)
+            indexed = df.join(
+                user_table, left_on=USER, right_on="__raw", how="left", maintain_order="left"
+            ).join(
+                item_table,
+                left_on=ITEM,
+                right_on="__raw",
+                how="left",
+                maintain_order="left",
+                suffix="_i",
+            )
+            u, i = indexed["__index"], indexed["__index_i"]
+            is_cold = u.is_null() | i.is_null()
+            cold_rows += int(is_cold.sum())
+            cold_users += df.filter(u.is_null())[USER].n_unique()
+            cold_items.append(df.filter(i.is_null())[ITEM].unique())
+            kept = df.with_columns(u.alias(USER), i.alias(ITEM)).filter(~is_cold)
+            out = work.part("indexed", name, b)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            kept.write_parquet(out, row_group_size=_INNER_GROUP_ROWS)
+            user_counts += np.bincount(kept[USER].to_numpy(), minlength=users.size)
+            item_counts += np.bincount(kept[ITEM].to_numpy(), minlength=items.size)
+        if name != "train":
+            distinct_items = pl.concat(cold_items).n_unique() if cold_items else 0
+            cold[name] = ColdCounts(rows=cold_rows, users=cold_users, items=distinct_items)
+    return cold
 
 
 def _index_table(ids: IdMap) -> pl.DataFrame:
