@@ -86,7 +86,43 @@ def test_propagation_shapes_and_frozen(planted) -> None:
         assert t.shape == (rows, 8)
     assert [t.shape for t in prop.layers] == [(N_USERS + N_ITEMS, 8)] * 3
     with pytest.raises(FrozenInstanceError):
-        prop.user = prop.item  # type: ignore[misc]
+        prop.final = prop.ego  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("ego", [False, True])
+def test_propagation_rows_equal_indexing_in_value_and_gradient(planted, ego: bool) -> None:
+    # rows() gathers users, items [B] and items [B, M] in one index_select; what it returns,
+    # and the gradient it sends back to the table, are those of indexing each one apart.
+    g = torch.Generator().manual_seed(3)
+    users = torch.randint(N_USERS, (6,), generator=g)
+    pos = torch.randint(N_ITEMS, (6,), generator=g)
+    neg = torch.randint(N_ITEMS, (6, 3), generator=g)
+    weights = [torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g),
+               torch.randn(6, 3, 8, generator=g)]
+
+    def encoder() -> LightGCN:
+        return LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2,
+                        generator=torch.Generator().manual_seed(0))
+
+    def grads(pick) -> tuple[list[torch.Tensor], torch.Tensor]:  # noqa: ANN001 - a callable
+        enc = encoder()
+        rows = pick(enc(planted.adj))
+        sum((r * w).sum() for r, w in zip(rows, weights, strict=True)).backward()
+        assert enc.weight.grad is not None
+        return [r.detach() for r in rows], enc.weight.grad
+
+    def apart(prop: Propagation) -> list[torch.Tensor]:
+        user, item = (prop.ego_user, prop.ego_item) if ego else (prop.user, prop.item)
+        return [user[users], item[pos], item[neg]]
+
+    want_rows, want_grad = grads(apart)
+    got_rows, got_grad = grads(lambda prop: prop.rows(users, pos, neg, ego=ego))
+    for got, want in zip(got_rows, want_rows, strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(got_grad, want_grad)
+    (items_only,) = encoder()(planted.adj).rows(None, neg, ego=ego)
+    torch.testing.assert_close(items_only, want_rows[2])
 
 
 @pytest.mark.parametrize("device", DEVICES)

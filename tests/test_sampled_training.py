@@ -199,8 +199,7 @@ def test_contrastive_views_equal_full_graph_with_noise_fixed(keep) -> None:
         hook = FixedNoise(noise, rows, keep)
         prop = encoder(adj, perturb=hook)
         assert hook.kept is not None
-        n_u = prop.user.shape[0]
-        loss = batch_info_nce(prop.user, hook.kept[:n_u], prop.item, hook.kept[n_u:], b, 0.15)
+        loss = batch_info_nce(prop.final, hook.kept, prop.n_users, b, 0.15)
         loss.backward()
         assert encoder.weight.grad is not None
         return loss.detach(), encoder.weight.grad.clone()

@@ -67,10 +67,13 @@ class DNSSelector:
     def __call__(
         self, prop: Propagation, batch: Batch, generator: torch.Generator | None
     ) -> SelectedNegatives:
-        chosen = dns_select(prop.user[batch.users], prop.item, _candidates(batch), self.keep)
+        with torch.no_grad():
+            chosen = dns_select(prop.user[batch.users], prop.item, _candidates(batch), self.keep)
         if self.keep == 1:
             chosen = chosen.squeeze(1)
-        return SelectedNegatives(item=prop.item[chosen], ego=prop.ego_item[chosen])
+        (item,) = prop.rows(None, chosen)
+        (ego,) = prop.rows(None, chosen, ego=True)
+        return SelectedNegatives(item=item, ego=ego)
 
 
 class MixGCFSelector:

@@ -222,18 +222,21 @@ class Recommender(nn.Module, ABC):
         embeddings: the objective (BPR by default) over the negatives the selector keeps (or
         ``batch.neg_items`` as drawn); the ego L2 covers the user, the positive and the
         negatives the objective used."""
-        user = prop.user[batch.users]
-        pos = prop.item[batch.pos_items]
-        ego = [prop.ego_user[batch.users], prop.ego_item[batch.pos_items]]
-        if not self.objective.uses_negatives:
+        drawn = self.objective.uses_negatives and self.negative_selector is None
+        items = (batch.pos_items, batch.neg_items) if drawn else (batch.pos_items,)
+        scored = prop.rows(batch.users, *items)
+        # MF's final embeddings are its table (without noise): the rows are the ego rows.
+        ego = scored if prop.ego is prop.final else prop.rows(batch.users, *items, ego=True)
+        user, pos = scored[0], scored[1]
+        if drawn:
+            neg = scored[2]
+        elif not self.objective.uses_negatives:
             neg = pos.new_zeros(())
-        elif self.negative_selector is not None:
+        else:
+            assert self.negative_selector is not None
             selected = self.negative_selector(prop, batch, generator)
             neg = selected.item
-            ego.append(selected.ego)
-        else:
-            neg = prop.item[batch.neg_items]
-            ego.append(prop.ego_item[batch.neg_items])
+            ego = [*ego, selected.ego]
         rec = self.objective(
             user, pos, neg, batch.global_users, batch.global_pos_items, batch.weights
         )
@@ -254,17 +257,20 @@ def unique_with_weights(ids: Tensor, weights: Tensor | None) -> tuple[Tensor, Te
     return uniq, w / counts
 
 
-def batch_info_nce(
-    user1: Tensor, user2: Tensor, item1: Tensor, item2: Tensor, batch: Batch, tau: float
-) -> Tensor:
+def batch_info_nce(view1: Tensor, view2: Tensor, n_users: int, batch: Batch, tau: float) -> Tensor:
     """InfoNCE over the batch's unique users plus over its unique positive items.
 
     As in the SGL, SimGCL and XSimGCL reference code: the two views' rows of each unique user
     (and item) are positives, the other unique users (items) in-batch negatives; de-duplicating
-    keeps a row from being its own negative. Views: [U, D] and [I, D]. Returns a scalar.
+    keeps a row from being its own negative. Views: [N, D], users then items (item rows start
+    at ``n_users``); each is read with one gather (see :meth:`Propagation.rows`). Returns a
+    scalar.
     """
     users, w_users = unique_with_weights(batch.users, batch.weights)
     items, w_items = unique_with_weights(batch.pos_items, batch.weights)
-    return info_nce(user1[users], user2[users], tau, w_users) + info_nce(
-        item1[items], item2[items], tau, w_items
+    ids = torch.cat([users, items + n_users])
+    rows1, rows2 = view1.index_select(0, ids), view2.index_select(0, ids)
+    n = users.numel()
+    return info_nce(rows1[:n], rows2[:n], tau, w_users) + info_nce(
+        rows1[n:], rows2[n:], tau, w_items
     )

@@ -84,21 +84,57 @@ class Propagation:
     n - n_u and n, and a batch indexes them with local positions.
 
     Attributes:
-        user: float [U, D], final user embeddings (the layer mean for LightGCN).
-        item: float [I, D], final item embeddings.
-        ego_user: float [U, D], layer-0 user embeddings (the table's rows; for L2 reg).
-        ego_item: float [I, D], layer-0 item embeddings.
+        final: float [N, D], final embeddings, users then items (the layer mean for LightGCN).
+        ego: float [N, D], layer-0 embeddings (the table's rows; for L2 reg).
+        n_users: U, the row where the items start.
         layers: the per-layer outputs, each float [N, D] (users then items), whose mean is
-            ``user``/``item``: E^(0)..E^(L) for LightGCN (E^(1)..E^(L) when layer 0 is left
-            out of the mean), the table for MF. Hard-negative selectors that mix per-layer
-            embeddings (MixGCF) read them; they are the tensors the pass computed anyway.
+            ``final``: E^(0)..E^(L) for LightGCN (E^(1)..E^(L) when layer 0 is left out of
+            the mean), the table for MF. Hard-negative selectors that mix per-layer embeddings
+            (MixGCF) read them; they are the tensors the pass computed anyway.
     """
 
-    user: Tensor
-    item: Tensor
-    ego_user: Tensor
-    ego_item: Tensor
+    final: Tensor
+    ego: Tensor
+    n_users: int
     layers: tuple[Tensor, ...] = ()
+
+    @property
+    def user(self) -> Tensor:
+        """float [U, D], the final user embeddings (a view of ``final``)."""
+        return self.final[: self.n_users]
+
+    @property
+    def item(self) -> Tensor:
+        """float [I, D], the final item embeddings (a view of ``final``)."""
+        return self.final[self.n_users :]
+
+    @property
+    def ego_user(self) -> Tensor:
+        """float [U, D], the layer-0 user embeddings (a view of ``ego``)."""
+        return self.ego[: self.n_users]
+
+    @property
+    def ego_item(self) -> Tensor:
+        """float [I, D], the layer-0 item embeddings (a view of ``ego``)."""
+        return self.ego[self.n_users :]
+
+    def rows(self, users: Tensor | None, *items: Tensor, ego: bool = False) -> list[Tensor]:
+        """The rows of ``users`` (if given) and of each id tensor in ``items``, in that order,
+        from ``final`` (or ``ego``), each shaped like its ids plus D, in one gather.
+
+        Indexing ``user[ids]`` once per id tensor costs more than it looks on a CPU: each one's
+        backward allocates a zero gradient of the whole [N, D] table to scatter into (18 MB on
+        Gowalla). The backward of a batch's six (user, positive, negative; final and ego) took
+        30.7 ms on 2 threads, one gather's 1.2 ms (``benchmarks/RESULTS.md`` § Training speed).
+        """
+        ids = ([] if users is None else [users]) + list(items)
+        if not ids:
+            return []
+        offsets = ([] if users is None else [0]) + [self.n_users] * len(items)
+        flat = torch.cat([i.reshape(-1) + off for i, off in zip(ids, offsets, strict=True)])
+        source = self.ego if ego else self.final
+        parts = source.index_select(0, flat).split([i.numel() for i in ids])
+        return [part.view(*i.shape, source.size(1)) for part, i in zip(parts, ids, strict=True)]
 
 
 class Encoder(nn.Module):
@@ -220,9 +256,7 @@ class LightGCN(Encoder):
             layers.append(x)
         assert total is not None  # guaranteed by the constructor check
         final = total / (self.n_layers + int(self.include_layer0))
-        return Propagation(
-            final[:n_users], final[n_users:], ego[:n_users], ego[n_users:], tuple(layers)
-        )
+        return Propagation(final, ego, n_users, tuple(layers))
 
 
 class MF(Encoder):
@@ -254,6 +288,4 @@ class MF(Encoder):
         x: Tensor = self.weight
         if perturb is not None:
             x = perturb(0, x)
-        user, item = self.split(x)
-        ego_user, ego_item = self.split(self.weight)
-        return Propagation(user, item, ego_user, ego_item, layers=(x,))
+        return Propagation(x, self.weight, self.n_users, layers=(x,))

@@ -130,13 +130,11 @@ class ContrastiveMethod(Recommender):
         self.cl_weight = cl_weight
         self.tau = tau
 
-    def contrast(
-        self, user1: Tensor, user2: Tensor, item1: Tensor, item2: Tensor, batch: Batch
-    ) -> Tensor:
-        """The ``cl`` term: ``cl_weight`` x InfoNCE between two views, users [U, D] and items
-        [I, D], over the batch's unique users and positive items
+    def contrast(self, view1: Tensor, view2: Tensor, n_users: int, batch: Batch) -> Tensor:
+        """The ``cl`` term: ``cl_weight`` x InfoNCE between two views [N, D] (users, then items
+        from row ``n_users``) over the batch's unique users and positive items
         (:func:`~recsys_cl.models.base.batch_info_nce`)."""
-        return self.cl_weight * batch_info_nce(user1, user2, item1, item2, batch, self.tau)
+        return self.cl_weight * batch_info_nce(view1, view2, n_users, batch, self.tau)
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,7 +233,7 @@ class SGL(ContrastiveMethod):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(views.view1)
         p2 = self.encoder(views.view2)
-        cl = self.contrast(p1.user, p2.user, p1.item, p2.item, batch)
+        cl = self.contrast(p1.final, p2.final, p1.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
@@ -276,7 +274,7 @@ class SimGCL(ContrastiveMethod):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
         p2 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
-        cl = self.contrast(p1.user, p2.user, p1.item, p2.item, batch)
+        cl = self.contrast(p1.final, p2.final, p1.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
@@ -326,8 +324,6 @@ class XSimGCL(ContrastiveMethod):
         prop = self.encoder(adj, perturb=noise)
         rec, reg = self._rec_terms(prop, batch, generator)
         assert noise.kept is not None  # 1 <= contrast_layer <= L, checked at construction
-        # Split where the pass did: U users in full mode, the subgraph's n_u in sampled mode.
-        n_users = prop.user.shape[0]
-        user_l, item_l = noise.kept[:n_users], noise.kept[n_users:]
-        cl = self.contrast(prop.user, user_l, prop.item, item_l, batch)
+        # Rows as the pass laid them out: U users in full mode, the subgraph's n_u in sampled.
+        cl = self.contrast(prop.final, noise.kept, prop.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
