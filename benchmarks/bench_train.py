@@ -35,6 +35,7 @@ from recsys_cl.errors import RecsysError
 from recsys_cl.graph import build_graph
 from recsys_cl.jobs import build_method, build_split
 from recsys_cl.metrics import evaluate
+from recsys_cl.runtime import keep_freed_memory
 from recsys_cl.training import Schedule, Trainer
 
 
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
+    # As recsys-cl does for its torch jobs (an empty GLIBC_TUNABLES= leaves malloc as it is).
+    keep_freed_memory()
     device = torch.device(args.device)
     cfg = bench_config(args.dataset, args.method, args.layers)
     split = build_split(cfg.data, args.data_dir, cfg.seed)

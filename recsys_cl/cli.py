@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from recsys_cl.errors import PeerError, RecsysError
 from recsys_cl.interrupts import handle_interrupts
 from recsys_cl.optional import require_faiss
-from recsys_cl.runtime import available_cores, configure_threads, requested_threads
+from recsys_cl.runtime import (
+    available_cores,
+    configure_threads,
+    keep_freed_memory,
+    requested_threads,
+)
 
 EXIT_USER_ERROR = 2
 # Kept in step with recsys_cl.training.distributed.DEFAULT_TIMEOUT_S, which loads torch.
@@ -596,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Before torch loads: OpenMP reads its wait policy and thread count once.
         configure_threads(args.threads, load_torch=args.command != "data")
+        if args.command != "data":
+            keep_freed_memory()
         # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
         with handle_interrupts():
             return _dispatch(args, raw)

@@ -1,8 +1,10 @@
 """Thread settings applied before torch loads: a short OpenMP spin, the count from
---threads / $RECSYS_CL_THREADS / $OMP_NUM_THREADS / the CPU affinity mask."""
+--threads / $RECSYS_CL_THREADS / $OMP_NUM_THREADS / the CPU affinity mask; glibc's malloc
+keeping freed large blocks for reuse."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -113,6 +115,49 @@ def test_the_affinity_mask_narrows_the_default() -> None:
         preexec_fn=lambda: os.sched_setaffinity(0, one_core),
     )
     assert out.stdout.split()[1:] == ["-", "1"]
+
+
+# In a fresh process: malloc one Gowalla-sized [N, D] block (18 MB), free it, and report whether
+# it was mmapped (hblkhd grew) and whether its memory stayed in the heap for the next step.
+_MALLOC_PROBE = """
+import ctypes, sys
+from recsys_cl.runtime import keep_freed_memory
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+        "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = Info
+applied = keep_freed_memory()
+size = 70839 * 64 * 4
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(size)
+mapped = libc.mallinfo2().hblkhd - before >= size
+libc.free(block)
+kept = libc.mallinfo2().fordblks >= size
+print(applied, mapped, kept)
+"""
+
+
+def _malloc_probe(env: dict[str, str]) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    out = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], env={**clean, **env},
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallinfo2"),
+    reason="needs glibc 2.33+ (mallinfo2)",
+)
+def test_freed_large_blocks_stay_in_the_heap_unless_the_user_set_glibc_malloc() -> None:
+    # Applied: served from the heap and kept there when freed, for the next step to reuse.
+    assert _malloc_probe({}) == ["True", "False", "True"]
+    # The user's own glibc settings (an empty GLIBC_TUNABLES= included) are left alone: the
+    # default mmaps the block and unmaps it when freed.
+    assert _malloc_probe({"GLIBC_TUNABLES": ""}) == ["False", "True", "False"]
+    assert _malloc_probe({"MALLOC_TRIM_THRESHOLD_": "131072"})[0] == "False"
 
 
 def test_bad_counts_name_their_source(monkeypatch: pytest.MonkeyPatch) -> None:
