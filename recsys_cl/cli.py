@@ -590,6 +590,11 @@ def _worker_argv(argv: list[str], nproc: int) -> list[str]:
     return out
 
 
+# Commands whose steps allocate and free [N, D] tensors: malloc keeps freed memory for reuse
+# (runtime.keep_freed_memory); a server's many threads and arenas are left as they are.
+_TRAINING_COMMANDS = frozenset({"train", "main", "compare", "tune"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
@@ -600,8 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(name, default)
     try:
         # Before torch loads: OpenMP reads its wait policy and thread count once.
+        fresh = "torch" not in sys.modules
         configure_threads(args.threads, load_torch=args.command != "data")
-        if args.command != "data":
+        if fresh and args.command in _TRAINING_COMMANDS:
+            # Not in a caller's process (a notebook, the tests): its malloc is its own.
             keep_freed_memory()
         # SIGTERM (a scheduler stopping the job) ends a tracked run KILLED, as Ctrl-C does.
         with handle_interrupts():

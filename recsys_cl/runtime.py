@@ -26,11 +26,12 @@ A training step allocates and frees several [N, D] tensors (gradients, propagate
 each on Gowalla). glibc's malloc serves blocks that large with ``mmap`` and may hand freed ones
 back to the OS, so a step can page-fault its tensors in afresh: the same MF epoch took 3.4-4.0 s
 or 9.3-10.3 s depending on the process's allocation history. :func:`keep_freed_memory` (called
-by the command line for the jobs that load torch) serves blocks up to 32 MiB from the heap and
+by the commands that train: ``train``, ``main``, ``compare``, ``tune``, in a fresh process) serves
+blocks up to 32 MiB from the heap and
 keeps up to 128 MiB freed at its top for reuse: MF's Gowalla epoch 9.9 -> 3.4 s, LightGCN's 5%
 faster, XSimGCL's unchanged (benchmarks/RESULTS.md § Training speed). It
-leaves glibc alone where the user set one of its ``MALLOC_*_`` variables, and does nothing off
-glibc.
+leaves glibc alone where the user set any of its ``MALLOC_*`` variables or ``GLIBC_TUNABLES``,
+and does nothing off glibc.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ SPIN_COUNT = 3000
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 * 2**20
 TRIM_THRESHOLD = 128 * 2**20
-_GLIBC_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                     "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
 
 
 def available_cores() -> int:
@@ -120,10 +119,15 @@ def configure_threads(threads: int | None = None, *, load_torch: bool = True) ->
 def keep_freed_memory() -> bool:
     """Have glibc's malloc reuse freed large blocks instead of unmapping them (module
     docstring). Returns whether the settings were applied: False off Linux, off glibc, or where
-    the user set one of glibc's malloc variables (``MALLOC_TRIM_THRESHOLD_`` etc.)."""
-    if not sys.platform.startswith("linux") or any(n in os.environ for n in _GLIBC_MALLOC_ENV):
+    the user set any of glibc's malloc variables (``MALLOC_*``, ``GLIBC_TUNABLES``)."""
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
         return False
-    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    if any(name.startswith("MALLOC_") for name in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+    except OSError:
+        return False  # a static build with no dynamic symbol table: nothing to tune
     if not hasattr(libc, "gnu_get_libc_version"):
         return False  # musl and others: their malloc has no such knobs
     mallopt = libc.mallopt

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from recsys_cl.graph.bipartite import BipartiteGraph
 from recsys_cl.losses import BPRObjective, RecObjective, ego_l2, info_nce
-from recsys_cl.models.encoders import Encoder, Graph, LocalGraph, Propagation
+from recsys_cl.models.encoders import Encoder, Graph, LocalGraph, Propagation, take_rows
 
 
 @dataclass(frozen=True, eq=False)
@@ -269,7 +269,7 @@ def batch_info_nce(view1: Tensor, view2: Tensor, n_users: int, batch: Batch, tau
     users, w_users = unique_with_weights(batch.users, batch.weights)
     items, w_items = unique_with_weights(batch.pos_items, batch.weights)
     ids = torch.cat([users, items + n_users])
-    rows1, rows2 = view1.index_select(0, ids), view2.index_select(0, ids)
+    rows1, rows2 = take_rows(view1, ids), take_rows(view2, ids)
     n = users.numel()
     return info_nce(rows1[:n], rows2[:n], tau, w_users) + info_nce(
         rows1[n:], rows2[n:], tau, w_items
