@@ -1,5 +1,5 @@
-"""Process-wide settings the command line fixes before torch loads: CPU threads, and how the C
-allocator keeps freed memory.
+"""Process-wide settings the command line fixes as it starts: CPU threads (before torch loads),
+and how the C allocator keeps freed memory.
 
 Two torch processes on one machine stall each other when their OpenMP threads spin while they
 wait: GNU OpenMP (the runtime of torch's Linux wheels) spins 300,000 times before it sleeps, and
@@ -26,12 +26,11 @@ A training step allocates and frees several [N, D] tensors (gradients, propagate
 each on Gowalla). glibc's malloc serves blocks that large with ``mmap`` and may hand freed ones
 back to the OS, so a step can page-fault its tensors in afresh: the same MF epoch took 3.4-4.0 s
 or 9.3-10.3 s depending on the process's allocation history. :func:`keep_freed_memory` (called
-by the commands that train: ``train``, ``main``, ``compare``, ``tune``, in a fresh process) serves
-blocks up to 32 MiB from the heap and
-keeps up to 128 MiB freed at its top for reuse: MF's Gowalla epoch 9.9 -> 3.4 s, LightGCN's 5%
-faster, XSimGCL's unchanged (benchmarks/RESULTS.md § Training speed). It
-leaves glibc alone where the user set any of its ``MALLOC_*`` variables or ``GLIBC_TUNABLES``,
-and does nothing off glibc.
+by the commands that train: ``train``, ``main``, ``compare``, ``tune``, in a fresh process)
+serves blocks up to 32 MiB from the heap and keeps up to 128 MiB freed at its top for reuse:
+MF's Gowalla epoch 9.9 -> 3.4 s, LightGCN's 5% faster, XSimGCL's unchanged
+(benchmarks/RESULTS.md § Training speed). It leaves glibc alone where the user set any of its
+``MALLOC_*`` variables or ``GLIBC_TUNABLES``, and does nothing off glibc.
 """
 
 from __future__ import annotations

@@ -142,8 +142,8 @@ class Propagation:
         ids = ([] if users is None else [users]) + list(items)
         if not ids:
             return []
-        offsets = ([] if users is None else [0]) + [self.n_users] * len(items)
-        flat = torch.cat([i.reshape(-1) + off for i, off in zip(ids, offsets, strict=True)])
+        nodes = [] if users is None else [users.reshape(-1)]
+        flat = torch.cat(nodes + [i.reshape(-1) + self.n_users for i in items])
         source = self.ego if ego else self.final
         parts = take_rows(source, flat).split([i.numel() for i in ids])
         return [part.view(*i.shape, source.size(1)) for part, i in zip(parts, ids, strict=True)]
