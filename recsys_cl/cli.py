@@ -8,9 +8,12 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
+import faulthandler
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from recsys_cl.errors import PeerError, RecsysError
 from recsys_cl.interrupts import handle_interrupts
@@ -635,5 +638,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ[name] = value
 
 
+def run() -> NoReturn:
+    """The process entry point: the ``recsys-cl`` script and ``python -m recsys_cl``.
+
+    A crash in native code (SIGSEGV, SIGABRT) prints every thread's Python stack first. A
+    rank of a launched job (``WORLD_SIZE`` > 1) ends as :mod:`multiprocessing` ends its
+    children: Python's exit handlers run (MLflow's, logging's), then :func:`os._exit` skips
+    the interpreter's teardown and the C++ libraries' static destructors. That teardown can
+    abort a rank whose work is done: once in CI, rank 0 of a resumed job died of SIGABRT
+    ("terminate called without an active exception") after writing every output.
+    """
+    faulthandler.enable()
+    code = main()
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

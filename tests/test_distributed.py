@@ -364,6 +364,26 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
+def test_a_launched_rank_exits_with_its_code_after_the_exit_handlers(tmp_path: Path) -> None:
+    marker = tmp_path / "handlers-ran"
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import atexit, threading\n"
+        "from recsys_cl import cli\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+        # A thread still running: the interpreter's teardown would wait for it (a minute).
+        "threading.Thread(target=threading.Event().wait, args=(60,)).start()\n"
+        "cli.main = lambda argv=None: print('done', end='') or 3\n"
+        "cli.run()\n"
+    )
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    ended = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert (ended.returncode, ended.stdout) == (3, "done"), ended.stderr
+    assert marker.read_text() == "yes"
+
+
 @pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds ranks through /proc")
 def test_killed_rank_stops_the_job_and_the_run_resumes_to_the_same_result(
