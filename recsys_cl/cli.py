@@ -644,9 +644,10 @@ def run() -> NoReturn:
     A crash in native code (SIGSEGV, SIGABRT) prints every thread's Python stack first. A
     rank of a launched job (``WORLD_SIZE`` > 1) ends as :mod:`multiprocessing` ends its
     children: Python's exit handlers run (MLflow's, logging's), then :func:`os._exit` skips
-    the interpreter's teardown and the C++ libraries' static destructors. That teardown can
-    abort a rank whose work is done: once in CI, rank 0 of a resumed job died of SIGABRT
-    ("terminate called without an active exception") after writing every output.
+    the interpreter's teardown and the C++ libraries' static destructors, a known source of
+    "terminate called without an active exception". Once in CI, rank 0 of a resumed job died
+    of that SIGABRT while shutting down, after writing every output (not reproduced in ~570
+    runs since); a recurrence now names its stack.
     """
     faulthandler.enable()
     code = main()
