@@ -518,9 +518,14 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _launched_rank() -> bool:
+    """Whether this process is one rank of a job a launcher started (``WORLD_SIZE`` > 1)."""
+    return os.environ.get("WORLD_SIZE", "1") != "1"
+
+
 def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     # Imported here so `recsys-cl --help` answers without loading torch.
-    if os.environ.get("WORLD_SIZE", "1") != "1" and args.command != "train":
+    if _launched_rank() and args.command != "train":
         raise RecsysError(
             f"recsys-cl {args.command} runs in one process; only `recsys-cl train` is "
             "distributed (WORLD_SIZE is set)"
@@ -651,7 +656,7 @@ def run() -> NoReturn:
     """
     faulthandler.enable()
     code = main()
-    if os.environ.get("WORLD_SIZE", "1") != "1":
+    if _launched_rank():
         atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -71,8 +71,7 @@ class DNSSelector:
             chosen = dns_select(prop.user[batch.users], prop.item, _candidates(batch), self.keep)
         if self.keep == 1:
             chosen = chosen.squeeze(1)
-        (item,) = prop.rows(None, chosen)
-        (ego,) = prop.rows(None, chosen, ego=True)
+        (item,), (ego,) = prop.rows_and_ego(None, chosen)
         return SelectedNegatives(item=item, ego=ego)
 
 

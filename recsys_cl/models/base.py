@@ -224,9 +224,7 @@ class Recommender(nn.Module, ABC):
         negatives the objective used."""
         drawn = self.objective.uses_negatives and self.negative_selector is None
         items = (batch.pos_items, batch.neg_items) if drawn else (batch.pos_items,)
-        scored = prop.rows(batch.users, *items)
-        # MF's final embeddings are its table (without noise): the rows are the ego rows.
-        ego = scored if prop.ego is prop.final else prop.rows(batch.users, *items, ego=True)
+        scored, ego = prop.rows_and_ego(batch.users, *items)
         user, pos = scored[0], scored[1]
         if drawn:
             neg = scored[2]

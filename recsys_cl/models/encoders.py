@@ -148,6 +148,14 @@ class Propagation:
         parts = take_rows(source, flat).split([i.numel() for i in ids])
         return [part.view(*i.shape, source.size(1)) for part, i in zip(parts, ids, strict=True)]
 
+    def rows_and_ego(
+        self, users: Tensor | None, *items: Tensor
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """:meth:`rows` from ``final`` and from ``ego``: one gather each, or one in all where
+        they are the same tensor (MF without noise, whose final rows are its table's)."""
+        final = self.rows(users, *items)
+        return final, final if self.ego is self.final else self.rows(users, *items, ego=True)
+
 
 class Encoder(nn.Module):
     """Base of encoders: an [N, D] embedding table and a ``forward`` giving a Propagation."""
