@@ -97,6 +97,16 @@ def _add_tracking(p: argparse.ArgumentParser, experiment: bool = True) -> None:
     group.add_argument("--no-track", action="store_true", help="record nothing in MLflow")
 
 
+def _add_baselines_switch(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip the classic baselines (EASE, iALS, most-popular) that are otherwise tuned "
+        "on the run's validation split within baselines.budget_seconds and shown beside the "
+        "model (same as --set baselines.enabled=false)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="recsys-cl",
@@ -151,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from output_dir's last completed epoch (same config and seed give the "
         "same result as an uninterrupted run) and the same MLflow run",
     )
+    _add_baselines_switch(train)
     _add_distributed(train)
     _add_tracking(train)
 
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--register", metavar="NAME", help="also register the candidate model under NAME in the "
         "MLflow model registry",
     )
+    _add_baselines_switch(main_job)
     _add_tracking(main_job)
 
     cmp = sub.add_parser(
@@ -223,8 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--auc", action="store_true", help="also compute per-user AUC (full sort)")
     ev.add_argument(
         "--baseline",
-        choices=["most-popular"],
-        help="score a baseline on the run's split instead of its embeddings",
+        choices=["ease", "ials", "most-popular"],
+        help="score a baseline on the run's split instead of its embeddings: ease and ials are "
+        "tuned on the run's validation split over the config's baselines grid (see "
+        "`baselines:` in the README), then scored on test once",
+    )
+    ev.add_argument(
+        "--budget",
+        type=float,
+        metavar="SECONDS",
+        help="time budget of the ease/ials search (default: the config's "
+        "baselines.budget_seconds)",
     )
     _add_tracking(ev)
     _add_retrieval_commands(sub)

@@ -1,5 +1,6 @@
 """Typed configuration: schemas and YAML loading with ``--set`` overrides."""
 
+from .classic import BaselinesConfig, ClassicConfig, EASEConfig, IALSConfig, IALSGrid
 from .imbalance import (
     ANNConfig,
     BPRLossConfig,
@@ -39,8 +40,10 @@ from .schema import (
     TrackingConfig,
     TrainConfig,
     XSimGCLConfig,
+    classic_method_names,
     method_names,
     model_configs,
+    trained_method_names,
 )
 from .sweep import SweepConfig, load_sweep
 from .tune import (
@@ -54,6 +57,13 @@ from .tune import (
 )
 
 __all__ = [
+    "BaselinesConfig",
+    "ClassicConfig",
+    "EASEConfig",
+    "IALSConfig",
+    "IALSGrid",
+    "classic_method_names",
+    "trained_method_names",
     "ANNConfig",
     "BPRLossConfig",
     "DNSConfig",

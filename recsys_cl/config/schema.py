@@ -21,6 +21,7 @@ from pydantic import (
 
 from recsys_cl.fanouts import check_fanouts
 
+from .classic import BaselinesConfig, ClassicConfig, EASEConfig, IALSConfig
 from .imbalance import ImbalanceConfig
 from .retrieval import IndexSpec
 
@@ -306,20 +307,43 @@ class XSimGCLConfig(GraphMethodConfig):
 
 
 # The registry of methods: a new method's config model is added here (and nowhere else).
+# Trained methods (MethodConfig: built, then trained by the gradient trainer) ...
+TrainedModelConfig = MFConfig | LightGCNConfig | SGLConfig | SimGCLConfig | XSimGCLConfig
+# ... and classic ones (ClassicConfig: fitted once, recsys_cl.config.classic).
+ClassicModelConfig = EASEConfig | IALSConfig
 ModelConfig = Annotated[
-    MFConfig | LightGCNConfig | SGLConfig | SimGCLConfig | XSimGCLConfig,
+    TrainedModelConfig | ClassicModelConfig,
     Field(discriminator="method"),
 ]
 
 
-def model_configs() -> tuple[type[MethodConfig], ...]:
+def model_configs() -> tuple[type[MethodConfig | ClassicConfig], ...]:
     """The config models of :data:`ModelConfig`, in union order."""
     return get_args(get_args(ModelConfig)[0])
 
 
 def method_names() -> tuple[str, ...]:
-    """Every ``model.method`` a config may name ("mf", "lightgcn", ...), read off the union."""
+    """Every ``model.method`` a config may name ("mf", "lightgcn", ..., "ease", "ials"), read
+    off the union."""
     return tuple(m.model_fields["method"].default for m in model_configs())
+
+
+def trained_method_names() -> tuple[str, ...]:
+    """The methods the gradient trainer trains (every :class:`MethodConfig` of the union)."""
+    return tuple(
+        m.model_fields["method"].default
+        for m in model_configs()
+        if issubclass(m, MethodConfig)
+    )
+
+
+def classic_method_names() -> tuple[str, ...]:
+    """The methods fitted once (every :class:`ClassicConfig` of the union)."""
+    return tuple(
+        m.model_fields["method"].default
+        for m in model_configs()
+        if issubclass(m, ClassicConfig)
+    )
 
 
 MIN_STEPS_DEFAULT = 3000
@@ -464,6 +488,7 @@ class RunConfig(_Frozen):
     imbalance: ImbalanceConfig = ImbalanceConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     tracking: TrackingConfig = TrackingConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -486,12 +511,15 @@ class RunConfig(_Frozen):
             raise ValueError(f"train.select_metric must look like 'ndcg@20', got {metric!r}")
         if int(k) not in self.eval.ks:
             raise ValueError(f"train.select_metric cut-off {k} is not in eval.ks {self.eval.ks}")
+        if isinstance(self.model, ClassicConfig):
+            self._classic_applies()
         if self.train.sampled is not None:
             if isinstance(self.model, MFConfig):
                 raise ValueError(
                     "train.sampled needs a graph encoder: model.method 'mf' propagates no graph "
                     "(sample subgraphs with lightgcn, sgl, simgcl or xsimgcl)"
                 )
+            assert isinstance(self.model, MethodConfig)  # _classic_applies refused the others
             fanouts = list(self.train.sampled.fanouts)
             if len(fanouts) != self.model.layers:
                 raise ValueError(
@@ -505,3 +533,18 @@ class RunConfig(_Frozen):
                     "negatives: leave data.implicit_threshold unset"
                 )
         return self
+
+    def _classic_applies(self) -> None:
+        # A fitted model has no batches, negatives or subgraphs: the settings that shape
+        # gradient training would be silently ignored, so they are refused.
+        method = self.model.method
+        if self.train.sampled is not None:
+            raise ValueError(
+                f"train.sampled: model.method '{method}' is fitted in closed form or by least "
+                "squares, not trained on sampled subgraphs; remove train.sampled"
+            )
+        if self.imbalance != ImbalanceConfig():
+            raise ValueError(
+                f"imbalance: the imbalance strategies shape gradient training; model.method "
+                f"'{method}' is fitted without batches or negatives: remove the imbalance block"
+            )

@@ -16,9 +16,16 @@ from .runs import folder_run, print_tracking
 def evaluate_job(args: argparse.Namespace) -> int:
     """``recsys-cl evaluate``: re-score a run folder; the metrics go to a run of their own
     (``test/...``, tagged with the baseline when one was scored)."""
-    report = score_run(args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc)
-    # The baseline under its own name, as the main job logs it: test/ is the model's.
-    prefix = "baseline_most_popular" if args.baseline == "most-popular" else "test"
+    report = score_run(
+        args.run_dir, baseline=args.baseline, ks=parse_ks(args.ks), auc=args.auc,
+        budget_seconds=args.budget,
+    )
+    # A baseline under its own name, as the train and main jobs log it: test/ is the model's.
+    prefix = "test"
+    if args.baseline == "most-popular":
+        prefix = "baseline_most_popular"
+    elif args.baseline is not None:
+        prefix = f"baseline/{args.baseline}/test"
     with folder_run(args, "evaluate") as tracker:
         tracker.set_tags({"scored": report.what})
         tracker.log_metrics(metric_dict(report.result.metrics, prefix))

@@ -32,6 +32,7 @@ from ..stages.data import build_split
 from ..stages.evaluate import ScoreReport, score_run
 from ..stages.record import headline_k
 from ..stages.train import TrainReport, check_output_dir, resolve_device, run_training
+from .baselines import baseline_step
 from .report import print_training
 from .runs import TrackingOptions, open_run, print_tracking
 
@@ -64,7 +65,7 @@ def train_job(args: argparse.Namespace) -> int:
     Launched as several ranks (``--nproc-per-node``, ``torchrun``), every rank trains and
     rank 0 alone records the run, indexes, prints and writes.
     """
-    cfg: RunConfig = load_config(args.config, args.overrides)
+    cfg: RunConfig = load_config(args.config, job_overrides(args))
     device = resolve_device(cfg.train.device)
     with process_group(device, args.dist_timeout) as replicas:
         resuming = replicas.from_main(lambda: check_output_dir(cfg, args.resume))
@@ -94,6 +95,8 @@ def _train_outputs(
             tracker.set_tags({"index": "skipped: FAISS is not installed"})
     print()
     print_training(cfg, report)
+    print()
+    baseline_step(tracker, cfg, report, args.config)
     guard_baseline(tracker, report, args.config)
     print_tracking(tracker)
 
@@ -114,7 +117,7 @@ def main_job(args: argparse.Namespace) -> int:
         from recsys_cl.tracking.pyfunc import check_model_name
 
         check_model_name(args.register)
-    cfg: RunConfig = load_config(args.config or _default_config(), args.overrides)
+    cfg: RunConfig = load_config(args.config or _default_config(), job_overrides(args))
     resuming = check_output_dir(cfg, args.resume)
     out = cfg.output_dir
     with _training_run(opts, cfg, "main", resuming) as tracker:
@@ -167,9 +170,16 @@ def main_job(args: argparse.Namespace) -> int:
         )
         if model_uri is not None:
             print(f"candidate model: {model_uri}")
+        print()
+        baseline_step(tracker, cfg, report, str(args.config or _default_config()))
         guard_baseline(tracker, report, str(args.config or _default_config()))
         print_tracking(tracker)
     return 0
+
+
+def job_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, with ``--no-baselines`` as ``baselines.enabled=false``."""
+    return [*args.overrides, *(["baselines.enabled=false"] if args.no_baselines else [])]
 
 
 def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:

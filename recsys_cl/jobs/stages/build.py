@@ -13,8 +13,8 @@ from recsys_cl.config import (
     ANNConfig,
     DNSConfig,
     ImbalanceConfig,
+    MethodConfig,
     MixGCFConfig,
-    ModelConfig,
     SoftmaxLossConfig,
 )
 from recsys_cl.data.user_items import UserItems
@@ -44,7 +44,7 @@ from recsys_cl.training import (
 
 
 def build_method(
-    model: ModelConfig,
+    model: MethodConfig,
     n_users: int,
     n_items: int,
     generator: torch.Generator | None = None,
@@ -54,9 +54,9 @@ def build_method(
 ) -> Recommender:
     """Instantiate the configured method over ``n_users`` x ``n_items``; ``generator`` draws
     the initial embedding table; ``objective`` and ``negative_selector`` come from
-    :func:`build_imbalance` (None: plain BPR on the drawn negatives). Each config model of the
-    ``ModelConfig`` union builds its own method (``MethodConfig.build``), so a new method needs
-    no entry here."""
+    :func:`build_imbalance` (None: plain BPR on the drawn negatives). Each trained method's config
+    model (``MethodConfig.build``) builds its own method, so a new method needs no entry
+    here."""
     return model.build(
         n_users, n_items, generator, objective=objective, negative_selector=negative_selector
     )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys_cl.config import RunConfig
+from recsys_cl.config import ClassicConfig, MethodConfig, RunConfig
 from recsys_cl.data import Split, UserItems
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.graph import BipartiteGraph, NeighborSampler, build_graph
@@ -48,7 +48,9 @@ from .record import epoch_logger, record_result, record_start
 
 __all__ = [
     "Assembly",
+    "Fitted",
     "Prepared",
+    "SelectionTarget",
     "TrainReport",
     "assemble",
     "check_output_dir",
@@ -59,6 +61,8 @@ __all__ = [
     "resolve_device",
     "run_training",
     "schedule",
+    "selection_target",
+    "write_result",
 ]
 
 # Keys of the resolved config that may change between a run and its resume (the device may
@@ -190,6 +194,8 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
         split.n_items,
     ).to(device)
     strategies = build_imbalance(cfg.imbalance, train_items, parts.explicit_negatives)
+    if not isinstance(cfg.model, MethodConfig):
+        raise TypeError(f"model.method '{cfg.model.method}' is fitted, not trained (run_fitted)")
     method = build_method(
         cfg.model,
         split.n_users,
@@ -199,14 +205,43 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
         negative_selector=strategies.negative_selector,
     ).to(device)
 
-    selection_truth: UserItems | None
+    target = selection_target(cfg, parts, source)
+    return Assembly(
+        parts, graph, strategies, method, target.selected_on, target.truth, target.exclude,
+        target.most_popular_score,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionTarget:
+    """Where a run's epoch (or a baseline's hyper-parameters) is chosen.
+
+    Attributes:
+        selected_on: ``val`` (honest protocol) or ``test`` (paper protocol).
+        truth, exclude: the held-out pairs scored there, and what is masked.
+        most_popular_score: the select metric of the most-popular baseline there.
+    """
+
+    selected_on: str
+    truth: UserItems
+    exclude: list[UserItems]
+    most_popular_score: float
+
+
+def selection_target(cfg: RunConfig, parts: RunParts, source: str) -> SelectionTarget:
+    """The selection part of ``cfg``'s protocol over ``parts``.
+
+    Raises:
+        DataError: the honest protocol without a validation part, or an empty selection part.
+    """
+    truth: UserItems | None
     if cfg.train.protocol == "honest":
         if parts.val_truth is None:
             raise DataError(f"{source}: the honest protocol needs a validation part")
-        selection_truth, selection_excl, selected_on = parts.val_truth, [parts.train_seen], "val"
+        truth, exclude, selected_on = parts.val_truth, [parts.train_seen], "val"
     else:
-        selection_truth, selection_excl, selected_on = parts.test_truth, parts.test_exclude, "test"
-    if selection_truth.nnz == 0:
+        truth, exclude, selected_on = parts.test_truth, parts.test_exclude, "test"
+    if truth.nnz == 0:
         raise DataError(
             f"{source}: the {selected_on} part is empty (every row cold or none held out); "
             "nothing to select the epoch on"
@@ -214,12 +249,9 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
     # The floor a model must clear, scored where the epoch is selected (the stopping rule
     # and the guard of the train/main jobs read it).
     popular_score = full_ranking(
-        *most_popular_scores(train_items), selection_truth, selection_excl, ks=cfg.eval.ks
+        *most_popular_scores(parts.train), truth, exclude, ks=cfg.eval.ks
     ).metrics[cfg.train.select_metric]
-    return Assembly(
-        parts, graph, strategies, method, selected_on, selection_truth, selection_excl,
-        popular_score,
-    )
+    return SelectionTarget(selected_on, truth, exclude, popular_score)
 
 
 def schedule(cfg: RunConfig, most_popular_score: float) -> Schedule:
@@ -329,7 +361,7 @@ def fit(
         checkpoint_dir=prep.run.checkpoint_dir,
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
-        on_epoch_end=_epoch_callback(tracker or NullTracker(), built.selected_on, on_epoch_end),
+        on_epoch_end=epoch_callback(tracker or NullTracker(), built.selected_on, on_epoch_end),
         replicas=prep.replicas,
     )
     return trainer.fit(resume=prep.resuming)
@@ -342,26 +374,71 @@ def finalize(prep: Prepared, result: FitResult, *, tracker: Tracker | None = Non
 
 
 def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainReport:
-    cfg, run, built = prep.cfg, prep.run, prep.built
-    ks = cfg.eval.ks
+    built = prep.built
     method = built.method
     method.eval()
     start = time.perf_counter()
     user, item = method.embeddings(built.graph.adj)
+    return write_result(
+        prep.cfg,
+        prep.run,
+        prep.split,
+        built.parts,
+        result,
+        Fitted(user, item, method.state_dict(), time.perf_counter() - start),
+        selected_on=built.selected_on,
+        most_popular_score=built.most_popular_score,
+        extra={
+            "imbalance": built.strategies.summary,
+            "device": str(prep.device),
+            "world_size": prep.replicas.size,
+            "threads": torch.get_num_threads() if prep.device.type == "cpu" else None,
+        },
+        tracker=tracker,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Fitted:
+    """A selected model as its score tables: user [U, D] and item [I, D] (``user @ item.T``
+    ranks), the state to save, and the seconds it took to produce the tables."""
+
+    user: torch.Tensor
+    item: torch.Tensor
+    state: dict[str, torch.Tensor]
+    seconds: float = 0.0
+
+
+def write_result(
+    cfg: RunConfig,
+    run: RunFolder,
+    split: Split,
+    parts: RunParts,
+    result: FitResult,
+    fitted: Fitted,
+    *,
+    selected_on: str,
+    most_popular_score: float,
+    extra: dict[str, Any],
+    tracker: Tracker,
+) -> TrainReport:
+    """Test the selected model once, write its state, tables and ``metrics.json`` into
+    ``run``, and record the result; ``extra`` joins the summary (what only the caller knows)."""
+    ks = cfg.eval.ks
+    start = time.perf_counter()
     groups = cfg.eval.groups
     tested, long_tail = score_test(
-        user, item, built.parts, ks, cfg.eval.auc, head=groups.head, tail=groups.tail
+        fitted.user, fitted.item, parts, ks, cfg.eval.auc, head=groups.head, tail=groups.tail
     )
-    eval_seconds = time.perf_counter() - start
+    eval_seconds = fitted.seconds + time.perf_counter() - start
 
-    run.write_model(method.state_dict())
-    run.write_embeddings(user, item)
+    run.write_model(fitted.state)
+    run.write_embeddings(fitted.user, fitted.item)
 
-    split = prep.split
     epoch_seconds = [r["seconds"] for r in result.history]
     summary = {
-        **_selection_summary(cfg, result, built.selected_on),
-        "most_popular_score": built.most_popular_score,
+        **_selection_summary(cfg, result, selected_on),
+        "most_popular_score": most_popular_score,
         "test": tested.metrics,
         "test_long_tail": long_tail.metrics,
         "long_tail_groups": {
@@ -371,7 +448,6 @@ def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainRepor
             "test_users_per_item_group": long_tail.users_per_item_group,
             "test_users_per_activity_group": long_tail.users_per_activity_group,
         },
-        "imbalance": built.strategies.summary,
         "test_users_evaluated": tested.n_users_evaluated,
         "test_users_skipped": tested.n_users_skipped,
         "test_eval_seconds": eval_seconds,
@@ -379,9 +455,7 @@ def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainRepor
         "cold": split.cold.to_dict(),
         "n_users": split.n_users,
         "n_items": split.n_items,
-        "device": str(prep.device),
-        "world_size": prep.replicas.size,
-        "threads": torch.get_num_threads() if prep.device.type == "cpu" else None,
+        **extra,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "history": result.history,
@@ -393,7 +467,7 @@ def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainRepor
         output_dir=run.root,
         protocol=cfg.train.protocol,
         best_epoch=result.best_epoch,
-        selected_on=built.selected_on,
+        selected_on=selected_on,
         select_metric=cfg.train.select_metric,
         test=tested.metrics,
         summary=summary,
@@ -427,13 +501,21 @@ def run_training(
     ``replicas``: this process's part in a data-parallel job (see :func:`prepare`); only
     rank 0 prints, logs and writes.
     """
+    if isinstance(cfg.model, ClassicConfig):
+        from .fitted import run_fitted
+
+        return run_fitted(
+            cfg, cfg.model, data_dir=data_dir, resume=resume, tracker=tracker,
+            strategy=strategy, split=split, test=test, on_epoch_end=on_epoch_end,
+            replicas=replicas,
+        )
     prep = prepare(
         cfg, data_dir=data_dir, resume=resume, split=split, tracker=tracker, strategy=strategy,
         replicas=replicas,
     )
     result = fit(prep, tracker=tracker, on_epoch_end=on_epoch_end)
     if not test:
-        return _selection_report(cfg, prep.run.root, result, prep.built.selected_on)
+        return selection_report(cfg, prep.run.root, result, prep.built.selected_on)
     return finalize(prep, result, tracker=tracker)
 
 
@@ -449,7 +531,7 @@ def _selection_summary(cfg: RunConfig, fit: FitResult, selected_on: str) -> dict
     }
 
 
-def _selection_report(cfg: RunConfig, out: Path, fit: FitResult, selected_on: str) -> TrainReport:
+def selection_report(cfg: RunConfig, out: Path, fit: FitResult, selected_on: str) -> TrainReport:
     """A tuning trial's report: the selection and the validation history, no test."""
     summary = {**_selection_summary(cfg, fit, selected_on), "history": fit.history}
     return TrainReport(
@@ -457,7 +539,7 @@ def _selection_report(cfg: RunConfig, out: Path, fit: FitResult, selected_on: st
     )
 
 
-def _epoch_callback(
+def epoch_callback(
     tracker: Tracker, selected_on: str, extra: Callable[[dict[str, Any]], None] | None = None
 ) -> Callable[[dict[str, Any]], None]:
     log = epoch_logger(tracker, selected_on) if tracker.enabled else None
