@@ -36,9 +36,12 @@ def test_shipped_sweeps_load(path: Path) -> None:
     names = [name for name, _ in runs]
     assert len(names) >= 3 and "none" in names
     cfgs = [cfg for _, cfg in runs]
-    # Same data and seed for every strategy; only the imbalance block and folder differ.
-    assert len({(c.data, c.seed, c.model) for c in cfgs}) == 1
-    assert len({c.imbalance for c in cfgs}) == len(cfgs)
+    # Same data and seed for every entry; the strategies differ only in the imbalance block,
+    # the models (the sweep's `models:`) in the method.
+    assert len({(c.data, c.seed) for c in cfgs}) == 1
+    strategies = [c for c in cfgs if c.model == cfgs[0].model]
+    assert len({c.imbalance for c in strategies}) == len(strategies)
+    assert len({c.model for c in cfgs}) == len(cfgs) - len(strategies) + 1
     assert [c.output_dir.name for c in cfgs] == names
 
 
@@ -165,11 +168,20 @@ def test_column_map_rules() -> None:
 
 
 def test_every_model_config_builds_its_own_method() -> None:
-    from recsys_cl.config import method_names, model_configs
+    from recsys_cl.config import (
+        MethodConfig,
+        classic_method_names,
+        method_names,
+        model_configs,
+        trained_method_names,
+    )
     from recsys_cl.models import MF, LightGCN, Recommender
 
-    assert method_names() == ("mf", "lightgcn", "sgl", "simgcl", "xsimgcl")
+    assert trained_method_names() == ("mf", "lightgcn", "sgl", "simgcl", "xsimgcl")
+    assert method_names() == trained_method_names() + classic_method_names()
     for config in model_configs():
+        if not issubclass(config, MethodConfig):
+            continue  # fitted, not built: tests/test_classic.py
         cfg = config(dim=4) if config.__name__ != "MFConfig" else config(dim=4, layers=0)
         method = cfg.build(5, 7)
         assert isinstance(method, Recommender)

@@ -55,9 +55,11 @@ def test_main_job_warns_when_the_model_is_worse_than_most_popular(
     assert main(["main", "-c", str(cfg), "--tracking-uri", uri]) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("WARNING:")]
-    assert len(warnings) == 1, err
-    assert "most popular items on val" in warnings[0]
-    assert f"recsys-cl tune --config {cfg}" in warnings[0]
+    # The classic baselines beat an untrained model too: one line each guard.
+    assert len(warnings) == 2, err
+    popular = next(w for w in warnings if "most popular items on val" in w)
+    assert f"recsys-cl tune --config {cfg}" in popular
+    assert any(w.startswith("WARNING: the classic baseline") for w in warnings)
 
     summary = json.loads((tmp_path / "lightgcn" / "metrics.json").read_text())
     assert summary["best_score"] < summary["most_popular_score"]
@@ -66,6 +68,9 @@ def test_main_job_warns_when_the_model_is_worse_than_most_popular(
     assert run.data.tags["quality.beats_most_popular"] == "false"
     floor = run.data.metrics["select/most_popular_score"]
     assert floor == pytest.approx(summary["most_popular_score"])
+    # The main job's baseline rows and margin are in the run.
+    assert run.data.metrics["quality.margin_over_best_baseline"] < 0
+    assert "baseline/ials/test/recall_at_20" in run.data.metrics
 
 
 def test_a_model_that_beats_most_popular_is_tagged_and_quiet(

@@ -8,7 +8,14 @@ set: [train.epochs=100]            # --set overrides applied to the base for eve
 strategies:                        # name: an imbalance YAML (relative path) or an inline block
   none: ../imbalance/none.yaml
   mild_ipw: {weights: {propensity_gamma: 0.2}}
+models:                            # optional: other methods on the same split, side by side
+  ease: {method: ease, lambda: 500}
+  ials: {method: ials, factors: 64, regularization: 0.1, alpha: 10}
 ```
+
+A ``models`` entry replaces the base's ``model`` block and trains without an imbalance
+strategy; the sweep's ``model.*`` and ``imbalance.*`` overrides, which are written for the base
+method, do not apply to it.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from recsys_cl.errors import ConfigError
 
@@ -36,11 +43,12 @@ class SweepConfig(BaseModel):
     output_dir: Path | None = None
     overrides: tuple[str, ...] = Field(default=(), alias="set")
     strategies: dict[str, str | dict[str, Any]]
+    models: dict[str, dict[str, Any]] = {}
 
-    @field_validator("strategies")
+    @field_validator("strategies", "models")
     @classmethod
-    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(value) < 1:
+    def _names(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if len(value) < 1 and info.field_name == "strategies":
             raise ValueError("needs at least one strategy")
         bad = [name for name in value if not _NAME.match(name)]
         if bad:
@@ -79,5 +87,11 @@ def load_sweep(
         # The overrides go on top of the strategy's block, so --set imbalance.x applies too.
         raw = apply_overrides({**base, "imbalance": block}, sets)
         runs.append((name, validate(raw, RunConfig, source)))
+    own = [text for text in sets if parse_override(text)[0][0] not in ("model", "imbalance")]
+    for name, model in sweep.models.items():
+        if name in sweep.strategies:
+            raise ConfigError(f"{sweep_path}: {name!r} is both a strategy and a model")
+        raw = apply_overrides({**base, "model": model, "imbalance": {}}, own)
+        runs.append((name, validate(raw, RunConfig, f"{sweep_path} (model {name})")))
     root = sweep.output_dir or runs[0][1].output_dir / "compare"
     return [(name, cfg.model_copy(update={"output_dir": root / name})) for name, cfg in runs]
