@@ -96,8 +96,9 @@ def main() -> None:
             argv += ["--budget", str(args.budget)]
         print(f"== baseline {name}: {shlex.join(argv)}", file=sys.stderr, flush=True)
         wall, peak, out = _run(argv)
-        first = out.splitlines()[0]
-        how = first[first.find("(") + 1 : first.rfind(")")] if "(" in first else "-"
+        # "RUN: ease baseline (lambda=500; chosen on val ...) on test, ..." names the choice.
+        chosen = re.search(r"baseline \((.*)\) on test", out.splitlines()[0])
+        how = chosen.group(1) if chosen else "-"
         rows.append({
             "row": f"{name} (tuned)" if name != "most-popular" else name, "how": how,
             "recall@20": _printed(out, "recall", 20, cutoffs),

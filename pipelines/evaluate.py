@@ -6,4 +6,4 @@ import sys
 from _entry import run
 
 if __name__ == "__main__":
-    sys.exit(run("evaluate", flags=("run-dir", "baseline", "ks", "tracking-uri")))
+    sys.exit(run("evaluate", flags=("run-dir", "baseline", "budget", "ks", "tracking-uri")))

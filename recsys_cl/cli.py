@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="train embeddings and evaluate them",
         description="Train the configured method, select the best epoch (on validation for "
         "protocol 'honest', on test for protocol 'paper'), evaluate on test and write "
-        "embeddings with raw ids, the checkpoint and metrics.json to output_dir.",
+        "embeddings with raw ids, the checkpoint and metrics.json to output_dir; then fit the "
+        "classic baselines (EASE, iALS, most-popular) on the same split, tuned where the model "
+        "was selected, and print them beside it. ease and ials are methods too "
+        "(configs/ml-100k/ease.yaml, ials.yaml): fitted once, written alike.",
     )
     _add_config_args(train, required=True)
     _add_data_dir(train)
@@ -170,8 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the whole job: prepare, train, evaluate, index, candidates, one MLflow run",
         description="Prepare the data, train, select the epoch, evaluate on test (and the "
         "most-popular baseline), build the FAISS index, write every user's top-K candidates and "
-        "log a servable candidate model (mlflow models serve), all recorded in one MLflow run. "
-        "Prints the metrics, the run id and how to open the MLflow UI.",
+        "log a servable candidate model (mlflow models serve), then fit the classic baselines "
+        "(EASE, iALS, most-popular) on the same split, tuned on validation within "
+        "baselines.budget_seconds, all recorded in one MLflow run. Prints the metrics, the "
+        "baseline rows and the margin over the best one, the run id and how to open the UI.",
     )
     main_job.add_argument(
         "--config",

@@ -296,6 +296,30 @@ def test_baseline_budget_and_memory_skip_with_a_reason(log_csv: Path, tmp_path: 
     assert by_name["most-popular"].test["recall@20"] > 0
 
 
+def test_coordinate_search_repeats_passes_while_the_best_moves() -> None:
+    from recsys_cl.jobs.stages.baselines import _coordinate_search
+
+    # The best b depends on a: one pass stops at (a=2, b=1); the second finds b=3, then a=3.
+    def value(p: dict) -> float:
+        return {(1, 1): 1.0, (2, 1): 2.0, (1, 3): 0.5, (2, 3): 3.0, (3, 3): 4.0}.get(
+            (p["a"], p["b"]), 0.0
+        )
+
+    found = _coordinate_search(
+        "toy",
+        {"a": (1, 2, 3), "b": (1, 3)},
+        fit=lambda p: (torch.tensor([[value(p)]]), torch.ones(1, 1)),
+        score=lambda tables: {"m": float(tables[0][0, 0])},
+        select_metric="m",
+        start=0.0,
+        budget_seconds=float("inf"),
+    )
+    assert found.params == {"a": 3, "b": 3} and found.selected == {"m": 4.0}
+    # Each distinct setting fitted once, the passes stopped when nothing moved.
+    signatures = [tuple(sorted(p.items())) for p, _, _ in found.tried]
+    assert len(signatures) == len(set(signatures)) == 6
+
+
 def test_evaluate_scores_a_tuned_baseline(
     tmp_path: Path, log_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -137,13 +137,17 @@ class IALSConfig(ClassicConfig):
 
 class IALSGrid(_Frozen):
     """The iALS values the baseline step tries, searched in the order of the fields (alpha,
-    then regularization, then factors), each list's first value the starting point. Rendle et
-    al. (RecSys 2022) find the regularization the key that matters most once iALS has enough
-    factors."""
+    then regularization, then factors; again while a pass moves the best), each list's first
+    value the starting point. The ranges are wide because the best values differ by orders of
+    magnitude between logs (ML-100K: alpha 1, regularization 10; Gowalla: alpha 40,
+    regularization 0.01, benchmarks/RESULTS.md). Rendle et al. (RecSys 2022) find the
+    regularization the key that matters most once iALS has enough factors."""
 
-    alpha: tuple[float, ...] = Field((10.0, 1.0, 40.0), min_length=1)
-    regularization: tuple[float, ...] = Field((0.1, 0.01, 1.0, 10.0), min_length=1)
-    factors: tuple[int, ...] = Field((64, 128, 256), min_length=1)
+    alpha: tuple[float, ...] = Field((10.0, 1.0, 40.0, 0.3, 100.0), min_length=1)
+    regularization: tuple[float, ...] = Field(
+        (0.1, 0.01, 1.0, 10.0, 100.0, 0.001), min_length=1
+    )
+    factors: tuple[int, ...] = Field((64, 128, 256, 512), min_length=1)
 
 
 BaselineName = Literal["ease", "ials", "most-popular"]

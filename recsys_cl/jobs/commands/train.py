@@ -1,9 +1,10 @@
 """``recsys-cl train`` and ``recsys-cl main``: tracked jobs that train a run folder.
 
-- ``train``: train → test → index → a sample of candidates, one run.
+- ``train``: train → test → index → a sample of candidates → the classic baselines, one run.
 - ``main``: prepare → train → evaluate (saved embeddings re-scored, most-popular baseline) →
-  index → candidates for every user → a servable candidate model, one run; prints the
-  metrics, the run id and how to open the UI.
+  index → candidates for every user → a servable candidate model → the classic baselines
+  (EASE, iALS, most-popular tuned on the run's selection part, :mod:`.baselines`), one run;
+  prints the metrics, the baseline rows and margin, the run id and how to open the UI.
 
 Tracking is on by default (``sqlite:///mlruns.db``); ``--no-track`` gives a
 :class:`~recsys_cl.tracking.base.NullTracker`: ``main`` then writes the same files (no model is

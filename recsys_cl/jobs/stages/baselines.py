@@ -2,7 +2,8 @@
 protocol selects (validation, honest protocol) within a time budget, then tested once.
 
 :func:`search_baseline` fits one baseline over its grid (one key at a time: every value of a key
-with the others at their best so far) and keeps the best fit's score tables;
+with the others at their best so far; passes over the keys repeat, at most three, while a pass
+moves the best) and keeps the best fit's score tables;
 :func:`fit_baselines` does it for each named baseline, sharing one budget, and scores each
 chosen one on test. The train and main jobs print and record the rows
 (:mod:`recsys_cl.jobs.commands.baselines`); ``recsys-cl evaluate --baseline`` scores one.
@@ -27,6 +28,8 @@ from .parts import RunParts
 from .train import SelectionTarget
 
 Params = dict[str, Any]
+# Coordinate passes over a grid at most (each pass tries every value of every key).
+_MAX_PASSES = 3
 # What a baseline's search keeps of its best fit: score tables user [U, D], item [I, D].
 Tables = tuple[torch.Tensor, torch.Tensor]
 
@@ -162,32 +165,38 @@ def _coordinate_search(
     tried: list[tuple[Params, float, float]] = []
     seen: set[tuple[tuple[str, Any], ...]] = set()
     stopped = None
-    for key, values in grid.items():
-        for value in values:
-            params = {**current, key: value}
-            signature = tuple(sorted(params.items()))
-            if signature in seen:
-                continue
-            spent = time.perf_counter() - start
-            predicted = tried[-1][2] if tried else 0.0
-            if tried and spent + predicted > budget_seconds:
-                stopped = (
-                    f"budget: {len(tried)} fits in {spent:.0f} s of {budget_seconds:.0f} s"
-                )
+    for _ in range(_MAX_PASSES):
+        start_of_pass = dict(current)
+        for key, values in grid.items():
+            for value in values:
+                params = {**current, key: value}
+                signature = tuple(sorted(params.items()))
+                if signature in seen:
+                    continue
+                spent = time.perf_counter() - start
+                predicted = tried[-1][2] if tried else 0.0
+                if tried and spent + predicted > budget_seconds:
+                    stopped = (
+                        f"budget: {len(tried)} fits in {spent:.0f} s of {budget_seconds:.0f} s"
+                    )
+                    break
+                seen.add(signature)
+                t0 = time.perf_counter()
+                tables = fit(params)
+                metrics = score(tables)
+                value_of = metrics[select_metric]
+                tried.append((params, value_of, time.perf_counter() - t0))
+                if best is None or value_of > best[0]:
+                    best = (value_of, params, metrics, tables)
+                del tables
+            assert best is not None
+            current = dict(best[1])
+            if stopped is not None:
                 break
-            seen.add(signature)
-            t0 = time.perf_counter()
-            tables = fit(params)
-            metrics = score(tables)
-            value_of = metrics[select_metric]
-            tried.append((params, value_of, time.perf_counter() - t0))
-            if best is None or value_of > best[0]:
-                best = (value_of, params, metrics, tables)
-            del tables
-        if stopped is not None:
+        # Another pass only when this one moved: a key's best value can change once the
+        # keys after it have moved.
+        if stopped is not None or current == start_of_pass:
             break
-        assert best is not None
-        current = dict(best[1])
     assert best is not None
     return BaselineFit(
         name, best[1], best[2], tried, time.perf_counter() - start, best[3], stopped=stopped
