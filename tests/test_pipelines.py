@@ -74,6 +74,7 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
         "overrides": "train.epochs=2",
         "trials": "7",
         "timeout": "90.5",
+        "budget": "60.5",
     }
     for name, entry_point in project["entry_points"].items():
         params = entry_point["parameters"]

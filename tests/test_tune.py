@@ -336,13 +336,19 @@ def test_the_paper_protocol_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     "path", sorted((REPO / "configs" / "tune").glob("*.yaml")), ids=lambda p: p.name
 )
-def test_shipped_spaces_load_against_the_ml100k_config(path: Path) -> None:
-    from recsys_cl.config import search_base
+def test_shipped_spaces_load_against_their_ml100k_config(path: Path) -> None:
+    from recsys_cl.config import classic_method_names, search_base
 
+    # configs/tune/ml-100k-<method>[-<what>].yaml searches configs/ml-100k/<method>.yaml.
+    method = path.stem.split("-")[2]
     space = load_space(path)
-    raw, base = search_base(REPO / "configs/ml-100k/xsimgcl.yaml", space, path)
-    assert base.train.protocol == "honest" and base.train.epochs < 400
-    assert space.pruner.kind == "median" and space.pruner.warmup_epochs >= 20
+    raw, base = search_base(REPO / "configs" / "ml-100k" / f"{method}.yaml", space, path)
+    assert base.train.protocol == "honest" and base.model.method == method
+    if method in classic_method_names():
+        assert space.pruner.kind == "none"  # one evaluation per fit
+    else:
+        assert base.train.epochs < 400
+        assert space.pruner.kind == "median" and space.pruner.warmup_epochs >= 20
 
 
 def test_tune_module_exports_resolve() -> None:

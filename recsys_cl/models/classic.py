@@ -53,8 +53,8 @@ def ease_memory_bytes(n_users: int, n_items: int) -> int:
 
 def ease_seconds_estimate(n_items: int) -> float:
     """A pessimistic guess of :func:`ease_item_matrix`'s seconds on a 2-core CPU: the
-    Cholesky inverse is cubic in I, measured at 2e10 to 4.7e10 I³ per second here for I from
-    2,000 to 6,000 (benchmarks/RESULTS.md); the low end is used."""
+    Cholesky inverse is cubic in I, measured at 1.7e10 to 5.1e10 I³ per second here for I from
+    2,000 to 8,000 (benchmarks/bench_ease.py, RESULTS.md); near the low end is used."""
     return n_items**3 / _EASE_CUBE_PER_SECOND
 
 

@@ -89,9 +89,13 @@ def _summary(
 ) -> dict[str, Any]:
     metric = cfg.train.select_metric
     best = _best_classic(results, metric)
-    margin = None
-    if best is not None and best.test[metric] > 0:
-        margin = report.test[metric] / best.test[metric] - 1.0
+    k = headline_k(cfg.eval.ks)
+    margins: dict[str, float] = {}
+    if best is not None:
+        for key in dict.fromkeys([metric, f"recall@{k}", f"ndcg@{k}"]):
+            if best.test[key] > 0:
+                margins[key] = report.test[key] / best.test[key] - 1.0
+    margin = margins.get(metric)
     return {
         "selected_on": report.selected_on,
         "select_metric": metric,
@@ -102,6 +106,7 @@ def _summary(
         },
         "best_classic": best.name if best is not None else None,
         "margin_over_best_baseline": margin,
+        "margins": margins,
         "baselines": {
             r.name: {
                 "params": r.fit.params,
@@ -147,11 +152,11 @@ def format_baselines(
             f"{r.name:<14}{r.fit.selected[metric]:>14.4f}{r.test[f'recall@{k}']:>12.4f}"
             f"{r.test[f'ndcg@{k}']:>10.4f}{r.fit.seconds:>9.1f}  {chosen}"
         )
-    margin = summary["margin_over_best_baseline"]
-    if margin is not None:
+    if summary["margins"]:
+        shown = ", ".join(f"{key} {value:+.1%}" for key, value in summary["margins"].items())
         rows.append(
             f"margin over the best classic baseline ({summary['best_classic']}, chosen on "
-            f"{on}): test {metric} {margin:+.1%}"
+            f"{on}): test {shown}"
         )
     return "\n".join(rows)
 
