@@ -141,8 +141,8 @@ def search_baseline(
     if first_guess is not None and first_guess > budget_seconds:
         return _skipped(
             name,
-            f"one fit on {train.n_items:,} items takes about {first_guess / 60:.0f} min, over "
-            f"the budget of {budget_seconds:.0f} s (baselines.budget_seconds)",
+            f"one fit on {train.n_items:,} items takes about {first_guess:,.0f} s, over its "
+            f"share of the budget, {budget_seconds:,.0f} s (baselines.budget_seconds)",
         )
     return _coordinate_search(name, grid, fit, score, select_metric, start, budget_seconds)
 
