@@ -125,10 +125,10 @@ def test_ease_memory_limit_names_what_it_needs() -> None:
     cfg = load_config(None, ["data.dataset=x", "model.method=ease", "model.max_memory_gib=1"])
     assert ease_memory_bytes(30_000, 41_000) == (2 * 41_000**2 + 30_000 * 41_000) * 4
     with pytest.raises(ConfigError) as err:
-        cfg.model.check_size(30_000, 41_000, "model")
+        cfg.model.check_size(30_000, 41_000)
     text = str(err.value)
     assert "17.1 GiB" in text and "model.max_memory_gib=18" in text and "\n" not in text
-    cfg.model.check_size(1_000, 5_000, "model")  # 0.2 GiB: fits
+    cfg.model.check_size(1_000, 5_000)  # 0.2 GiB: fits
 
 
 # ---------------------------------------------------------------- the method contract

@@ -44,10 +44,6 @@ class ClassicConfig(_Frozen):
         values = self.model_dump(exclude={"method"}, by_alias=True)
         return ", ".join(f"{k}={v}" for k, v in values.items() if k not in _NOT_HYPER)
 
-    def check_size(self, n_users: int, n_items: int, source: str) -> None:
-        """Raise :class:`~recsys_cl.errors.ConfigError` (one line) when fitting on
-        ``n_users`` x ``n_items`` would not fit this block's limits; nothing by default."""
-
 
 # Fields that limit where a block runs rather than what it fits.
 _NOT_HYPER = ("max_memory_gib", "device")
@@ -77,20 +73,23 @@ class EASEConfig(ClassicConfig):
     ) -> FittedTables:
         from recsys_cl.models.classic import fit_ease
 
-        self.check_size(train.n_users, train.n_items, "model")
+        self.check_size(train.n_users, train.n_items)
         return fit_ease(train, self.lam, device)
 
-    def check_size(self, n_users: int, n_items: int, source: str) -> None:
+    def check_size(self, n_users: int, n_items: int, key: str = "model.max_memory_gib") -> None:
+        """Raise :class:`~recsys_cl.errors.ConfigError` (one line naming ``key``, the setting
+        that holds the limit) when fitting on ``n_users`` x ``n_items`` would need more than
+        ``max_memory_gib``."""
         from recsys_cl.errors import ConfigError
         from recsys_cl.models.classic import ease_memory_bytes
 
         need = ease_memory_bytes(n_users, n_items)
         if need > self.max_memory_gib * GIB:
             raise ConfigError(
-                f"{source}.max_memory_gib: EASE on {n_items:,} items x {n_users:,} users needs "
+                f"{key}: EASE on {n_items:,} items x {n_users:,} users needs "
                 f"{need / GIB:.1f} GiB (two {n_items:,}^2 float32 matrices and the user "
                 f"table), over the limit of {self.max_memory_gib:g} GiB; raise it with --set "
-                f"{source}.max_memory_gib={math.ceil(need / GIB)} if the machine has the memory, "
+                f"{key}={math.ceil(need / GIB)} if the machine has the memory, "
                 "or use ials"
             )
 

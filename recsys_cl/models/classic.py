@@ -26,8 +26,8 @@ from recsys_cl.data.user_items import UserItems
 
 # float32 entries of one dense I x I matrix.
 _F32 = 4
-# Users per dense block when accumulating XᵀX (a block is _GRAM_ROWS x I floats).
-_GRAM_ROWS = 1024
+# One column block of XᵀX (its sparse product and dense copy) stays under this.
+_GRAM_BLOCK_BYTES = 256 * 2**20
 _EASE_CUBE_PER_SECOND = 2e10
 
 
@@ -53,9 +53,33 @@ def ease_memory_bytes(n_users: int, n_items: int) -> int:
 
 def ease_seconds_estimate(n_items: int) -> float:
     """A pessimistic guess of :func:`ease_item_matrix`'s seconds on a 2-core CPU: the
-    Cholesky inverse is cubic in I, measured at 1.7e10 to 5.1e10 I³ per second here for I from
-    2,000 to 8,000 (benchmarks/bench_ease.py, RESULTS.md); near the low end is used."""
+    Cholesky inverse is cubic in I; the whole fit measured 1.8e10 to 8.7e10 I³ per second here
+    for I from 2,000 to 8,000 (benchmarks/bench_ease.py, RESULTS.md); near the low end is
+    used."""
     return n_items**3 / _EASE_CUBE_PER_SECOND
+
+
+def gram_matrix(train: UserItems) -> Tensor:
+    """XᵀX, float32 [I, I], of the 0/1 interaction matrix X [U, I]: co-occurrence counts.
+
+    A sparse product, column block by column block (each block's sparse result and its dense
+    copy stay under ``_GRAM_BLOCK_BYTES``), so the work is the sum over users of their
+    squared history length, not U x I² as a dense product of X would be.
+    """
+    from scipy.sparse import csr_matrix
+
+    n_items = train.n_items
+    x = csr_matrix(
+        (np.ones(train.nnz, dtype=np.float32), train.indices, train.indptr),
+        shape=(train.n_users, n_items),
+    )
+    x_t, x_cols = x.T.tocsr(), x.tocsc()
+    gram = torch.empty(n_items, n_items, dtype=torch.float32)
+    width = max(1, _GRAM_BLOCK_BYTES // (n_items * _F32))
+    for lo in range(0, n_items, width):
+        hi = min(lo + width, n_items)
+        gram[:, lo:hi] = torch.from_numpy((x_t @ x_cols[:, lo:hi]).toarray())
+    return gram
 
 
 def ease_item_matrix(train: UserItems, lam: float, device: torch.device | str = "cpu") -> Tensor:
@@ -66,12 +90,7 @@ def ease_item_matrix(train: UserItems, lam: float, device: torch.device | str = 
     """
     if not lam > 0:
         raise ValueError(f"EASE lambda must be > 0, got {lam}")
-    n_items = train.n_items
-    # XᵀX accumulated over dense blocks of user rows: one block at a time is in memory.
-    gram = torch.zeros(n_items, n_items, dtype=torch.float32, device=device)
-    for start in range(0, train.n_users, _GRAM_ROWS):
-        rows = dense_rows(train, start, start + _GRAM_ROWS).to(device)
-        gram.addmm_(rows.T, rows)
+    gram = gram_matrix(train).to(device)
     gram.diagonal().add_(lam)
     factor = torch.linalg.cholesky(gram)
     del gram

@@ -19,10 +19,9 @@ from typing import Any
 import torch
 
 from recsys_cl.config import BaselinesConfig, EASEConfig, IALSConfig
-from recsys_cl.config.classic import GIB
-from recsys_cl.metrics import evaluate as full_ranking
+from recsys_cl.errors import ConfigError
 from recsys_cl.metrics import most_popular_scores
-from recsys_cl.models.classic import ease_memory_bytes, ease_seconds_estimate
+from recsys_cl.models.classic import ease_seconds_estimate
 
 from .parts import RunParts
 from .train import SelectionTarget
@@ -95,7 +94,7 @@ def search_baseline(
     train = parts.train
 
     def score(tables: Tables) -> dict[str, float]:
-        return full_ranking(*tables, target.truth, target.exclude, ks=ks).metrics
+        return target.score(*tables, ks)
 
     if name == "most-popular":
         tables = most_popular_scores(train)
@@ -109,13 +108,12 @@ def search_baseline(
     fit: Callable[[Params], Tables]
     first_guess: float | None = None
     if name == "ease":
-        need = ease_memory_bytes(train.n_users, train.n_items)
-        if need > cfg.ease_max_memory_gib * GIB:
-            return _skipped(
-                name,
-                f"{train.n_items:,} items need {need / GIB:.1f} GiB, over "
-                f"baselines.ease_max_memory_gib={cfg.ease_max_memory_gib:g}",
+        try:
+            EASEConfig(max_memory_gib=cfg.ease_max_memory_gib).check_size(
+                train.n_users, train.n_items, "baselines.ease_max_memory_gib"
             )
+        except ConfigError as too_large:
+            return _skipped(name, str(too_large))
         first_guess = ease_seconds_estimate(train.n_items)
         grid = {"lambda": cfg.ease_lambdas}
 
@@ -221,6 +219,7 @@ def fit_baselines(
     and each chosen fit scored on test once (``parts.test_truth``, training and validation
     items masked). ``on_result`` sees each result as it is done."""
     names = list(cfg.which if names is None else names)
+    tested = SelectionTarget("test", parts.test_truth, parts.test_exclude)
     start = time.perf_counter()
     results = []
     for i, name in enumerate(names):
@@ -230,11 +229,7 @@ def fit_baselines(
             name, cfg, parts, target, ks=ks, select_metric=select_metric, seed=seed,
             budget_seconds=share, device=device, threads=threads,
         )
-        test: dict[str, float] = {}
-        if found.tables is not None:
-            test = full_ranking(
-                *found.tables, parts.test_truth, parts.test_exclude, ks=ks
-            ).metrics
+        test = tested.score(*found.tables, ks) if found.tables is not None else {}
         # The tables are large (EASE: U x I and I x I); a result keeps only its numbers.
         result = BaselineResult(replace(found, tables=None), test)
         results.append(result)

@@ -18,7 +18,6 @@ import torch
 from recsys_cl.config import ClassicConfig, RunConfig
 from recsys_cl.data import Split
 from recsys_cl.errors import RecsysError
-from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.tracking.base import NullTracker, Tracker
 from recsys_cl.training import FitResult
 from recsys_cl.training.distributed import Replicas
@@ -33,6 +32,7 @@ from .train import (
     check_output_dir,
     epoch_callback,
     fingerprint,
+    most_popular_floor,
     resolve_device,
     selection_report,
     selection_target,
@@ -93,7 +93,6 @@ def run_fitted(
     source = str(run.data_dir)
     parts = run_parts(split, cfg.imbalance.weights.label_threshold, source)
     target = selection_target(cfg, parts, source)
-    model.check_size(split.n_users, split.n_items, "model")
     threads = torch.get_num_threads()
     print(f"fitting {model.method} ({model.describe()}) on {parts.train.nnz:,} pairs", flush=True)
     start = time.perf_counter()
@@ -103,18 +102,18 @@ def run_fitted(
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    scored = full_ranking(tables.user, tables.item, target.truth, target.exclude, ks=cfg.eval.ks)
+    scored = target.score(tables.user, tables.item, cfg.eval.ks)
     record: dict[str, Any] = {
         "epoch": 1,
         "seconds": fit_seconds,
         "steps": 0,
-        **scored.metrics,
+        **scored,
         "eval_seconds": time.perf_counter() - start,
     }
     epoch_callback(tracker, target.selected_on, on_epoch_end)(record)
     result = FitResult(
         best_epoch=1,
-        best_score=scored.metrics[cfg.train.select_metric],
+        best_score=scored[cfg.train.select_metric],
         epochs_run=1,
         stopped_early=False,
         history=[record],
@@ -129,7 +128,9 @@ def run_fitted(
         result,
         Fitted(tables.user, tables.item, tables.state),
         selected_on=target.selected_on,
-        most_popular_score=target.most_popular_score,
+        most_popular_score=most_popular_floor(
+            target, parts, cfg.eval.ks, cfg.train.select_metric
+        ),
         extra={
             "fit_seconds": fit_seconds,
             "device": str(device),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "finalize",
     "fingerprint",
     "fit",
+    "most_popular_floor",
     "prepare",
     "resolve_device",
     "run_training",
@@ -150,9 +151,7 @@ class Assembly:
         graph: the training graph on the run's device.
         strategies: the imbalance block's samplers, weights, objective and selector.
         method: the model and its loss, initialised from ``seed + 2``.
-        selected_on: ``val`` (honest protocol) or ``test`` (paper protocol).
-        selection_truth, selection_exclude: what the epoch is selected on, and what is masked
-            there.
+        target: where the epoch is selected (:func:`selection_target`).
         most_popular_score: the select metric of the most-popular baseline on that target.
     """
 
@@ -160,18 +159,14 @@ class Assembly:
     graph: BipartiteGraph
     strategies: ImbalanceParts
     method: Recommender
-    selected_on: str
-    selection_truth: UserItems
-    selection_exclude: list[UserItems]
+    target: SelectionTarget
     most_popular_score: float
 
     def select(self, ks: tuple[int, ...]) -> Callable[[Recommender], dict[str, float]]:
         """The trainer's ``evaluate``: the model's metrics on the selection target."""
 
         def score(m: Recommender) -> dict[str, float]:
-            user, item = m.embeddings(self.graph.adj)
-            truth, exclude = self.selection_truth, self.selection_exclude
-            return full_ranking(user, item, truth, exclude, ks=ks).metrics
+            return self.target.score(*m.embeddings(self.graph.adj), ks)
 
         return score
 
@@ -185,6 +180,8 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
     Raises:
         DataError: the honest protocol without a validation part, or an empty selection part.
     """
+    if not isinstance(cfg.model, MethodConfig):
+        raise TypeError(f"model.method '{cfg.model.method}' is fitted, not trained (run_fitted)")
     parts = run_parts(split, cfg.imbalance.weights.label_threshold, source)
     train_items = parts.train
     graph = build_graph(
@@ -194,8 +191,6 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
         split.n_items,
     ).to(device)
     strategies = build_imbalance(cfg.imbalance, train_items, parts.explicit_negatives)
-    if not isinstance(cfg.model, MethodConfig):
-        raise TypeError(f"model.method '{cfg.model.method}' is fitted, not trained (run_fitted)")
     method = build_method(
         cfg.model,
         split.n_users,
@@ -204,12 +199,9 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
         objective=strategies.objective,
         negative_selector=strategies.negative_selector,
     ).to(device)
-
     target = selection_target(cfg, parts, source)
-    return Assembly(
-        parts, graph, strategies, method, target.selected_on, target.truth, target.exclude,
-        target.most_popular_score,
-    )
+    floor = most_popular_floor(target, parts, cfg.eval.ks, cfg.train.select_metric)
+    return Assembly(parts, graph, strategies, method, target, floor)
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,13 +211,17 @@ class SelectionTarget:
     Attributes:
         selected_on: ``val`` (honest protocol) or ``test`` (paper protocol).
         truth, exclude: the held-out pairs scored there, and what is masked.
-        most_popular_score: the select metric of the most-popular baseline there.
     """
 
     selected_on: str
     truth: UserItems
     exclude: list[UserItems]
-    most_popular_score: float
+
+    def score(
+        self, user: torch.Tensor, item: torch.Tensor, ks: Sequence[int]
+    ) -> dict[str, float]:
+        """Full-ranking metrics of score tables user [U, D], item [I, D] here."""
+        return full_ranking(user, item, self.truth, self.exclude, ks=ks).metrics
 
 
 def selection_target(cfg: RunConfig, parts: RunParts, source: str) -> SelectionTarget:
@@ -246,12 +242,15 @@ def selection_target(cfg: RunConfig, parts: RunParts, source: str) -> SelectionT
             f"{source}: the {selected_on} part is empty (every row cold or none held out); "
             "nothing to select the epoch on"
         )
-    # The floor a model must clear, scored where the epoch is selected (the stopping rule
-    # and the guard of the train/main jobs read it).
-    popular_score = full_ranking(
-        *most_popular_scores(parts.train), truth, exclude, ks=cfg.eval.ks
-    ).metrics[cfg.train.select_metric]
-    return SelectionTarget(selected_on, truth, exclude, popular_score)
+    return SelectionTarget(selected_on, truth, exclude)
+
+
+def most_popular_floor(
+    target: SelectionTarget, parts: RunParts, ks: Sequence[int], select_metric: str
+) -> float:
+    """The floor a model must clear: most-popular's ``select_metric`` on ``target`` (the
+    stopping rule and the guard of the train/main jobs read it)."""
+    return target.score(*most_popular_scores(parts.train), ks)[select_metric]
 
 
 def schedule(cfg: RunConfig, most_popular_score: float) -> Schedule:
@@ -361,7 +360,9 @@ def fit(
         checkpoint_dir=prep.run.checkpoint_dir,
         fingerprint=fingerprint(cfg),
         progress=cfg.train.progress,
-        on_epoch_end=epoch_callback(tracker or NullTracker(), built.selected_on, on_epoch_end),
+        on_epoch_end=epoch_callback(
+            tracker or NullTracker(), built.target.selected_on, on_epoch_end
+        ),
         replicas=prep.replicas,
     )
     return trainer.fit(resume=prep.resuming)
@@ -386,7 +387,7 @@ def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainRepor
         built.parts,
         result,
         Fitted(user, item, method.state_dict(), time.perf_counter() - start),
-        selected_on=built.selected_on,
+        selected_on=built.target.selected_on,
         most_popular_score=built.most_popular_score,
         extra={
             "imbalance": built.strategies.summary,
@@ -515,7 +516,7 @@ def run_training(
     )
     result = fit(prep, tracker=tracker, on_epoch_end=on_epoch_end)
     if not test:
-        return selection_report(cfg, prep.run.root, result, prep.built.selected_on)
+        return selection_report(cfg, prep.run.root, result, prep.built.target.selected_on)
     return finalize(prep, result, tracker=tracker)
 
 
