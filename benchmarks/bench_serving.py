@@ -43,7 +43,7 @@ import numpy as np
 import polars as pl
 
 from recsys_cl.errors import RecsysError
-from recsys_cl.tracking.serving import ServerError, free_port, local_server
+from recsys_cl.serving.server import ServerError, free_port, local_server
 
 EXIT_USAGE = 2
 WARMUP_REQUESTS = 5
@@ -124,7 +124,7 @@ def model_users(model_uri: str, tracking_uri: str) -> list[object]:
     """The raw user ids of the model's bundle."""
     from mlflow.models import Model
 
-    from recsys_cl.tracking.model_uris import download_candidate_model
+    from recsys_cl.serving.model_uris import download_candidate_model
 
     with tempfile.TemporaryDirectory(prefix="bench_serving_") as tmp:
         local = Path(download_candidate_model(model_uri, tracking_uri, tmp))

@@ -393,7 +393,7 @@ def test_pyfunc_round_trip_in_a_fresh_process(
 ) -> None:
     import mlflow
 
-    from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
+    from recsys_cl.serving.pyfunc import load_candidate_model, log_candidate_model
 
     uri, run_id = tracking
     global_uri = mlflow.get_tracking_uri()
@@ -450,7 +450,7 @@ def test_registered_model_version(int_bundle: Path, tracking: tuple[str, str]) -
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
+    from recsys_cl.serving.pyfunc import load_candidate_model, log_candidate_model
 
     uri, run_id = tracking
     global_uri, env_uri = mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
@@ -493,8 +493,8 @@ def _post(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def test_served_model_answers_invocations(
     int_run: Path, int_bundle: Path, tracking: tuple[str, str], tmp_path: Path
 ) -> None:
-    from recsys_cl.tracking.pyfunc import log_candidate_model
-    from recsys_cl.tracking.serving import free_port, local_server
+    from recsys_cl.serving.pyfunc import log_candidate_model
+    from recsys_cl.serving.server import free_port, local_server
 
     uri, run_id = tracking
     info = log_candidate_model(

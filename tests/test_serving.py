@@ -37,7 +37,7 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     that holds test, candidate and training metrics."""
     from mlflow.tracking import MlflowClient
 
-    from recsys_cl.tracking.pyfunc import log_candidate_model
+    from recsys_cl.serving.pyfunc import log_candidate_model
 
     root = tmp_path_factory.mktemp("serving")
     (root / "train").mkdir()
@@ -73,7 +73,7 @@ def test_logged_model_is_portable_and_carries_its_metrics(
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from recsys_cl.tracking.pyfunc import load_candidate_model, log_candidate_model
+    from recsys_cl.serving.pyfunc import load_candidate_model, log_candidate_model
 
     client = MlflowClient(logged["uri"])
     model_id = logged["info"].model_id
@@ -133,7 +133,7 @@ _PYFUNC: dict[str, Any] = {}
 
 def _pyfunc(logged: dict[str, Any]) -> Any:
     """The logged pyfunc model, loaded once for the parametrized test."""
-    from recsys_cl.tracking.pyfunc import load_candidate_model
+    from recsys_cl.serving.pyfunc import load_candidate_model
 
     if logged["info"].model_id not in _PYFUNC:
         _PYFUNC[logged["info"].model_id] = load_candidate_model(
@@ -146,7 +146,7 @@ def _pyfunc(logged: dict[str, Any]) -> Any:
 def server(logged: dict[str, Any]) -> Iterator[str]:
     """`recsys-cl serve` of the logged model on a free loopback port (body limit 8 MiB); its
     base URL. Stopped by its process group id."""
-    from recsys_cl.tracking.serving import free_port, local_server
+    from recsys_cl.serving.server import free_port, local_server
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -322,7 +322,7 @@ def test_bench_serving_measures_both_modes(
 
 
 def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
-    from recsys_cl.tracking.serving import RequestError, parse_request
+    from recsys_cl.serving.server import RequestError, parse_request
 
     frame, params = parse_request(
         b'{"dataframe_records": [{"user_id": 1}, {"user_id": 1.5, "k": 2}]}', "application/json"
@@ -344,7 +344,7 @@ def test_parse_request_keeps_json_values_and_checks_rows_first() -> None:
 def test_parse_request_takes_a_single_column_as_mlflow_does_and_refuses_repeated_columns() -> None:
     from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
-    from recsys_cl.tracking.serving import RequestError, parse_request
+    from recsys_cl.serving.server import RequestError, parse_request
 
     # MLflow's server (pandas) reads one column's values given flat; so must this one.
     payload = {"dataframe_split": {"columns": ["user_id"], "data": [1, 2]}}

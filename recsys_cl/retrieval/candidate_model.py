@@ -1,7 +1,7 @@
 """The candidate model: top-K unseen items for raw user ids, and the bundle it is saved as.
 
 One object serves both paths: ``recsys-cl recommend`` builds it from a run folder and writes
-its lists to Parquet, and the MLflow model (:mod:`recsys_cl.tracking.pyfunc_code`, a thin shell)
+its lists to Parquet, and the MLflow model (:mod:`recsys_cl.serving.pyfunc_code`, a thin shell)
 loads it from a *candidate bundle*, a folder that needs neither the run nor its config::
 
     bundle.json               format, default k, request limits, cold-start policy, metric,

@@ -1,4 +1,4 @@
-"""``recsys-cl serve``: the command line's side of :func:`recsys_cl.tracking.serving.serve`."""
+"""``recsys-cl serve``: the command line's side of :func:`recsys_cl.serving.server.serve`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from recsys_cl.optional import require_faiss
 def serve_job(args: argparse.Namespace) -> int:
     """Serve ``args.model_uri`` until stopped (Ctrl-C / SIGTERM)."""
     require_faiss("recsys-cl serve")
+    from recsys_cl.serving.server import serve
     from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
-    from recsys_cl.tracking.serving import serve
 
     serve(
         args.model_uri,

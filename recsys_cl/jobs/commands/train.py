@@ -115,7 +115,7 @@ def main_job(args: argparse.Namespace) -> int:
                 "--register needs tracking: the registry lives in the MLflow store "
                 "(drop --no-track)"
             )
-        from recsys_cl.tracking.pyfunc import check_model_name
+        from recsys_cl.serving.pyfunc import check_model_name
 
         check_model_name(args.register)
     cfg: RunConfig = load_config(args.config or _default_config(), job_overrides(args))
@@ -225,7 +225,7 @@ def _check_rescore(trained: dict[str, float], rescored: ScoreReport, run_dir: Pa
 
 
 def _log_model(tracker: Tracker, bundle: Path, register: str | None) -> str:
-    from recsys_cl.tracking.pyfunc import log_candidate_model
+    from recsys_cl.serving.pyfunc import log_candidate_model
 
     assert tracker.uri is not None and tracker.run_id is not None  # a tracked run
     info = log_candidate_model(

@@ -40,8 +40,8 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from recsys_cl.errors import RecsysError
 from recsys_cl.optional import faiss_distribution, installed_version
 from recsys_cl.retrieval.candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
+from recsys_cl.tracking.mlflow_tracker import global_tracking_uri, store_call
 
-from .mlflow_tracker import global_tracking_uri, store_call
 from .model_uris import download_candidate_model, load_candidate_model, run_logged_model
 
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
