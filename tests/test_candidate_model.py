@@ -290,7 +290,7 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
         json.dumps({**old, "k": 2000, "format_version": 1})
     )
     assert BundleInfo.read(int_bundle.parent / "bundle_v1").max_k == 2000
-    with pytest.raises(RecsysError, match="need 1 <= k <= max_k"):
+    with pytest.raises(RecsysError, match=r"k \(50\) must be at most max_k \(10\)"):
         write_candidate_bundle(int_bundle.parent / "run", int_bundle.parent / "bad", k=50, max_k=10)
 
 

@@ -3,6 +3,7 @@ every entry point names a script that exists, and `mlflow run . -e train` record
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import shlex
@@ -75,6 +76,7 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
         "trials": "7",
         "timeout": "90.5",
         "budget": "60.5",
+        "k": "7",
     }
     for name, entry_point in project["entry_points"].items():
         params = entry_point["parameters"]
@@ -97,15 +99,23 @@ def test_every_entry_point_builds_a_command_line_recsys_cl_accepts() -> None:
                 assert got == value.split(), name
             else:
                 assert str(got) == value, f"{script}: --{param} {value!r} arrived as {got!r}"
-        # MLflow passes an unset optional parameter as an empty string: it must arrive unset.
+        # MLflow passes an unset optional parameter as an empty string: it must arrive unset,
+        # as the command's own default.
         defaults = {p: str(spec.get("default", "")) for p, spec in params.items()}
         argv = _as_mlflow_runs_it(entry_point["command"], defaults)
-        args = build_parser().parse_args(entry.command_line(command, flags, argv[2:], switches))
+        parser = build_parser()
+        args = parser.parse_args(entry.command_line(command, flags, argv[2:], switches))
         for param, value in defaults.items():
             if not value:
-                assert getattr(args, param) in (None, []), (
+                assert getattr(args, param) == _default_of(parser, command, param), (
                     f"{script}: empty --{param} arrived as {getattr(args, param)!r}"
                 )
+
+
+def _default_of(parser: argparse.ArgumentParser, command: str, dest: str) -> object:
+    """The default ``recsys-cl COMMAND`` gives option ``dest`` when it is not given."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return next(a.default for a in sub.choices[command]._actions if a.dest == dest)
 
 
 def _as_mlflow_runs_it(command: str, values: dict[str, str]) -> list[str]:

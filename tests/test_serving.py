@@ -269,8 +269,8 @@ def test_served_model_refuses_hostile_requests_in_one_line(
 def test_request_limits_are_configured_with_the_run() -> None:
     from pydantic import ValidationError
 
+    from recsys_cl.config.retrieval import DEFAULT_MAX_K, DEFAULT_MAX_ROWS
     from recsys_cl.config.schema import RetrievalConfig
-    from recsys_cl.retrieval.candidate_model import DEFAULT_MAX_K, DEFAULT_MAX_ROWS
 
     default = RetrievalConfig()
     assert (default.max_k, default.max_rows) == (DEFAULT_MAX_K, DEFAULT_MAX_ROWS)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, model_validator
+
+from .base import Frozen
 
 if TYPE_CHECKING:
     from recsys_cl.data.user_items import UserItems
@@ -22,13 +24,13 @@ if TYPE_CHECKING:
 GIB = 2**30
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
-    )
+class _Aliased(Frozen):
+    """Keys with aliases (EASE's ``lambda``) read by either name and written by the alias."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class ClassicConfig(_Frozen):
+class ClassicConfig(_Aliased):
     """Base of the classic ``model:`` blocks: a method fitted once on the training pairs."""
 
     method: str
@@ -134,7 +136,7 @@ class IALSConfig(ClassicConfig):
         )
 
 
-class IALSGrid(_Frozen):
+class IALSGrid(_Aliased):
     """The iALS values the baseline step tries, searched in the order of the fields (alpha,
     then regularization, then factors; again while a pass moves the best), each list's first
     value the starting point. The ranges are wide because the best values differ by orders of
@@ -152,7 +154,7 @@ class IALSGrid(_Frozen):
 BaselineName = Literal["ease", "ials", "most-popular"]
 
 
-class BaselinesConfig(_Frozen):
+class BaselinesConfig(_Aliased):
     """The classic baselines the train and main jobs fit beside the model (``baselines:``).
 
     Each is fitted on the run's training part, its hyper-parameters chosen on the selection

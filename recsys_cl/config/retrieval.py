@@ -10,9 +10,12 @@ at load instead of being ignored.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from .base import Frozen
 
 IndexKind = Literal["flat", "ivf", "ivfpq", "hnsw", "factory"]
 Metric = Literal["ip", "cosine"]
@@ -36,6 +39,13 @@ DEFAULT_EF_SEARCH = 128
 # k_factor 4 reached recall 0.70 and 16 reached 0.95; 64 adds 0.02 at half the throughput.
 DEFAULT_K_FACTOR = 16
 MAX_K_FACTOR = 1024
+# Candidate lists: the default length, and the served model's request limits. A list longer
+# than a re-ranker reads, or a batch whose answer (rows x k, one JSON object per candidate)
+# would run to hundreds of MB, is refused rather than computed. The one source of these
+# numbers (the run config, the command line, the bundle and the served model read them here).
+DEFAULT_K = 20
+DEFAULT_MAX_K = 1000
+DEFAULT_MAX_ROWS = 1000
 # The refine stage of `kind: ivfpq` as a FAISS index_factory suffix: the refine index stores
 # every vector again, in these codes (bytes per vector at D=64: flat 256, fp16 128, sq8 64,
 # sq6 48, sq4 32), and re-ranks the base index's k·k_factor candidates with them.
@@ -72,7 +82,7 @@ STRUCTURE_FIELDS: tuple[str, ...] = (
 )
 
 
-class IndexSpec(BaseModel):
+class IndexSpec(Frozen):
     """What index to build over the item embeddings, and how to search it.
 
     Attributes:
@@ -92,8 +102,6 @@ class IndexSpec(BaseModel):
         hnsw_m: HNSW neighbours per node; ef_construction: its build-time beam.
         ef_search: HNSW search beam (default 128; FAISS uses max(ef_search, k)).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: IndexKind = "flat"
     factory: str | None = None
@@ -197,3 +205,21 @@ class IndexSpec(BaseModel):
         assert self.factory is not None
         safe = "".join(c if c.isalnum() else "-" for c in self.factory.strip())
         return f"factory-{safe.strip('-')}"
+
+
+def is_positive_int(value: object) -> bool:
+    """An integer >= 1 (numpy's too), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
+
+
+def limits_problem(k: object, max_k: object, max_rows: object) -> str | None:
+    """What is wrong with the request limits ``k`` (the default list length), ``max_k`` (the
+    longest list) and ``max_rows`` (the most rows per request), or None: each must be an
+    integer >= 1, and ``k <= max_k``. The one check of the limits, wherever they are set."""
+    for name, value in (("k", k), ("max_k", max_k), ("max_rows", max_rows)):
+        if not is_positive_int(value):
+            return f"{name} must be an integer >= 1, got {value!r}"
+    assert isinstance(k, numbers.Integral) and isinstance(max_k, numbers.Integral)
+    if int(k) > int(max_k):
+        return f"k ({k}) must be at most max_k ({max_k})"
+    return None

@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StrictInt,
     field_serializer,
@@ -21,9 +19,17 @@ from pydantic import (
 
 from recsys_cl.fanouts import check_fanouts
 
+from .base import Frozen
 from .classic import BaselinesConfig, ClassicConfig, EASEConfig, IALSConfig
 from .imbalance import ImbalanceConfig
-from .retrieval import IndexSpec
+from .retrieval import (
+    DEFAULT_K,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_ROWS,
+    IndexSpec,
+    is_positive_int,
+    limits_problem,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -31,12 +37,11 @@ if TYPE_CHECKING:
     from recsys_cl.losses import RecObjective
     from recsys_cl.models import Encoder, LightGCN, NegativeSelector, Recommender
 
+# The log formats data.readers reads; "auto" sniffs the file.
+DataFormat = Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"]
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class ColumnsConfig(_Frozen):
+class ColumnsConfig(Frozen):
     """Source column names mapped onto recsys_cl's canonical ones."""
 
     user: str = "user"
@@ -52,7 +57,7 @@ class ColumnsConfig(_Frozen):
         return self
 
 
-class SplitConfig(_Frozen):
+class SplitConfig(Frozen):
     """How interactions are divided into train / validation / test.
 
     ``given`` uses the dataset's own train/test files (LightGCN benchmarks); the others split one
@@ -72,7 +77,7 @@ class SplitConfig(_Frozen):
         return self
 
 
-class DataConfig(_Frozen):
+class DataConfig(Frozen):
     """Where the interactions come from and how they are cleaned and split.
 
     Exactly one of ``dataset`` (a registry name such as ``ml-100k`` or ``gowalla``) or ``path``
@@ -84,7 +89,7 @@ class DataConfig(_Frozen):
     dataset: str | None = None
     path: Path | None = None
     test_path: Path | None = None
-    format: Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"] = "auto"
+    format: DataFormat = "auto"
     columns: ColumnsConfig | None = None
     implicit_threshold: float | None = None
     dedupe: Literal["latest", "first", "sum"] = "latest"
@@ -121,7 +126,7 @@ class DataConfig(_Frozen):
         return self
 
 
-class MethodConfig(_Frozen):
+class MethodConfig(Frozen):
     """Base of the ``model:`` blocks: the encoder's fields, and :meth:`build`, the one place a
     block becomes its method: :meth:`encoder` then :meth:`method` (so a new method is its
     class, its config model, with a three-line ``method``, added to :data:`ModelConfig`, and a
@@ -350,7 +355,7 @@ MIN_STEPS_DEFAULT = 3000
 RECOVERY_DEFAULT = 0.05
 
 
-class SampledConfig(_Frozen):
+class SampledConfig(Frozen):
     """Sampled-subgraph training (``train.sampled``): each batch propagates only over the L-hop
     computation subgraph of its users, positives and negatives, taking up to ``fanouts[h]``
     neighbours per node at hop h+1 (-1: every neighbour; one fanout per ``model.layers``).
@@ -371,7 +376,7 @@ class SampledConfig(_Frozen):
         return self
 
 
-class TrainConfig(_Frozen):
+class TrainConfig(Frozen):
     """The optimisation loop. Defaults follow LightGCN/SimGCL: Adam lr 1e-3, batch 2048."""
 
     epochs: int = Field(100, gt=0)
@@ -398,7 +403,7 @@ class TrainConfig(_Frozen):
     sampled: SampledConfig | None = None
 
 
-class PopularityGroupsConfig(_Frozen):
+class PopularityGroupsConfig(Frozen):
     """Long-tail metric groups: the ``head`` most popular share of items (and most active of
     users), the ``tail`` least popular share; the rest is mid (``recsys_cl.metrics.popularity``)."""
 
@@ -412,7 +417,7 @@ class PopularityGroupsConfig(_Frozen):
         return self
 
 
-class EvalConfig(_Frozen):
+class EvalConfig(Frozen):
     ks: tuple[int, ...] = (10, 20, 50)
     auc: bool = False
     groups: PopularityGroupsConfig = PopularityGroupsConfig()
@@ -424,7 +429,7 @@ class EvalConfig(_Frozen):
         return self
 
 
-class RetrievalConfig(_Frozen):
+class RetrievalConfig(Frozen):
     """The index and candidates a tracked run builds after training.
 
     Attributes:
@@ -433,29 +438,29 @@ class RetrievalConfig(_Frozen):
         sample_users: users whose candidates a training run records as a sample artifact.
         max_k, max_rows: the served candidate model's request limits: the longest list and
             the most rows one request may ask for (`recsys-cl main` writes them into the model).
-            An unset max_k is 1000, or k when k is larger.
+            An unset max_k is 1000, or k when k is larger (config/retrieval.py holds the
+            defaults and the check).
     """
 
     index: IndexSpec = IndexSpec()
-    k: int = Field(default=20, ge=1)
+    k: int = Field(default=DEFAULT_K, ge=1)
     sample_users: int = Field(default=100, ge=1)
-    max_k: int = Field(default=1000, ge=1)
-    max_rows: int = Field(default=1000, ge=1)
+    max_k: int = Field(default=DEFAULT_MAX_K, ge=1)
+    max_rows: int = Field(default=DEFAULT_MAX_ROWS, ge=1)
 
     @model_validator(mode="before")
     @classmethod
     def _max_k_covers_k(cls, data: Any) -> Any:
         # A config that sets only k (every run folder written before max_k existed) gets a
         # max_k that serves it, rather than failing to load when k is over the default.
-        if isinstance(data, dict) and "max_k" not in data and isinstance(data.get("k"), int):
-            if data["k"] > cls.model_fields["max_k"].default:
-                data = {**data, "max_k": data["k"]}
+        if isinstance(data, dict) and "max_k" not in data and is_positive_int(data.get("k")):
+            data = {**data, "max_k": max(DEFAULT_MAX_K, data["k"])}
         return data
 
     @model_validator(mode="after")
     def _k_within_max_k(self) -> RetrievalConfig:
-        if self.k > self.max_k:
-            raise ValueError(f"k ({self.k}) must be at most max_k ({self.max_k})")
+        if problem := limits_problem(self.k, self.max_k, self.max_rows):
+            raise ValueError(problem)
         return self
 
     @field_serializer("index")
@@ -464,7 +469,7 @@ class RetrievalConfig(_Frozen):
         return spec.dump()
 
 
-class TrackingConfig(_Frozen):
+class TrackingConfig(Frozen):
     """Where runs are recorded. ``uri`` None: ``$MLFLOW_TRACKING_URI``, else
     ``sqlite:///mlruns.db`` (``--tracking-uri`` overrides both)."""
 
@@ -475,7 +480,7 @@ class TrackingConfig(_Frozen):
 DEFAULT_METHOD = "xsimgcl"
 
 
-class RunConfig(_Frozen):
+class RunConfig(Frozen):
     """A whole run: data → model → training → evaluation → outputs."""
 
     experiment: str = "recsys_cl"

@@ -26,18 +26,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from recsys_cl.errors import ConfigError
 
+from .base import Frozen
 from .loader import apply_overrides, parse_override, read_yaml, validate
 from .schema import RunConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class SweepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class SweepConfig(Frozen):
+    model_config = ConfigDict(populate_by_name=True)
 
     base: Path
     output_dir: Path | None = None

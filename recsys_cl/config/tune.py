@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from recsys_cl.errors import ConfigError
 
+from .base import Frozen
 from .loader import apply_overrides, parse_override, read_yaml, set_values, validate
 from .schema import RunConfig
 
@@ -48,11 +49,7 @@ _FIXED_KEYS = (
 )
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ParamSpace(_Frozen):
+class ParamSpace(Frozen):
     """One sampled key: ``float`` / ``int`` in [low, high] (``log``: log-uniform; ``step``: a
     grid from low), or ``categorical`` over ``choices``."""
 
@@ -110,7 +107,7 @@ class ParamSpace(_Frozen):
         return f"{self.type} [{low:g}, {high:g}]{tail}"
 
 
-class SamplerSpace(_Frozen):
+class SamplerSpace(Frozen):
     """The TPE sampler: ``seed`` (default: the run config's) and the random trials it draws
     before modelling (Optuna's default, 10)."""
 
@@ -118,7 +115,7 @@ class SamplerSpace(_Frozen):
     startup_trials: int = Field(10, ge=0)
 
 
-class PrunerSpace(_Frozen):
+class PrunerSpace(Frozen):
     """Median pruning of trials whose validation curve falls below the median of earlier
     trials at the same epoch, or ``none``.
 
@@ -135,10 +132,10 @@ class PrunerSpace(_Frozen):
     startup_trials: int = Field(5, ge=0)
 
 
-class TuneSpace(_Frozen):
+class TuneSpace(Frozen):
     """A search space file (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     params: dict[str, ParamSpace]
     metric: str | None = None

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import polars as pl
 
+from recsys_cl.config.schema import DataFormat as Format
 from recsys_cl.data.frame import (
     ITEM,
     RATING,
@@ -35,8 +36,7 @@ from recsys_cl.data.frame import (
     table_row,
 )
 
-Format = Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"]
-FORMATS: tuple[str, ...] = ("csv", "tsv", "parquet", "lightgcn", "movielens")
+FORMATS: tuple[str, ...] = tuple(f for f in get_args(Format) if f != "auto")
 
 _PARQUET_MAGIC = b"PAR1"
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -1,6 +1,6 @@
 """Batched full-ranking evaluation of user/item embeddings.
 
-Protocol (DESIGN.md, "Evaluation protocol"): every user is ranked against ALL items by the inner
+Protocol (README, "Evaluation protocols"): every user is ranked against ALL items by the inner
 product ``user_emb @ item_emb.T``; the items in ``exclude`` (training items, and at test time the
 validation items too) are set to -inf before one ``torch.topk`` per chunk of users, and every
 cut-off is read from that one top-``max(ks)`` list. Users without ground-truth items are left out
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import RecsysError
 from recsys_cl.metrics._blocks import auc_block, csr_rows, membership
 from recsys_cl.metrics.ranking import METRICS, check_ks, check_metrics, ranking_metrics
+from recsys_cl.progress import progress as show_progress
 
 # ~256 MB of scores per chunk on CPU: large enough that the per-chunk overhead vanishes, small
 # enough to sit beside a training process. On CUDA a quarter of the free memory is used instead.
@@ -186,7 +186,7 @@ def evaluate(
             with no rankable positive or negative are left out of that mean).
         users: evaluate only these user ids (default: all).
         chunk_size: users per score block; None picks it from memory (:func:`choose_chunk_size`).
-        progress: show a tqdm bar over chunks.
+        progress: report progress over chunks (:func:`recsys_cl.progress.progress`).
         return_per_user / return_topk: keep per-user values / the ranked top-K item ids.
 
     Scores are computed in float32 (float64 if an embedding is float64). Ties in score are
@@ -226,7 +226,7 @@ def evaluate(
         block = torch.empty(chunk_size, n_items, dtype=dtype, device=device)  # reused per chunk
         neg_inf = torch.tensor(-torch.inf, dtype=dtype, device=device)
         starts = range(0, n_eval, chunk_size)
-        for start in tqdm(starts, desc="evaluate", unit="chunk", disable=not progress):
+        for start in show_progress(starts, desc="evaluate", unit="chunk", enabled=progress):
             chunk = evaluated_t[start : start + chunk_size]
             scores = block[: len(chunk)]
             torch.mm(ue[chunk], ie_t, out=scores)

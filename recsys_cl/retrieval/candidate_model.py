@@ -29,6 +29,12 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from recsys_cl.config.retrieval import (
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_ROWS,
+    is_positive_int,
+    limits_problem,
+)
 from recsys_cl.data import IdMap, UserItems
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.io import atomic_dir, read_table, write_json
@@ -45,11 +51,6 @@ FORMAT = "recsys_cl.candidate_bundle"
 # 2 added the request limits; a version 1 bundle reads with the default limits.
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-DEFAULT_K = 20
-# Request limits: a list longer than a re-ranker reads, or a batch whose answer (rows x k, one
-# JSON object per candidate) would run to hundreds of MB, is refused rather than computed.
-DEFAULT_MAX_K = 1000
-DEFAULT_MAX_ROWS = 1000
 INPUT_COLUMNS = ("user_id", "k")
 BUNDLE_FILE = "bundle.json"
 USER_FILE = "user_embeddings.parquet"
@@ -119,18 +120,11 @@ class BundleInfo:
             info = cls(**raw)
         except TypeError as exc:
             raise DataError(f"{path}: unexpected keys ({exc})") from None
-        if info.cold_start not in ("popular", "error") or not limits_ok(
-            info.k, info.max_k, info.max_rows
-        ):
-            raise DataError(
-                f"{path}: needs cold_start popular/error and 1 <= k <= max_k, max_rows >= 1, "
-                f"got {raw}"
-            )
+        if info.cold_start not in ("popular", "error"):
+            raise DataError(f"{path}: cold_start must be popular or error, got {raw}")
+        if problem := limits_problem(info.k, info.max_k, info.max_rows):
+            raise DataError(f"{path}: {problem}")
         return info
-
-
-def is_positive_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and bool(value >= 1)
 
 
 def too_many_rows(n_rows: int, max_rows: int) -> str:
@@ -139,11 +133,6 @@ def too_many_rows(n_rows: int, max_rows: int) -> str:
         f"request row {max_rows}: over the limit of {max_rows:,} rows per request "
         f"({n_rows:,} sent); split the request"
     )
-
-
-def limits_ok(k: Any, max_k: Any, max_rows: Any) -> bool:
-    """A default list length ``k`` within ``max_k``, and positive limits."""
-    return all(map(is_positive_int, (k, max_k, max_rows))) and k <= max_k
 
 
 def id_dtype(ids: IdMap) -> str:
@@ -417,14 +406,12 @@ def _missing(value: Any) -> bool:
 
 
 __all__ = [
-    "DEFAULT_K",
     "BundleInfo",
     "CandidateModel",
     "CandidateRequestError",
     "ColdStart",
     "id_dtype",
     "is_positive_int",
-    "limits_ok",
     "lookup_users",
     "too_many_rows",
 ]

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys_cl.retrieval.candidate_model import (
-    DEFAULT_K,
-    DEFAULT_MAX_K,
-    DEFAULT_MAX_ROWS,
-    ColdStart,
-)
+from recsys_cl.config.retrieval import DEFAULT_K, DEFAULT_MAX_K, DEFAULT_MAX_ROWS
+from recsys_cl.retrieval.candidate_model import ColdStart
 
 from ..folder import RunFolder
 from .recommend import candidate_model

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys_cl.config.retrieval import IndexSpec
+from recsys_cl.config.retrieval import DEFAULT_K, IndexSpec
 from recsys_cl.retrieval import ItemIndex, ann_recall, build_index, save_index
-from recsys_cl.retrieval.candidate_model import DEFAULT_K
 from recsys_cl.retrieval.index import Device
 
 from ..folder import RunFolder

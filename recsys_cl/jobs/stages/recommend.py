@@ -18,12 +18,18 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 import torch
-from tqdm.auto import tqdm
 
-from recsys_cl.config.retrieval import IndexSpec
+from recsys_cl.config.retrieval import (
+    DEFAULT_K,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_ROWS,
+    IndexSpec,
+    limits_problem,
+)
 from recsys_cl.data import IdMap
 from recsys_cl.errors import RecsysError
 from recsys_cl.metrics import evaluate as full_ranking
+from recsys_cl.progress import progress as show_progress
 from recsys_cl.retrieval import (
     DEFAULT_CHUNK_USERS,
     CandidateQuality,
@@ -38,14 +44,10 @@ from recsys_cl.retrieval import (
     write_candidates,
 )
 from recsys_cl.retrieval.candidate_model import (
-    DEFAULT_K,
-    DEFAULT_MAX_K,
-    DEFAULT_MAX_ROWS,
     BundleInfo,
     CandidateModel,
     ColdStart,
     id_dtype,
-    limits_ok,
     lookup_users,
 )
 from recsys_cl.retrieval.index import Device
@@ -137,11 +139,10 @@ def candidate_model(
         RecsysError: bad limits or policy; DataError and the retrieval errors for a run or
             index that cannot be read or does not match.
     """
-    if not limits_ok(k, max_k, max_rows) or cold_start not in ("popular", "error"):
-        raise RecsysError(
-            f"need 1 <= k <= max_k, max_rows >= 1 and cold_start 'popular' or 'error', got "
-            f"k={k!r}, max_k={max_k!r}, max_rows={max_rows!r}, cold_start={cold_start!r}"
-        )
+    if problem := limits_problem(k, max_k, max_rows):
+        raise RecsysError(f"-k / retrieval limits: {problem}")
+    if cold_start not in ("popular", "error"):
+        raise RecsysError(f"cold_start must be 'popular' or 'error', got {cold_start!r}")
     split = run.require().split
     user_emb, item_emb = run.embeddings()
     parts = parts if parts is not None else folder_parts(run)
@@ -194,8 +195,6 @@ def run_recommend(
     Args:
         compare_exact: also run the full-ranking evaluator (needs all users, exclude ``seen``).
     """
-    if k < 1:
-        raise RecsysError(f"-k must be positive, got {k}")
     if compare_exact and not (users is None and exclude == "seen"):
         raise RecsysError("--compare-exact needs every user scored (no --users) and --exclude seen")
     run = RunFolder(run_dir).require()
@@ -227,7 +226,9 @@ def run_recommend(
     counts = {"short": 0, "cold": int((user_idx < 0).sum())}
 
     def tables() -> Iterator[pa.Table]:
-        with tqdm(total=len(user_idx), desc="recommend", unit="user", disable=not progress) as bar:
+        with show_progress(
+            total=len(user_idx), desc="recommend", unit="user", enabled=progress
+        ) as bar:
             for start in range(0, len(user_idx), chunk_size):
                 chunk = user_idx[start : start + chunk_size]
                 cands = model.top_k(chunk, k_eff)
