@@ -15,15 +15,29 @@ imbalance:
     alpha: 0.0                               # P(j) ∝ pop_j^α
     hard: null                               # {kind: dns|mixgcf|ann, ...}
 ```
+
+Each part's config model builds its own objects (``build``), as a method's does; the library is
+imported when a part is built, not when a config is read. :func:`recsys_cl.jobs.stages.build.
+build_imbalance` only puts the parts together.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from .base import Frozen
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from recsys_cl.data.user_items import UserItems
+    from recsys_cl.imbalance import ANNNegativeSampler
+    from recsys_cl.losses import RecObjective
+    from recsys_cl.models import NegativeSelector
+    from recsys_cl.training import EdgeSampler, EpochHook, NegativeSampler
 
 
 class WeightsConfig(Frozen):
@@ -46,12 +60,84 @@ class WeightsConfig(Frozen):
     def item_weighted(self) -> bool:
         return self.propensity_gamma > 0 or self.class_balanced_beta is not None
 
+    def item_weights(
+        self, popularity: np.ndarray, rows_per_item: np.ndarray | None
+    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """Per-item loss weights (None when off) and their range for ``metrics.json``;
+        ``rows_per_item``: the expected rows of each item in an epoch, where resampling
+        shifts them (the weights have mean 1 over the rows an epoch actually holds)."""
+        if not self.item_weighted:
+            return None, {}
+        import torch
+
+        from recsys_cl.imbalance import item_loss_weights
+
+        weights = item_loss_weights(
+            popularity,
+            propensity_gamma=self.propensity_gamma,
+            class_balanced_beta=self.class_balanced_beta,
+            w_min=self.w_min,
+            w_max=self.w_max,
+            rows_per_item=rows_per_item,
+        )
+        live = weights[popularity > 0]
+        summary = {"item_weights": {"min": float(live.min()), "max": float(live.max())}}
+        return torch.from_numpy(weights).float(), summary
+
+    def label_sampler(
+        self,
+        base: EdgeSampler | None,
+        train: UserItems,
+        explicit_negatives: UserItems | None,
+    ) -> tuple[EdgeSampler | None, dict[str, Any]]:
+        """With ``label_threshold``: ``base`` (else edge-uniform batches) with the explicit
+        negatives paired in and class-weighted, and the classes for ``metrics.json``; without
+        it, ``base`` unchanged."""
+        if self.label_threshold is None:
+            if explicit_negatives is not None:
+                raise ValueError("explicit_negatives given but weights.label_threshold is not set")
+            return base, {}
+        if explicit_negatives is None:
+            raise ValueError("weights.label_threshold needs explicit_negatives")
+        import numpy as np
+
+        from recsys_cl.imbalance import LabeledEdgeSampler, label_ratio_weights
+        from recsys_cl.training import EdgeUniformSampler
+
+        labels = np.concatenate(
+            [np.ones(train.nnz, dtype=bool), np.zeros(explicit_negatives.nnz, dtype=bool)]
+        )
+        class_weights = label_ratio_weights(labels)
+        labeled = LabeledEdgeSampler(
+            base if base is not None else EdgeUniformSampler(train),
+            train,
+            explicit_negatives,
+            class_weights,
+        )
+        summary = {
+            "label_classes": {
+                "positive_rows": class_weights.n_positive,
+                "negative_rows": class_weights.n_negative,
+                "positive_weight": class_weights.positive,
+                "negative_weight": class_weights.negative,
+                "unpaired_negatives": labeled.n_unpaired,
+            }
+        }
+        return labeled, summary
+
 
 class BPRLossConfig(Frozen):
     """BPR, optionally focal-modulated (Lin et al., ICCV 2017): -(1 - p)^γ log p."""
 
     kind: Literal["bpr"] = "bpr"
     focal_gamma: float = Field(0.0, ge=0.0)
+
+    def build(self, train: UserItems, item_marginal: torch.Tensor) -> RecObjective:
+        """The objective (``train`` and ``item_marginal`` are the softmax's concern)."""
+        del train, item_marginal
+        from recsys_cl.losses import BPRObjective
+
+        return BPRObjective(self.focal_gamma)
 
 
 class SoftmaxLossConfig(Frozen):
@@ -62,6 +148,30 @@ class SoftmaxLossConfig(Frozen):
     tau: float = Field(0.2, gt=0.0)
     logq: bool = True
     focal_gamma: float = Field(0.0, ge=0.0)
+
+    def build(self, train: UserItems, item_marginal: torch.Tensor) -> RecObjective:
+        """The objective over ``train``'s positives; ``item_marginal``: each item's share of
+        an epoch's rows, the in-batch sampling probability log q corrects for."""
+        import numpy as np
+        import torch
+
+        from recsys_cl.losses import InBatchSoftmaxObjective
+
+        log_q = None
+        if self.logq:
+            # An item no row ever holds is never an in-batch candidate; its entry is unused.
+            tiny = torch.finfo(torch.float64).tiny
+            log_q = torch.log(item_marginal.clamp_min(tiny)).float()
+        return InBatchSoftmaxObjective(
+            self.tau,
+            item_log_q=log_q,
+            positives=(
+                torch.from_numpy(np.ascontiguousarray(train.indptr, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(train.indices, dtype=np.int64)),
+            ),
+            n_items=train.n_items,
+            focal_gamma=self.focal_gamma,
+        )
 
 
 LossConfig = Annotated[BPRLossConfig | SoftmaxLossConfig, Field(discriminator="kind")]
@@ -79,6 +189,20 @@ class PositivesConfig(Frozen):
     tail_beta: float = Field(0.0, ge=0.0)
     item_cap: int | None = Field(None, ge=1)
 
+    def build(self, train: UserItems, popularity: np.ndarray) -> EdgeSampler | None:
+        """The resampled edge sampler, or None for the trainer's edge-uniform batches."""
+        if self.batches == "edge" and self.tail_beta == 0 and self.item_cap is None:
+            return None
+        from recsys_cl.imbalance import ResampledEdgeSampler
+
+        return ResampledEdgeSampler(
+            train,
+            tail_beta=self.tail_beta,
+            item_cap=self.item_cap,
+            user_balanced=self.batches == "user",
+            popularity=popularity,
+        )
+
 
 class DNSConfig(Frozen):
     """DNS (Zhang et al., SIGIR 2013): score ``candidates`` negatives with the current model,
@@ -94,6 +218,11 @@ class DNSConfig(Frozen):
             raise ValueError(f"keep ({self.keep}) must be < candidates ({self.candidates})")
         return self
 
+    def build(self) -> NegativeSelector:
+        from recsys_cl.imbalance import DNSSelector
+
+        return DNSSelector(self.keep)
+
 
 class MixGCFConfig(Frozen):
     """MixGCF (Huang et al., KDD 2021): synthesize one negative from ``candidates`` (32, the
@@ -101,6 +230,11 @@ class MixGCFConfig(Frozen):
 
     kind: Literal["mixgcf"] = "mixgcf"
     candidates: int = Field(32, ge=2)
+
+    def build(self) -> NegativeSelector:
+        from recsys_cl.imbalance import MixGCFSelector
+
+        return MixGCFSelector()
 
 
 class ANNConfig(Frozen):
@@ -118,6 +252,15 @@ class ANNConfig(Frozen):
         if self.rank_max < self.rank_min:
             raise ValueError(f"rank_max ({self.rank_max}) must be >= rank_min ({self.rank_min})")
         return self
+
+    def build(self, train: UserItems) -> ANNNegativeSampler:
+        """The sampler; it is also an epoch hook (it mines again every ``rebuild_every``)."""
+        from recsys_cl.imbalance import ANNNegativeSampler
+        from recsys_cl.optional import require_faiss
+
+        # Fail at start-up, not at epoch 1 after the data is prepared.
+        require_faiss("imbalance.negatives.hard: ann")
+        return ANNNegativeSampler(train, self.rank_min, self.rank_max, self.rebuild_every)
 
 
 HardNegativeConfig = Annotated[
@@ -137,6 +280,27 @@ class NegativesConfig(Frozen):
         if isinstance(self.hard, ANNConfig) and self.alpha != 0.0:
             raise ValueError("hard 'ann' draws its own negatives: alpha must stay 0")
         return self
+
+    def sampler(
+        self, train: UserItems, popularity: np.ndarray
+    ) -> tuple[NegativeSampler, tuple[EpochHook, ...]]:
+        """The sampler that draws each row's negatives, and the epoch hooks it needs."""
+        if isinstance(self.hard, ANNConfig):
+            ann = self.hard.build(train)
+            return ann, (ann,)
+        if self.alpha > 0:
+            from recsys_cl.imbalance import PopularityNegativeSampler
+
+            return PopularityNegativeSampler(train, popularity, self.alpha), ()
+        from recsys_cl.training import UniformNegativeSampler
+
+        return UniformNegativeSampler(train), ()
+
+    def selector(self) -> NegativeSelector | None:
+        """The miner that picks among the drawn candidates with the model (DNS, MixGCF)."""
+        if isinstance(self.hard, (DNSConfig, MixGCFConfig)):
+            return self.hard.build()
+        return None
 
 
 class ImbalanceConfig(Frozen):
