@@ -28,6 +28,7 @@ from recsys_cl.runtime import (
 )
 
 from .command import Command
+from .configs import CONFIGS
 from .data import DATA
 from .evaluate import COMPARE, EVALUATE
 from .options import DEFAULT_TIMEOUT_S
@@ -39,7 +40,7 @@ EXIT_USER_ERROR = 2
 
 # In the order `recsys-cl --help` lists them.
 COMMANDS: tuple[Command, ...] = (
-    DATA, TRAIN, MAIN, COMPARE, TUNE, EVALUATE, INDEX, RECOMMEND, SERVE,
+    DATA, TRAIN, MAIN, COMPARE, TUNE, EVALUATE, INDEX, RECOMMEND, SERVE, CONFIGS,
 )
 
 _EPILOG = """\

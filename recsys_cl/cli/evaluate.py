@@ -36,7 +36,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", metavar="FILE", help="sweep YAML: a base config and strategies")
+    p.add_argument(
+        "--sweep", metavar="FILE|NAME",
+        help="sweep YAML (a base config and strategies), or a shipped sweep's name "
+        "(sweeps/ml-100k-imbalance)",
+    )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a base-config value for every strategy, e.g. --set train.epochs=50",

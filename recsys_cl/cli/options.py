@@ -10,7 +10,9 @@ DEFAULT_TIMEOUT_S = 600.0
 
 def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument(
-        "--config", "-c", required=required, metavar="FILE", help="YAML run config (see configs/)"
+        "--config", "-c", required=required, metavar="FILE|NAME",
+        help="YAML run config, or a shipped config's name (ml-100k/xsimgcl; `recsys-cl configs` "
+        "lists them)",
     )
     p.add_argument(
         "--set",

@@ -13,7 +13,8 @@ from .options import add_device, add_tracking
 def _index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
     p.add_argument(
-        "--config", "-c", metavar="FILE", help="YAML index spec (see configs/index/)"
+        "--config", "-c", metavar="FILE|NAME",
+        help="YAML index spec, or a shipped spec's name (index/hnsw)",
     )
     p.add_argument(
         "--set",

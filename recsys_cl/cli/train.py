@@ -38,8 +38,8 @@ def _main_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
         "-c",
-        metavar="FILE",
-        help="YAML run config (default: configs/ml-100k/xsimgcl.yaml)",
+        metavar="FILE|NAME",
+        help="YAML run config, or a shipped config's name (default: ml-100k/xsimgcl)",
     )
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

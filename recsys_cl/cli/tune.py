@@ -27,7 +27,9 @@ accepted: trials are scored on validation, and test is scored once, by --final.
 def _arguments(p: argparse.ArgumentParser) -> None:
     add_config_args(p, required=True)
     p.add_argument(
-        "--space", required=True, metavar="FILE", help="search space YAML (see configs/tune/)"
+        "--space", required=True, metavar="FILE|NAME",
+        help="search space YAML, or a shipped space's name (tune/ml-100k-xsimgcl; "
+        "`recsys-cl configs` lists them)",
     )
     p.add_argument(
         "--trials", type=int, metavar="N",

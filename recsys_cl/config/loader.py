@@ -14,6 +14,18 @@ from pydantic import BaseModel, ValidationError
 from recsys_cl.errors import ConfigError
 
 from .schema import RunConfig
+from .shipped import find_config, shipped_config_names
+
+__all__ = [
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "set_values",
+    "shipped_config_names",
+    "to_yaml",
+    "validate",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,9 +79,11 @@ def set_values(
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in the YAML file ``path``, or in the shipped config it names when no such
+    file exists (``ml-100k/xsimgcl``; :func:`~.shipped.find_config`)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = find_config(p).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except OSError as exc:
@@ -146,7 +160,11 @@ def load_config(
     overrides: Sequence[str] = (),
     model: type[M] = RunConfig,  # type: ignore[assignment]
 ) -> M:
-    """Load ``path`` (optional), apply ``--set`` overrides, validate into ``model``."""
+    """Load ``path`` (optional), apply ``--set`` overrides, validate into ``model``.
+
+    ``path`` is a YAML file or, when no such file exists, a shipped config's name
+    (``ml-100k/xsimgcl``; the names: :func:`shipped_config_names`).
+    """
     raw = read_yaml(path) if path is not None else {}
     raw = apply_overrides(raw, overrides)
     source = str(path) if path is not None else "--set"
