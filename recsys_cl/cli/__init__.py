@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from recsys_cl.errors import PeerError, RecsysError
 from recsys_cl.interrupts import handle_interrupts
+from recsys_cl.optional import require_faiss
 from recsys_cl.runtime import (
     available_cores,
     configure_threads,
@@ -106,6 +107,8 @@ def _dispatch(command: Command, args: argparse.Namespace, argv: list[str]) -> in
         from recsys_cl.training.launch import launch
 
         return launch(nproc, _worker_argv(argv, nproc))
+    if command.needs_faiss:
+        require_faiss(f"recsys-cl {command.name}")
     assert command.run is not None
     return command.run(args)
 

@@ -31,6 +31,8 @@ class Command:
         loads_torch: its handler loads torch (threads are configured before it does).
         trains: its steps allocate and free [N, D] tensors, so freed memory is kept for reuse.
         distributed: it may run as one rank of a launched job (``WORLD_SIZE`` > 1).
+        needs_faiss: it stops with the install hint before anything runs when FAISS is
+            missing.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Command:
     loads_torch: bool = True
     trains: bool = False
     distributed: bool = False
+    needs_faiss: bool = False
 
     def __post_init__(self) -> None:
         if (self.run is None) == (not self.actions):

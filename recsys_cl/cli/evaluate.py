@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .command import Command
-from .options import add_data_dir, add_tracking
+from .options import add_data_dir, add_overrides, add_tracking
 
 
 def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,9 +41,8 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         help="sweep YAML (a base config and strategies), or a shipped sweep's name "
         "(sweeps/ml-100k-imbalance)",
     )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a base-config value for every strategy, e.g. --set train.epochs=50",
+    add_overrides(
+        p, "override a base-config value for every strategy, e.g. --set train.epochs=50"
     )
     p.add_argument(
         "--out",

@@ -14,14 +14,17 @@ def add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
         help="YAML run config, or a shipped config's name (ml-100k/xsimgcl; `recsys-cl configs` "
         "lists them)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value by its dotted path, e.g. --set model.eps=0.1 "
+    add_overrides(
+        p,
+        "override one config value by its dotted path, e.g. --set model.eps=0.1 "
         "(repeatable; values are YAML scalars)",
+    )
+
+
+def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE``, repeatable, collected in ``args.overrides``."""
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
     )
 
 

@@ -7,7 +7,7 @@ import argparse
 from recsys_cl.config.retrieval import DEFAULT_K
 
 from .command import Command
-from .options import add_device, add_tracking
+from .options import add_device, add_overrides, add_tracking
 
 
 def _index_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,13 +16,8 @@ def _index_arguments(p: argparse.ArgumentParser) -> None:
         "--config", "-c", metavar="FILE|NAME",
         help="YAML index spec, or a shipped spec's name (index/hnsw)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one spec field, e.g. --set pq_m=8 (repeatable; values are YAML scalars)",
+    add_overrides(
+        p, "override one spec field, e.g. --set pq_m=8 (repeatable; values are YAML scalars)"
     )
     p.add_argument(
         "--spec",
@@ -69,9 +64,6 @@ def _index_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from recsys_cl.optional import require_faiss
-
-    require_faiss("recsys-cl index")
     from recsys_cl.jobs.commands.retrieval import index_job
 
     return index_job(args)
@@ -134,9 +126,6 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from recsys_cl.optional import require_faiss
-
-    require_faiss("recsys-cl recommend")
     from recsys_cl.jobs.commands.retrieval import recommend_job
 
     return recommend_job(args)
@@ -197,6 +186,7 @@ INDEX = Command(
     raw=True,
     arguments=_index_arguments,
     run=_index,
+    needs_faiss=True,
 )
 
 RECOMMEND = Command(
@@ -210,6 +200,7 @@ RECOMMEND = Command(
     "excluded), so an ANN index can be compared with exact search.",
     arguments=_recommend_arguments,
     run=_recommend,
+    needs_faiss=True,
 )
 
 SERVE = Command(
@@ -222,4 +213,5 @@ SERVE = Command(
     raw=True,
     arguments=_serve_arguments,
     run=_serve,
+    needs_faiss=True,
 )

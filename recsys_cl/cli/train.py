@@ -10,6 +10,7 @@ from .options import (
     add_config_args,
     add_data_dir,
     add_distributed,
+    add_overrides,
     add_tracking,
 )
 
@@ -41,10 +42,7 @@ def _main_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE|NAME",
         help="YAML run config, or a shipped config's name (default: ml-100k/xsimgcl)",
     )
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config value by its dotted path (repeatable)",
-    )
+    add_overrides(p, "override one config value by its dotted path (repeatable)")
     add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument(

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from recsys_cl.optional import require_faiss
-
 
 def serve_job(args: argparse.Namespace) -> int:
     """Serve ``args.model_uri`` until stopped (Ctrl-C / SIGTERM)."""
-    require_faiss("recsys-cl serve")
     from recsys_cl.serving.server import serve
     from recsys_cl.tracking.mlflow_tracker import resolve_tracking_uri
 
