@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -264,7 +265,9 @@ def test_result_names_for_mlflow_and_frozen() -> None:
         result.n_users_evaluated = 0  # type: ignore[misc]
 
 
-def test_progress_bar_writes_to_stderr(capsys) -> None:
+def test_progress_bar_writes_to_stderr(capsys, monkeypatch) -> None:
+    # Bars are drawn on a terminal only (recsys_cl.progress): make the captured stderr one.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     user_emb, item_emb, train, _valid, test = split_fixture(13)
     evaluate(user_emb, item_emb, test, train, ks=(5,), chunk_size=8, progress=True)
     assert "evaluate" in capsys.readouterr().err

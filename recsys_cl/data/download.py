@@ -17,10 +17,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from recsys_cl.errors import ChecksumError, DownloadError, one_line
 from recsys_cl.io import atomic_path
+from recsys_cl.progress import progress
 
 _CHUNK = 1 << 20  # bytes read per step while hashing or downloading
 _TIMEOUT_S = 60  # seconds without data before a download is abandoned
@@ -90,17 +89,16 @@ def record_sha256(path: Path) -> str:
 
 
 def _fetch(url: str, dest: Path, label: str) -> None:
-    """Stream ``url`` into ``dest`` with a progress bar (hidden when stderr is not a TTY)."""
+    """Stream ``url`` into ``dest``, reporting progress (:func:`recsys_cl.progress.progress`)."""
     with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        with tqdm(
+        with progress(
             total=total,
             unit="B",
             unit_scale=True,
             unit_divisor=1024,
             desc=label,
-            disable=None,
             leave=False,
         ) as bar:
             while chunk := response.read(_CHUNK):

@@ -15,14 +15,28 @@ A run folder (a config's ``output_dir``) holds::
     candidates.parquet              top-K candidates of every user (``recsys-cl recommend``)
     candidates_sample.parquet       the first users' candidates, logged with the run
     candidate_model/                the candidate bundle the MLflow model serves
+    .writer.lock                    who writes the folder now (see below)
 
 Every write is atomic (:mod:`recsys_cl.io`). Reads check what they read and fail with one line
 naming the file.
+
+One process writes a run folder at a time: the jobs that train into it (``train``, ``main``,
+``compare``, ``tune``) hold :meth:`RunFolder.lock`, an ``flock`` on ``.writer.lock``, from
+before they read it until they end, and a second one fails at once with a one-line
+:class:`FolderBusyError` naming the holder. The operating system releases the lock when its
+process ends, however it ends (even SIGKILL), so a file left behind by a crash locks nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -33,11 +47,22 @@ import polars as pl
 
 from recsys_cl.config import RunConfig, read_yaml, to_yaml, validate
 from recsys_cl.data import IdMap, Split, load_split, save_split
-from recsys_cl.errors import DataError
+from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.io import atomic_path, read_table, write_json
 
 if TYPE_CHECKING:  # torch loads only when a folder's model is written or read
     import torch
+
+LOCK_FILE = ".writer.lock"
+# How long a process that finds the folder locked waits for the holder to write who it is
+# (the holder writes it right after it takes the lock).
+_HOLDER_WAIT_S = 0.5
+# flock's answers where the file system cannot lock at all.
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+class FolderBusyError(RecsysError):
+    """Another process is writing the run folder."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,16 @@ class RunFolder:
     @property
     def bundle_dir(self) -> Path:
         return self.root / "candidate_model"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    # ------------------------------------------------------------------------------- writer
+
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold this folder's writer lock (creating the folder); see :func:`writer_lock`."""
+        return writer_lock(self.root)
 
     # ------------------------------------------------------------------------------- reads
 
@@ -197,8 +232,9 @@ class RunFolder:
     def write_model(self, state: dict[str, torch.Tensor]) -> None:
         import torch
 
-        with atomic_path(self.model_file) as tmp:
-            torch.save({k: v.cpu() for k, v in state.items()}, tmp)
+        with atomic_path(self.model_file) as tmp, open(tmp, "wb") as out:
+            # A Python file, so a full disk raises OSError(ENOSPC) (see save_checkpoint).
+            torch.save({k: v.cpu() for k, v in state.items()}, out)
 
     def write_metrics(self, summary: dict[str, Any]) -> None:
         write_json(self.metrics_file, summary)
@@ -207,6 +243,95 @@ class RunFolder:
         write_json(
             self.tracking_file, {"tracking_uri": uri, "run_id": run_id, "finished": finished}
         )
+
+
+@contextlib.contextmanager
+def writer_lock(folder: str | Path) -> Iterator[None]:
+    """Be the one process writing ``folder`` for the block: an exclusive, non-blocking
+    ``flock`` on ``folder/.writer.lock``, which holds this process's pid, host and start time
+    while it is held. ``flock`` locks an open file, not a process: a second lock of the same
+    folder in this process fails as well (nested jobs lock different folders).
+
+    Off POSIX (no ``fcntl``) nothing is locked.
+
+    Raises:
+        FolderBusyError: another process holds the lock (message: its pid and host).
+    """
+    root = Path(folder)
+    if os.name != "posix":
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if not _lock(fd, root):
+            yield
+            return
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        try:
+            yield
+        finally:
+            # Emptied while still held: a later reader never sees a finished writer's pid.
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock(fd: int, root: Path) -> bool:
+    """Take the exclusive lock on ``fd``; False where the file system has no locks."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FolderBusyError(
+            f"{root}: another process is writing this run folder ({_holder(fd)}); wait "
+            "for it to end or stop it, or choose another output_dir"
+        ) from None
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            raise
+        # Some network and FUSE mounts: go on, unguarded, and say so.
+        print(
+            f"WARNING: {root / LOCK_FILE}: cannot lock ({exc.strerror}); nothing stops a "
+            "second process writing this run folder",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
+    return True
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock on ``fd``'s file, as the holder wrote it."""
+    deadline = time.monotonic() + _HOLDER_WAIT_S
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0) or b"null")
+        except ValueError:
+            holder = None
+        if isinstance(holder, dict) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    if not isinstance(holder, dict):
+        return "pid unknown"
+    since = f", since {holder['since']}" if holder.get("since") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{since}"
+
+
+@contextlib.contextmanager
+def writer_locks(folders: Iterable[str | Path]) -> Iterator[None]:
+    """Hold the writer lock of every folder in ``folders`` (see :func:`writer_lock`)."""
+    with contextlib.ExitStack() as held:
+        for folder in dict.fromkeys(Path(f) for f in folders):
+            held.enter_context(writer_lock(folder))
+        yield
 
 
 def _read_embeddings(path: Path, key: str, ids: IdMap) -> np.ndarray:
@@ -232,4 +357,4 @@ def _write_embeddings(path: Path, key: str, ids: IdMap, emb: torch.Tensor) -> No
         table.write_parquet(tmp)
 
 
-__all__ = ["RunFolder"]
+__all__ = ["LOCK_FILE", "FolderBusyError", "RunFolder", "writer_lock", "writer_locks"]

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from recsys_cl.data.user_items import UserItems
+from recsys_cl.progress import progress as show_progress
 
 from .index import ItemIndex, as_matrix
 
@@ -175,7 +175,7 @@ def iter_candidates(
         k: candidates per user.
         exclude: items never returned (each user's seen items): UserItems tables (U x I) whose
             union is excluded, a prepared :class:`PairSet`, or None.
-        progress: a tqdm bar over users.
+        progress: report progress over users (:func:`recsys_cl.progress.progress`).
     """
     queries = as_matrix(user_emb, "user embeddings")
     n_users = queries.shape[0]
@@ -195,7 +195,9 @@ def iter_candidates(
     )
     if seen is not None and (seen.n_users, seen.n_items) != (n_users, index.n_items):
         raise ValueError("exclude does not match the user embeddings and the index")
-    with tqdm(total=len(selected), desc="recommend", unit="user", disable=not progress) as bar:
+    with show_progress(
+        total=len(selected), desc="recommend", unit="user", enabled=progress
+    ) as bar:
         for start in range(0, len(selected), chunk_size):
             chunk = selected[start : start + chunk_size]
             yield candidates_for(index, queries, chunk, k, seen)

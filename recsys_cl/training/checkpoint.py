@@ -59,8 +59,10 @@ def save_checkpoint(
         "fingerprint": fingerprint,
         "hooks": hooks or [],
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        # Through a Python file: a full disk then raises OSError(ENOSPC), which atomic_path
+        # reports in one line; torch's own file writer raises a RuntimeError without the cause.
+        torch.save(payload, out)
 
 
 def load_checkpoint(path: str | os.PathLike[str], fingerprint: dict[str, Any]) -> dict[str, Any]:

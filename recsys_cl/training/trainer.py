@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.errors import TrainingError
 from recsys_cl.graph import BipartiteGraph, NeighborSampler
 from recsys_cl.models import Batch, Graph, LocalGraph, Recommender
+from recsys_cl.progress import progress
 
 from .checkpoint import LAST_CHECKPOINT, TrainState, load_checkpoint, save_checkpoint
 from .distributed import Replicas, single_process
@@ -227,12 +227,12 @@ class Trainer:
                 sparse_grad=self.sampling.lazy_adam,
             )
         sums = torch.zeros(len(LOSS_KEYS), dtype=torch.float64, device=self.device)
-        bar = tqdm(
+        bar = progress(
             _aligned(pairs, shards),
             total=n_batches,
             desc=f"epoch {epoch}",
             leave=False,
-            disable=not (self.progress and self.replicas.is_main),
+            enabled=self.progress and self.replicas.is_main,
             unit="batch",
         )
         sparse = isinstance(self.optimizer, torch.optim.SparseAdam)

@@ -24,7 +24,7 @@ from recsys_cl.optional import faiss_available
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import metric_dict
 
-from ..folder import RunFolder
+from ..folder import RunFolder, writer_locks
 from ..stages.data import build_split
 from ..stages.record import HEADLINE_K, headline_k
 from ..stages.train import check_output_dir, run_training
@@ -141,9 +141,16 @@ def run_sweep(args: argparse.Namespace) -> int:
             (name, cfg.model_copy(update={"output_dir": Path(args.out) / name}))
             for name, cfg in runs
         ]
-    resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
     base = runs[0][1]
     folder = base.output_dir.parent
+    # The sweep folder and every strategy's run folder are this process's until it ends.
+    with writer_locks([folder, *(cfg.output_dir for _, cfg in runs)]):
+        return _train_sweep(args, runs, folder)
+
+
+def _train_sweep(args: argparse.Namespace, runs: list[tuple[str, RunConfig]], folder: Path) -> int:
+    resuming = {name: check_output_dir(cfg, resume=args.resume) for name, cfg in runs}
+    base = runs[0][1]
     k = args.k or headline_k(base.eval.ks)
     if k not in base.eval.ks:
         raise RecsysError(f"-k {k}: the runs are scored at eval.ks {list(base.eval.ks)}")

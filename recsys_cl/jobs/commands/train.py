@@ -37,9 +37,8 @@ from .baselines import baseline_step
 from .report import print_training
 from .runs import TrackingOptions, open_run, print_tracking
 
-DEFAULT_MAIN_CONFIG = "configs/ml-100k/xsimgcl.yaml"
-# A source checkout (pip install -e) also finds its configs from outside the checkout.
-_CHECKOUT = Path(__file__).resolve().parents[2]
+# A shipped config, found by name from any folder (recsys_cl.config.shipped).
+DEFAULT_MAIN_CONFIG = "ml-100k/xsimgcl"
 # The saved embeddings must reproduce the in-memory test metrics (float32 round trip).
 _RESCORE_TOLERANCE = 1e-5
 
@@ -68,8 +67,14 @@ def train_job(args: argparse.Namespace) -> int:
     """
     cfg: RunConfig = load_config(args.config, job_overrides(args))
     device = resolve_device(cfg.train.device)
-    with process_group(device, args.dist_timeout) as replicas:
-        resuming = replicas.from_main(lambda: check_output_dir(cfg, args.resume))
+    with process_group(device, args.dist_timeout) as replicas, contextlib.ExitStack() as held:
+
+        def open_folder() -> bool:
+            # Rank 0 writes the folder, so it alone holds the writer lock, until the job ends.
+            held.enter_context(RunFolder(cfg.output_dir).lock())
+            return check_output_dir(cfg, args.resume)
+
+        resuming = replicas.from_main(open_folder)
         opts = TrackingOptions.from_args(args)
         # One MLflow run per job: the other ranks record nothing.
         opts = replace(opts, enabled=opts.enabled and replicas.is_main)
@@ -105,9 +110,6 @@ def _train_outputs(
 def main_job(args: argparse.Namespace) -> int:
     """``recsys-cl main``: prepare → train → evaluate → index → candidates → model."""
     require_faiss("recsys-cl main")
-    from ..stages.bundle import write_candidate_bundle
-    from .retrieval import record_candidates, record_index
-
     opts = TrackingOptions.from_args(args)
     if args.register is not None:
         if not opts.enabled:
@@ -118,7 +120,16 @@ def main_job(args: argparse.Namespace) -> int:
         from recsys_cl.serving.pyfunc import check_model_name
 
         check_model_name(args.register)
-    cfg: RunConfig = load_config(args.config or _default_config(), job_overrides(args))
+    cfg: RunConfig = load_config(args.config or DEFAULT_MAIN_CONFIG, job_overrides(args))
+    with RunFolder(cfg.output_dir).lock():
+        return _main_stages(args, opts, cfg)
+
+
+def _main_stages(args: argparse.Namespace, opts: TrackingOptions, cfg: RunConfig) -> int:
+    """The stages of ``main``, under the run folder's writer lock."""
+    from ..stages.bundle import write_candidate_bundle
+    from .retrieval import record_candidates, record_index
+
     resuming = check_output_dir(cfg, args.resume)
     out = cfg.output_dir
     with _training_run(opts, cfg, "main", resuming) as tracker:
@@ -172,8 +183,8 @@ def main_job(args: argparse.Namespace) -> int:
         if model_uri is not None:
             print(f"candidate model: {model_uri}")
         print()
-        baseline_step(tracker, cfg, report, str(args.config or _default_config()))
-        guard_baseline(tracker, report, str(args.config or _default_config()))
+        baseline_step(tracker, cfg, report, str(args.config or DEFAULT_MAIN_CONFIG))
+        guard_baseline(tracker, report, str(args.config or DEFAULT_MAIN_CONFIG))
         print_tracking(tracker)
     return 0
 
@@ -201,13 +212,6 @@ def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:
             flush=True,
         )
     return beats
-
-
-def _default_config() -> Path:
-    here = Path(DEFAULT_MAIN_CONFIG)
-    if here.is_file() or not (_CHECKOUT / DEFAULT_MAIN_CONFIG).is_file():
-        return here
-    return _CHECKOUT / DEFAULT_MAIN_CONFIG
 
 
 def _stage(name: str) -> None:

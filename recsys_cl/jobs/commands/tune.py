@@ -42,7 +42,7 @@ from recsys_cl.io import atomic_path
 from recsys_cl.tracking import plots
 from recsys_cl.tracking.base import Tracker, metric_key
 
-from ..folder import RunFolder
+from ..folder import RunFolder, writer_lock
 from ..stages.data import build_split
 from ..stages.study import (
     Search,
@@ -329,6 +329,12 @@ def _record_best(search: Search, best: Any, parent: Tracker) -> None:
 
 def _final(cfg: RunConfig, best: Any, split: Split, parent: Tracker, resume: bool) -> None:
     """The best config trained once with the normal job (test scored once), a child run."""
+    # A run folder `recsys-cl train -c OUT/best.yaml` also writes.
+    with writer_lock(cfg.output_dir):
+        _final_run(cfg, best, split, parent, resume)
+
+
+def _final_run(cfg: RunConfig, best: Any, split: Split, parent: Tracker, resume: bool) -> None:
     resuming = check_output_dir(cfg, resume=resume)
     previous = previous_run(cfg.output_dir, parent.uri) if (resume and parent.uri) else None
     print(f"\n== final: trial {best.number}'s config, trained in {cfg.output_dir}", flush=True)
@@ -386,7 +392,8 @@ def tune(args: argparse.Namespace) -> int:
             f"{args.config}: the split has no validation rows to search on (data.split.val_ratio)"
         )
     optuna = optuna_module()
-    with _quiet_optuna(optuna):
+    # One search writes search.out (its study, trials and their run folders) at a time.
+    with writer_lock(search.out), _quiet_optuna(optuna):
         study = open_study(optuna, search, resume=args.resume)
         opts = TrackingOptions.from_args(args)
         with open_run(
