@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     import torch
 
     from recsys_cl.data.user_items import UserItems
-    from recsys_cl.imbalance import ANNNegativeSampler
     from recsys_cl.losses import RecObjective
     from recsys_cl.models import NegativeSelector
     from recsys_cl.training import EdgeSampler, EpochHook, NegativeSampler
@@ -204,7 +203,27 @@ class PositivesConfig(Frozen):
         )
 
 
-class DNSConfig(Frozen):
+class HardNegativeMiner(Frozen):
+    """Base of the ``negatives.hard`` miners. A miner either picks among candidates the
+    negative sampler draws, with the model (:meth:`selector`, ``candidates`` per row), or
+    draws the negatives itself (:meth:`sampler`); the defaults do neither."""
+
+    @property
+    def negatives_per_row(self) -> int:
+        """Negatives the sampler draws per row for this miner."""
+        return 1
+
+    def selector(self) -> NegativeSelector | None:
+        """The selector that picks a row's negative among its candidates, if this miner does."""
+        return None
+
+    def sampler(self, train: UserItems) -> tuple[NegativeSampler, tuple[EpochHook, ...]] | None:
+        """The sampler that draws the negatives (and its epoch hooks), if this miner does."""
+        del train
+        return None
+
+
+class DNSConfig(HardNegativeMiner):
     """DNS (Zhang et al., SIGIR 2013): score ``candidates`` negatives with the current model,
     train on the top ``keep``."""
 
@@ -218,26 +237,34 @@ class DNSConfig(Frozen):
             raise ValueError(f"keep ({self.keep}) must be < candidates ({self.candidates})")
         return self
 
-    def build(self) -> NegativeSelector:
+    @property
+    def negatives_per_row(self) -> int:
+        return self.candidates
+
+    def selector(self) -> NegativeSelector:
         from recsys_cl.imbalance import DNSSelector
 
         return DNSSelector(self.keep)
 
 
-class MixGCFConfig(Frozen):
+class MixGCFConfig(HardNegativeMiner):
     """MixGCF (Huang et al., KDD 2021): synthesize one negative from ``candidates`` (32, the
     reference code's Alibaba setting; 16-64 there) by positive and hop mixing."""
 
     kind: Literal["mixgcf"] = "mixgcf"
     candidates: int = Field(32, ge=2)
 
-    def build(self) -> NegativeSelector:
+    @property
+    def negatives_per_row(self) -> int:
+        return self.candidates
+
+    def selector(self) -> NegativeSelector:
         from recsys_cl.imbalance import MixGCFSelector
 
         return MixGCFSelector()
 
 
-class ANNConfig(Frozen):
+class ANNConfig(HardNegativeMiner):
     """ANN-mined negatives: ranks [rank_min, rank_max] of each user's nearest non-positive
     items under the current embeddings (FAISS inner product), rebuilt every
     ``rebuild_every`` epochs."""
@@ -253,14 +280,15 @@ class ANNConfig(Frozen):
             raise ValueError(f"rank_max ({self.rank_max}) must be >= rank_min ({self.rank_min})")
         return self
 
-    def build(self, train: UserItems) -> ANNNegativeSampler:
-        """The sampler; it is also an epoch hook (it mines again every ``rebuild_every``)."""
+    def sampler(self, train: UserItems) -> tuple[NegativeSampler, tuple[EpochHook, ...]]:
+        """The sampler, which is also its epoch hook (it mines again every ``rebuild_every``)."""
         from recsys_cl.imbalance import ANNNegativeSampler
         from recsys_cl.optional import require_faiss
 
         # Fail at start-up, not at epoch 1 after the data is prepared.
         require_faiss("imbalance.negatives.hard: ann")
-        return ANNNegativeSampler(train, self.rank_min, self.rank_max, self.rebuild_every)
+        ann = ANNNegativeSampler(train, self.rank_min, self.rank_max, self.rebuild_every)
+        return ann, (ann,)
 
 
 HardNegativeConfig = Annotated[
@@ -285,9 +313,8 @@ class NegativesConfig(Frozen):
         self, train: UserItems, popularity: np.ndarray
     ) -> tuple[NegativeSampler, tuple[EpochHook, ...]]:
         """The sampler that draws each row's negatives, and the epoch hooks it needs."""
-        if isinstance(self.hard, ANNConfig):
-            ann = self.hard.build(train)
-            return ann, (ann,)
+        if self.hard is not None and (own := self.hard.sampler(train)) is not None:
+            return own
         if self.alpha > 0:
             from recsys_cl.imbalance import PopularityNegativeSampler
 
@@ -298,9 +325,7 @@ class NegativesConfig(Frozen):
 
     def selector(self) -> NegativeSelector | None:
         """The miner that picks among the drawn candidates with the model (DNS, MixGCF)."""
-        if isinstance(self.hard, (DNSConfig, MixGCFConfig)):
-            return self.hard.build()
-        return None
+        return None if self.hard is None else self.hard.selector()
 
 
 class ImbalanceConfig(Frozen):
@@ -343,6 +368,4 @@ class ImbalanceConfig(Frozen):
     def num_negatives(self) -> int:
         """Negatives drawn per row: the miner's candidates, else 1."""
         hard = self.negatives.hard
-        if isinstance(hard, (DNSConfig, MixGCFConfig)):
-            return hard.candidates
-        return 1
+        return 1 if hard is None else hard.negatives_per_row
