@@ -59,7 +59,8 @@ def test_the_readme_extending_example_builds_a_working_method() -> None:
     import torch
 
     text = README.read_text()
-    block = text.split("## Extending", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    block = text.split("\n## Extending: a new contrastive method", 1)[1]
+    block = block.split("```python", 1)[1].split("```", 1)[0]
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md (Extending)", "exec"), namespace)
     method = namespace["method"]
@@ -71,3 +72,26 @@ def test_the_readme_extending_example_builds_a_working_method() -> None:
     loss = method.loss(graph.adj, batch, None, torch.Generator().manual_seed(0))
     loss.total.backward()
     assert loss.cl.item() > 0 and method.encoder.weight.grad is not None
+
+
+def test_the_readme_strategy_recipe_builds_a_working_miner() -> None:
+    # The README's "Extending: a new strategy" recipe, run as written: the miner's config
+    # validates through its union and builds the selector the trainer would use.
+    from pydantic import TypeAdapter
+
+    from recsys_cl.imbalance import DNSSelector
+
+    text = README.read_text()
+    block = text.split("\n### Extending: a new strategy", 1)[1]
+    block = block.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(
+        compile(block, "README.md (Extending: a new strategy)", "exec", dont_inherit=True),
+        namespace,
+    )
+    miner = TypeAdapter(namespace["HardNegativeConfig"]).validate_python(
+        {"kind": "top_of_k", "candidates": 5}
+    )
+    assert type(miner).__name__ == "TopOfKConfig" and miner.negatives_per_row == 5
+    selector = miner.selector()
+    assert isinstance(selector, DNSSelector) and selector.keep == 1

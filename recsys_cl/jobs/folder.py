@@ -252,6 +252,9 @@ def writer_lock(folder: str | Path) -> Iterator[None]:
     while it is held. ``flock`` locks an open file, not a process: a second lock of the same
     folder in this process fails as well (nested jobs lock different folders).
 
+    A folder the lock created is removed again when the block leaves nothing else in it
+    (a job that failed before its first write leaves no empty run folder behind).
+
     Off POSIX (no ``fcntl``) nothing is locked.
 
     Raises:
@@ -261,6 +264,7 @@ def writer_lock(folder: str | Path) -> Iterator[None]:
     if os.name != "posix":
         yield
         return
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -280,6 +284,10 @@ def writer_lock(folder: str | Path) -> Iterator[None]:
             # Emptied while still held: a later reader never sees a finished writer's pid.
             os.ftruncate(fd, 0)
     finally:
+        if created and [p.name for p in root.iterdir()] == [LOCK_FILE]:
+            (root / LOCK_FILE).unlink()
+            with contextlib.suppress(OSError):  # another writer got in between: its folder now
+                root.rmdir()
         os.close(fd)  # releases the lock
 
 
