@@ -25,6 +25,42 @@ def test_exported_names_are_the_subpackages_objects(name: str) -> None:
     assert getattr(recsys_cl, name) is getattr(module, name)
 
 
+def test_the_type_checking_imports_match_the_lazy_table() -> None:
+    # The TYPE_CHECKING block (for linters and type checkers) names exactly the _API table.
+    source = Path(recsys_cl.__file__).read_text()
+    block = source.split("if TYPE_CHECKING:", 1)[1].split("__getattr__", 1)[0]
+    pairs = set(re.findall(r"from (recsys_cl[\w.]*) import (\w+) as \2", block))
+    assert pairs == {(module, name) for name, module in recsys_cl._API.items()}
+
+
+def test_every_method_and_config_model_is_exported() -> None:
+    # A new method is a class and a config model; the export lists are checked here, from
+    # the registry (the ModelConfig union) and the class hierarchy, not kept by hand.
+    import recsys_cl.config as config
+    import recsys_cl.models as models
+    from recsys_cl.config.base import Frozen  # the pydantic base, not part of the API
+    from recsys_cl.models import methods
+
+    for model in config.model_configs():
+        for cls in model.__mro__:
+            public = cls.__module__.startswith("recsys_cl.config.") and cls.__name__[0] != "_"
+            if public and cls is not Frozen:
+                assert cls.__name__ in config.__all__, f"recsys_cl.config exports {cls.__name__}"
+    classes = [
+        value
+        for name, value in vars(methods).items()
+        if isinstance(value, type)
+        and issubclass(value, models.Recommender)
+        and value.__module__ == methods.__name__
+        and not name.startswith("_")
+    ]
+    assert {"SGL", "SimGCL", "XSimGCL", "LightGCNRec", "MFRec"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        assert cls.__name__ in models.__all__, f"recsys_cl.models exports {cls.__name__}"
+        if issubclass(cls, models.ContrastiveMethod) and cls is not models.ContrastiveMethod:
+            assert cls.__name__ in recsys_cl.__all__, f"recsys_cl exports {cls.__name__}"
+
+
 def test_unknown_names_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Traner'"):
         recsys_cl.Traner  # noqa: B018

@@ -152,3 +152,21 @@ def test_noise_skips_zero_coordinates() -> None:
     delta = simgcl_noise(emb, 0.5, torch.Generator().manual_seed(0)) - emb
     assert delta[0, 0] == 0 and delta[0, 1] > 0 and delta[0, 2] < 0
     assert float(delta.norm()) <= 0.5 + 1e-6
+
+
+def test_noise_is_the_formula_of_the_paper_drawn_from_the_same_generator() -> None:
+    # The noise is computed in place in ω's buffer, outside autograd; it must give exactly the
+    # values of the written-out formula (SimGCL eq. 7) from the same draws, so seeded runs keep
+    # their numbers, and pass the gradient through unchanged.
+    emb = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    emb[0, :3] = 0.0
+    emb.requires_grad_(True)
+    gen = torch.Generator().manual_seed(2)
+    omega = torch.rand((50, 8), generator=gen)
+    oracle = emb + torch.sign(emb) * torch.nn.functional.normalize(omega, dim=-1) * 0.2
+    out = simgcl_noise(emb, 0.2, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, oracle, rtol=0, atol=0)
+    assert out.grad_fn is not None and out.grad_fn.next_functions[1][0] is None  # noise: const
+    upstream = torch.randn(50, 8)
+    (grad,) = torch.autograd.grad(out, emb, upstream)
+    torch.testing.assert_close(grad, upstream, rtol=0, atol=0)

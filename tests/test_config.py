@@ -169,13 +169,14 @@ def test_column_map_rules() -> None:
 
 def test_every_model_config_builds_its_own_method() -> None:
     from recsys_cl.config import (
+        ContrastiveConfig,
         MethodConfig,
         classic_method_names,
         method_names,
         model_configs,
         trained_method_names,
     )
-    from recsys_cl.models import MF, LightGCN, Recommender
+    from recsys_cl.models import MF, Contrast, LightGCN, Recommender
 
     assert trained_method_names() == ("mf", "lightgcn", "sgl", "simgcl", "xsimgcl")
     assert method_names() == trained_method_names() + classic_method_names()
@@ -188,7 +189,9 @@ def test_every_model_config_builds_its_own_method() -> None:
         assert type(method).__name__.lower().removesuffix("rec") == cfg.method
         assert isinstance(method.encoder, MF if cfg.method == "mf" else LightGCN)
         assert method.encoder.weight.shape == (12, 4) and method.reg == cfg.reg
-        for field in ("cl_weight", "tau", "eps", "contrast_layer", "drop_ratio", "aug"):
+        if isinstance(cfg, ContrastiveConfig):
+            assert method.contrast == Contrast(cl_weight=cfg.cl_weight, tau=cfg.tau)
+        for field in ("eps", "contrast_layer", "drop_ratio", "aug"):
             if field in type(cfg).model_fields:
                 assert getattr(method, field) == getattr(cfg, field), field
 

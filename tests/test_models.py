@@ -5,19 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
+from functools import partial
+from typing import Literal, get_args, get_origin
 
 import pytest
 import torch
 from torch_geometric.nn import LGConv
 
 from recsys_cl.augment import SimGCLNoise, simgcl_noise
-from recsys_cl.config import trained_method_names
+from recsys_cl.config import (
+    GraphMethodConfig,
+    MethodConfig,
+    model_configs,
+    trained_method_names,
+)
 from recsys_cl.graph import BipartiteGraph, build_graph
 from recsys_cl.losses import info_nce
 from recsys_cl.models import (
     MF,
     SGL,
     Batch,
+    Contrast,
     ContrastiveMethod,
     LightGCN,
     LightGCNRec,
@@ -80,7 +88,9 @@ def test_propagation_shapes_and_frozen(planted) -> None:
     prop = enc(planted.adj)
     assert isinstance(prop, Propagation)
     for t, rows in [
-        (prop.user, N_USERS), (prop.item, N_ITEMS), (prop.ego_user, N_USERS),
+        (prop.user, N_USERS),
+        (prop.item, N_ITEMS),
+        (prop.ego_user, N_USERS),
         (prop.ego_item, N_ITEMS),
     ]:
         assert t.shape == (rows, 8)
@@ -97,12 +107,16 @@ def test_propagation_rows_equal_indexing_in_value_and_gradient(planted, ego: boo
     users = torch.randint(N_USERS, (6,), generator=g)
     pos = torch.randint(N_ITEMS, (6,), generator=g)
     neg = torch.randint(N_ITEMS, (6, 3), generator=g)
-    weights = [torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g),
-               torch.randn(6, 3, 8, generator=g)]
+    weights = [
+        torch.randn(6, 8, generator=g),
+        torch.randn(6, 8, generator=g),
+        torch.randn(6, 3, 8, generator=g),
+    ]
 
     def encoder() -> LightGCN:
-        return LightGCN(N_USERS, N_ITEMS, dim=8, n_layers=2,
-                        generator=torch.Generator().manual_seed(0))
+        return LightGCN(
+            N_USERS, N_ITEMS, dim=8, n_layers=2, generator=torch.Generator().manual_seed(0)
+        )
 
     def grads(pick) -> tuple[list[torch.Tensor], torch.Tensor]:  # noqa: ANN001 - a callable
         enc = encoder()
@@ -245,30 +259,44 @@ def test_batch_validation_and_loss_breakdown() -> None:
 # ---------------------------------------------------------------- method contract suite
 
 MethodFactory = Callable[[], Recommender]
+SGL_ARGS = {"reg": 1e-4, "contrast": Contrast(cl_weight=0.1, tau=0.2), "drop_ratio": 0.1}
 
-METHODS: dict[str, MethodFactory] = {
-    "lightgcn": lambda: LightGCNRec(LightGCN(N_USERS, N_ITEMS, 16, 2), reg=1e-4),
-    "mf": lambda: MFRec(MF(N_USERS, N_ITEMS, 16), reg=1e-4),
-    "sgl_edge": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "edge"),
-    "sgl_node": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "node"),
-    "sgl_rw": lambda: SGL(LightGCN(N_USERS, N_ITEMS, 16, 2), 1e-4, 0.1, 0.2, 0.1, "random_walk"),
-    "simgcl": lambda: SimGCL(
-        LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.5, 0.2, 0.1
-    ),
-    "xsimgcl": lambda: XSimGCL(
-        LightGCN(N_USERS, N_ITEMS, 16, 2, include_layer0=False), 1e-4, 0.2, 0.15, 0.2, 1
-    ),
-}
+
+def _config_cases() -> dict[str, MethodFactory]:
+    """One case per trained method of the ``ModelConfig`` union, built by its own config
+    model at its defaults (dim 16, 2 layers), and one per value of each multi-valued
+    ``Literal`` field (SGL's ``aug``): a new method joins the suite with no edit here."""
+    cases: dict[str, MethodFactory] = {}
+    for model in model_configs():
+        if not issubclass(model, MethodConfig):
+            continue
+        variants: list[dict[str, object]] = [{}]
+        for field, info in model.model_fields.items():
+            values = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+            if field != "method" and len(values) > 1:
+                variants = [{**v, field: value} for v in variants for value in values]
+        for variant in variants:
+            name = "_".join([model.model_fields["method"].default, *map(str, variant.values())])
+            fields = {"dim": 16, **variant}
+            if issubclass(model, GraphMethodConfig):
+                fields["layers"] = 2
+            cases[name] = partial(
+                lambda m, f: m(**f).build(n_users=N_USERS, n_items=N_ITEMS), model, fields
+            )
+    return cases
+
+
+METHODS: dict[str, MethodFactory] = _config_cases()
 
 
 def test_contract_suite_covers_every_configured_method() -> None:
-    # A method added to the ModelConfig union must get a case above (its own factory).
-    assert set(trained_method_names()) <= {name.split("_")[0] for name in METHODS}
+    # Built from the union, so this holds by construction; it guards the generator itself.
+    assert {name.split("_")[0] for name in METHODS} == set(trained_method_names())
+    assert {"sgl_edge", "sgl_node", "sgl_random_walk"} <= set(METHODS)
+    assert isinstance(METHODS["xsimgcl"](), XSimGCL) and isinstance(METHODS["mf"](), MFRec)
 
 
-def train(
-    method: Recommender, graph: BipartiteGraph, steps: int, seed: int
-) -> list[LossBreakdown]:
+def train(method: Recommender, graph: BipartiteGraph, steps: int, seed: int) -> list[LossBreakdown]:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(method.parameters(), lr=0.05)
     views = method.epoch_views(graph, gen)
@@ -323,7 +351,7 @@ def test_gradients_reach_the_table_and_uniform_weights_change_nothing(planted, n
 def test_sgl_views_match_the_augmentation(planted) -> None:
     gen = torch.Generator().manual_seed(0)
     edge = METHODS["sgl_edge"]().epoch_views(planted, gen)
-    rw = METHODS["sgl_rw"]().epoch_views(planted, gen)
+    rw = METHODS["sgl_random_walk"]().epoch_views(planted, gen)
     assert isinstance(edge, SGLViews) and isinstance(edge.view1, torch.Tensor)
     assert isinstance(rw.view1, list) and len(rw.view1) == 2
     assert METHODS["lightgcn"]().epoch_views(planted, gen) is None
@@ -336,37 +364,56 @@ def test_method_arguments_are_validated() -> None:
     with pytest.raises(TypeError):
         LightGCNRec(MF(N_USERS, N_ITEMS, 8), reg=1e-4)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        SGL(MF(N_USERS, N_ITEMS, 8), 1e-4, 0.1, 0.2, 0.1, "edge")  # type: ignore[arg-type]
+        SGL(MF(N_USERS, N_ITEMS, 8), **SGL_ARGS, aug="edge")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        SGL(lgn, 1e-4, 0.1, 0.2, 0.1, "mask")  # type: ignore[arg-type]
+        SGL(lgn, **SGL_ARGS, aug="mask")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        SGL(lgn, 1e-4, 0.1, 0.2, 1.0, "edge")
-    with pytest.raises(ValueError):
-        SimGCL(lgn, 1e-4, 0.5, 0.0, 0.1)
-    with pytest.raises(ValueError):
-        XSimGCL(lgn, 1e-4, 0.2, 0.15, 0.2, contrast_layer=3)
+        SGL(lgn, **{**SGL_ARGS, "drop_ratio": 1.0}, aug="edge")
+    contrast = Contrast(cl_weight=0.2, tau=0.15)
+    for eps in (0.0, -0.1):
+        with pytest.raises(ValueError, match="eps"):
+            SimGCL(lgn, reg=1e-4, contrast=contrast, eps=eps)
+        with pytest.raises(ValueError, match="eps"):
+            XSimGCL(lgn, reg=1e-4, contrast=contrast, eps=eps, contrast_layer=1)
+    for layer in (0, 3):
+        with pytest.raises(ValueError, match="contrast_layer"):
+            XSimGCL(lgn, reg=1e-4, contrast=contrast, eps=0.2, contrast_layer=layer)
+    with pytest.raises(TypeError):  # the shared hyper-parameters go in by keyword only
+        SimGCL(lgn, 1e-4, contrast, 0.1)  # type: ignore[misc]
     with pytest.raises(ValueError):
         LightGCNRec(lgn, reg=-1.0)
 
 
 CONTRASTIVE_CLASSES: dict[str, Callable[..., ContrastiveMethod]] = {
-    "sgl": lambda enc, **kw: SGL(enc, 1e-4, drop_ratio=0.1, aug="edge", **kw),
-    "simgcl": lambda enc, **kw: SimGCL(enc, 1e-4, eps=0.1, **kw),
-    "xsimgcl": lambda enc, **kw: XSimGCL(enc, 1e-4, eps=0.1, contrast_layer=1, **kw),
+    "sgl": lambda enc, contrast: SGL(enc, reg=1e-4, contrast=contrast, drop_ratio=0.1, aug="edge"),
+    "simgcl": lambda enc, contrast: SimGCL(enc, reg=1e-4, contrast=contrast, eps=0.1),
+    "xsimgcl": lambda enc, contrast: XSimGCL(
+        enc, reg=1e-4, contrast=contrast, eps=0.1, contrast_layer=1
+    ),
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONTRASTIVE_CLASSES))
 @pytest.mark.parametrize(("field", "bad"), [("cl_weight", -0.1), ("tau", 0.0), ("tau", -1.0)])
-def test_every_contrastive_method_validates_cl_weight_and_tau(
-    name: str, field: str, bad: float
-) -> None:
-    make = CONTRASTIVE_CLASSES[name]
-    enc = LightGCN(N_USERS, N_ITEMS, 8, 2)
-    method = make(enc, cl_weight=0.1, tau=0.2)
-    assert (method.cl_weight, method.tau) == (0.1, 0.2)
+def test_contrast_validates_cl_weight_and_tau(field: str, bad: float) -> None:
     with pytest.raises(ValueError, match=field):
-        make(enc, **{"cl_weight": 0.1, "tau": 0.2, field: bad})
+        Contrast(**{"cl_weight": 0.1, "tau": 0.2, field: bad})
+    with pytest.raises(FrozenInstanceError):
+        Contrast(cl_weight=0.1, tau=0.2).tau = 0.3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", sorted(CONTRASTIVE_CLASSES))
+def test_every_contrastive_method_takes_one_contrast(planted, name: str) -> None:
+    enc = LightGCN(N_USERS, N_ITEMS, 8, 2)
+    contrast = Contrast(cl_weight=0.1, tau=0.2)
+    method = CONTRASTIVE_CLASSES[name](enc, contrast)
+    assert method.contrast is contrast
+    # No state beyond the encoder's table: saved models (model.pt) load as before.
+    assert list(method.state_dict()) == ["encoder.weight"]
+    # The cl term is contrast.term between the method's two views: λ = 0 leaves it 0.
+    batch = sample_batch(planted, 8, seeded(0))
+    views = method.epoch_views(planted, seeded(1))
+    zero = CONTRASTIVE_CLASSES[name](enc, Contrast(cl_weight=0.0, tau=0.2))
+    assert zero.loss(planted.adj, batch, views, seeded(2)).cl.item() == 0.0
 
 
 def _noisy_pass(enc: LightGCN, adj: torch.Tensor, eps: float, gen: torch.Generator):  # noqa: ANN202
@@ -391,13 +438,15 @@ def test_simgcl_and_xsimgcl_draw_their_noise_as_a_hand_written_pass(planted) -> 
             a[N_USERS:][items], b[N_USERS:][items], tau
         )
 
-    simgcl = SimGCL(enc, 1e-4, 0.5, 0.2, 0.1)
+    simgcl = SimGCL(enc, reg=1e-4, contrast=Contrast(cl_weight=0.5, tau=0.2), eps=0.1)
     got = simgcl.loss(planted.adj, batch, None, seeded(3))
     gen = seeded(3)
     (v1, _), (v2, _) = (_noisy_pass(enc, planted.adj, 0.1, gen) for _ in range(2))
     torch.testing.assert_close(got.cl, 0.5 * cl(v1, v2, 0.2), rtol=0, atol=1e-6)
 
-    xsimgcl = XSimGCL(enc, 1e-4, 0.2, 0.15, 0.2, contrast_layer=2)
+    xsimgcl = XSimGCL(
+        enc, reg=1e-4, contrast=Contrast(cl_weight=0.2, tau=0.15), eps=0.2, contrast_layer=2
+    )
     got = xsimgcl.loss(planted.adj, batch, None, seeded(4))
     final, layers = _noisy_pass(enc, planted.adj, 0.2, seeded(4))
     torch.testing.assert_close(got.cl, 0.2 * cl(final, layers[1], 0.15), rtol=0, atol=1e-6)

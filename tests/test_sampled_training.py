@@ -24,6 +24,7 @@ from recsys_cl.models import (
     MF,
     SGL,
     Batch,
+    Contrast,
     LightGCN,
     LightGCNRec,
     LocalGraph,
@@ -159,7 +160,9 @@ def test_sgl_without_dropout_equals_full_graph(aug) -> None:
     # With ρ = 0 both modes' views are their graphs: full SGL's epoch views are the full
     # adjacency, sampled SGL's batch views the subgraph, so the losses must agree.
     graph, batch = sparse_graph(), global_batch()
-    method = SGL(lightgcn(), reg=1e-3, cl_weight=0.5, tau=0.2, drop_ratio=0.0, aug=aug)
+    method = SGL(
+        lightgcn(), reg=1e-3, contrast=Contrast(cl_weight=0.5, tau=0.2), drop_ratio=0.0, aug=aug
+    )
     gen = torch.Generator().manual_seed(0)
     full = loss_and_grad(method, graph.adj, batch, method.epoch_views(graph, gen))
     local, local_batch = sampled(graph, batch)

@@ -142,7 +142,7 @@ def test_sgl_views_agree_far_better_than_chance() -> None:
     train, _ = make_planted_split()
     trainer = _trainer("sgl", train, epochs=5)
     fit = trainer.fit()
-    chance = trainer.method.cl_weight * (np.log(2 * USERS_PER) + np.log(2 * ITEMS_PER))
+    chance = trainer.method.contrast.cl_weight * (np.log(2 * USERS_PER) + np.log(2 * ITEMS_PER))
     assert all(r["loss/cl"] < 0.25 * chance for r in fit.history), fit.history
 
 

@@ -24,6 +24,7 @@ from .loader import (
 from .retrieval import IndexSpec
 from .schema import (
     ColumnsConfig,
+    ContrastiveConfig,
     DataConfig,
     EvalConfig,
     GraphMethodConfig,
@@ -80,6 +81,7 @@ __all__ = [
     "IndexSpec",
     "LightGCNConfig",
     "MFConfig",
+    "ContrastiveConfig",
     "GraphMethodConfig",
     "MethodConfig",
     "ModelConfig",

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import torch
 
     from recsys_cl.losses import RecObjective
-    from recsys_cl.models import Encoder, LightGCN, NegativeSelector, Recommender
+    from recsys_cl.models import Contrast, Encoder, LightGCN, NegativeSelector, Recommender
 
 # The log formats data.readers reads; "auto" sniffs the file.
 DataFormat = Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"]
@@ -239,14 +239,36 @@ class LightGCNConfig(GraphMethodConfig):
         return LightGCNRec(encoder, self.reg, objective, negative_selector)
 
 
-class SGLConfig(GraphMethodConfig):
+# The contrastive hyper-parameters' bounds, written once; each method's block sets its paper's
+# defaults. The library checks them again where they are built (models.Contrast, eps > 0), for
+# callers that build methods without a config.
+ContrastWeight = Annotated[float, Field(ge=0.0)]  # λ
+Temperature = Annotated[float, Field(gt=0.0)]  # τ
+NoiseRadius = Annotated[float, Field(gt=0.0)]  # ε, SimGCL/XSimGCL
+
+
+class ContrastiveConfig(GraphMethodConfig):
+    """Base of the contrastive methods' blocks: λ (``cl_weight``) and τ (``tau``), handed to
+    the method as one :class:`~recsys_cl.models.Contrast` (:meth:`contrast`)."""
+
+    cl_weight: ContrastWeight
+    tau: Temperature
+
+    def contrast(self) -> Contrast:
+        """λ and τ for the method's ``contrast=``."""
+        from recsys_cl.models import Contrast
+
+        return Contrast(cl_weight=self.cl_weight, tau=self.tau)
+
+
+class SGLConfig(ContrastiveConfig):
     """SGL (Wu et al., SIGIR 2021); defaults from the paper's Gowalla/Yelp settings."""
 
     method: Literal["sgl"] = "sgl"
     aug: Literal["edge", "node", "random_walk"] = "edge"
     drop_ratio: float = Field(0.1, ge=0.0, lt=1.0)
-    cl_weight: float = Field(0.1, ge=0.0)
-    tau: float = Field(0.2, gt=0.0)
+    cl_weight: ContrastWeight = 0.1
+    tau: Temperature = 0.2
 
     @model_validator(mode="after")
     def _walk(self) -> SGLConfig:
@@ -259,38 +281,39 @@ class SGLConfig(GraphMethodConfig):
         from recsys_cl.models import SGL
 
         return SGL(
-            encoder, self.reg, self.cl_weight, self.tau, self.drop_ratio, self.aug,
-            objective, negative_selector,
+            encoder, reg=self.reg, contrast=self.contrast(), drop_ratio=self.drop_ratio,
+            aug=self.aug, objective=objective, negative_selector=negative_selector,
         )
 
 
-class SimGCLConfig(GraphMethodConfig):
+class SimGCLConfig(ContrastiveConfig):
     """SimGCL (Yu et al., SIGIR 2022): λ=0.5, ε=0.1, τ=0.2 as published."""
 
     method: Literal["simgcl"] = "simgcl"
     # The SimGCL reference code averages layers 1..L only.
     include_layer0: bool = False
-    cl_weight: float = Field(0.5, ge=0.0)
-    eps: float = Field(0.1, gt=0.0)
-    tau: float = Field(0.2, gt=0.0)
+    cl_weight: ContrastWeight = 0.5
+    eps: NoiseRadius = 0.1
+    tau: Temperature = 0.2
 
     def on_lightgcn(self, encoder: LightGCN, objective: RecObjective | None,
                     negative_selector: NegativeSelector | None) -> Recommender:
         from recsys_cl.models import SimGCL
 
         return SimGCL(
-            encoder, self.reg, self.cl_weight, self.tau, self.eps, objective, negative_selector
+            encoder, reg=self.reg, contrast=self.contrast(), eps=self.eps,
+            objective=objective, negative_selector=negative_selector,
         )
 
 
-class XSimGCLConfig(GraphMethodConfig):
+class XSimGCLConfig(ContrastiveConfig):
     """XSimGCL (Yu et al., TKDE 2023): λ=0.2, ε=0.2, τ=0.15, l*=1 as published."""
 
     method: Literal["xsimgcl"] = "xsimgcl"
     include_layer0: bool = False
-    cl_weight: float = Field(0.2, ge=0.0)
-    eps: float = Field(0.2, gt=0.0)
-    tau: float = Field(0.15, gt=0.0)
+    cl_weight: ContrastWeight = 0.2
+    eps: NoiseRadius = 0.2
+    tau: Temperature = 0.15
     contrast_layer: int = Field(1, ge=1)
 
     @model_validator(mode="after")
@@ -306,8 +329,9 @@ class XSimGCLConfig(GraphMethodConfig):
         from recsys_cl.models import XSimGCL
 
         return XSimGCL(
-            encoder, self.reg, self.cl_weight, self.tau, self.eps, self.contrast_layer,
-            objective, negative_selector,
+            encoder, reg=self.reg, contrast=self.contrast(), eps=self.eps,
+            contrast_layer=self.contrast_layer, objective=objective,
+            negative_selector=negative_selector,
         )
 
 

@@ -1,5 +1,6 @@
 """Encoders (LightGCN, MF) and training methods (BPR baselines, SGL, SimGCL, XSimGCL; new
-contrastive methods subclass :class:`ContrastiveMethod`)."""
+contrastive methods subclass :class:`ContrastiveMethod` and take their λ and τ as one
+:class:`Contrast`)."""
 
 from recsys_cl.models.base import (
     Batch,
@@ -21,6 +22,7 @@ from recsys_cl.models.encoders import (
 )
 from recsys_cl.models.methods import (
     SGL,
+    Contrast,
     ContrastiveMethod,
     LightGCNRec,
     MFRec,
@@ -35,6 +37,7 @@ __all__ = [
     "SGL",
     "Adjacency",
     "Batch",
+    "Contrast",
     "ContrastiveMethod",
     "Encoder",
     "Graph",

@@ -4,8 +4,9 @@ Every method's loss is ``rec + cl + reg`` (see :class:`~recsys_cl.models.base.Lo
 ``rec`` is BPR on the batch (or the ``objective`` the method was given, over the negatives
 its ``negative_selector`` keeps: every method takes both, see
 :class:`~recsys_cl.models.Recommender`), ``reg`` is ``reg * ego_l2`` of the batch's layer-0
-embeddings, and ``cl`` is ``cl_weight`` times the InfoNCE over the batch's unique users plus
-its unique positive items (:func:`~recsys_cl.models.base.batch_info_nce`). All terms are means
+embeddings, and ``cl`` is λ times the InfoNCE at temperature τ over the batch's unique users
+plus its unique positive items (:class:`Contrast`, the λ and τ every contrastive method shares,
+and :func:`~recsys_cl.models.base.batch_info_nce`). All terms are means
 over the batch; SGL's reference code sums BPR and InfoNCE over the batch instead, which has the
 same ratio, so its λ carries over unchanged.
 
@@ -95,19 +96,44 @@ class MFRec(_NonContrastive):
     encoder_type = MF
 
 
-class ContrastiveMethod(Recommender):
-    """Base of the contrastive methods: ``rec + cl_weight * InfoNCE + reg``.
+@dataclass(frozen=True)
+class Contrast:
+    """The hyper-parameters of the ``cl`` term, which every contrastive method shares.
 
-    Validates and holds ``cl_weight`` (λ) and ``tau`` (τ) once for every subclass;
-    :meth:`contrast` is the ``cl`` term between two views of the batch. A subclass says which
-    encoder it needs (``encoder_type``), adds its own arguments, and writes :meth:`loss` (and
-    :meth:`epoch_views` when it augments the graph once per epoch).
+    Checked here, once, for all of them; a method takes one as ``contrast=`` and adds only its
+    own arguments. :meth:`term` is the ``cl`` term between two views of a batch.
+
+    Attributes:
+        cl_weight: λ, the weight of the InfoNCE term, >= 0.
+        tau: τ, the InfoNCE temperature, > 0.
+    """
+
+    cl_weight: float
+    tau: float
+
+    def __post_init__(self) -> None:
+        check_nonnegative(cl_weight=self.cl_weight)
+        if not self.tau > 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+
+    def term(self, view1: Tensor, view2: Tensor, n_users: int, batch: Batch) -> Tensor:
+        """``cl_weight`` x InfoNCE between two views [N, D] (users, then items from row
+        ``n_users``) over the batch's unique users and positive items
+        (:func:`~recsys_cl.models.base.batch_info_nce`)."""
+        return self.cl_weight * batch_info_nce(view1, view2, n_users, batch, self.tau)
+
+
+class ContrastiveMethod(Recommender):
+    """Base of the contrastive methods: ``rec + contrast.term(...) + reg``.
+
+    A subclass says which encoder it needs (``encoder_type``), adds its own arguments, and
+    writes :meth:`loss` (and :meth:`epoch_views` when it augments the graph once per epoch);
+    its ``cl`` term is ``self.contrast.term`` between two views of the batch.
 
     Args:
         encoder: an instance of the subclass's ``encoder_type``.
         reg: ego L2 weight.
-        cl_weight: λ, >= 0.
-        tau: InfoNCE temperature, > 0.
+        contrast: λ and τ.
         objective, negative_selector: see :class:`Recommender`.
     """
 
@@ -116,25 +142,41 @@ class ContrastiveMethod(Recommender):
     def __init__(
         self,
         encoder: Encoder,
+        *,
         reg: float,
-        cl_weight: float,
-        tau: float,
+        contrast: Contrast,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
         _require_encoder(self, encoder, self.encoder_type)
         super().__init__(encoder, reg, objective, negative_selector)
-        check_nonnegative(cl_weight=cl_weight)
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        self.cl_weight = cl_weight
-        self.tau = tau
+        self.contrast = contrast
 
-    def contrast(self, view1: Tensor, view2: Tensor, n_users: int, batch: Batch) -> Tensor:
-        """The ``cl`` term: ``cl_weight`` x InfoNCE between two views [N, D] (users, then items
-        from row ``n_users``) over the batch's unique users and positive items
-        (:func:`~recsys_cl.models.base.batch_info_nce`)."""
-        return self.cl_weight * batch_info_nce(view1, view2, n_users, batch, self.tau)
+
+class _NoiseContrastive(ContrastiveMethod):
+    """SimGCL and XSimGCL: views made by SimGCL's noise of radius ``eps`` (> 0) after every
+    layer of a pass (:class:`~recsys_cl.augment.noise.SimGCLNoise`)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        reg: float,
+        contrast: Contrast,
+        eps: float,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+    ) -> None:
+        super().__init__(
+            encoder,
+            reg=reg,
+            contrast=contrast,
+            objective=objective,
+            negative_selector=negative_selector,
+        )
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.eps = eps
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,8 +200,7 @@ class SGL(ContrastiveMethod):
     Args:
         encoder: a :class:`LightGCN` (with ``include_layer0=True`` as in SGL).
         reg: ego L2 weight (1e-4).
-        cl_weight: λ (0.1 on Yelp2018).
-        tau: InfoNCE temperature (0.2).
+        contrast: λ (0.1 on Yelp2018) and τ (0.2).
         drop_ratio: ρ, the fraction of interactions (edge, random_walk) or nodes (node) dropped
             (0.1).
         aug: "edge" (SGL-ED), "node" (SGL-ND) or "random_walk" (SGL-RW: a fresh edge-dropped
@@ -176,15 +217,21 @@ class SGL(ContrastiveMethod):
     def __init__(
         self,
         encoder: LightGCN,
+        *,
         reg: float,
-        cl_weight: float,
-        tau: float,
+        contrast: Contrast,
         drop_ratio: float,
         aug: SGLAugmentation,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
+        super().__init__(
+            encoder,
+            reg=reg,
+            contrast=contrast,
+            objective=objective,
+            negative_selector=negative_selector,
+        )
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
         if aug not in ("edge", "node", "random_walk"):
@@ -233,11 +280,11 @@ class SGL(ContrastiveMethod):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(views.view1)
         p2 = self.encoder(views.view2)
-        cl = self.contrast(p1.final, p2.final, p1.n_users, batch)
+        cl = self.contrast.term(p1.final, p2.final, p1.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
-class SimGCL(ContrastiveMethod):
+class SimGCL(_NoiseContrastive):
     """SimGCL (Yu et al., SIGIR 2022): InfoNCE between two noise-perturbed propagations.
 
     Each batch runs one clean pass (BPR, as in the reference code) and two passes with
@@ -248,25 +295,10 @@ class SimGCL(ContrastiveMethod):
         encoder: a :class:`LightGCN` (the reference code averages layers 1..L:
             ``include_layer0=False``) or an :class:`MF`.
         reg: ego L2 weight (1e-4).
-        cl_weight: λ (0.5 in the paper's best settings).
-        tau: temperature (0.2).
+        contrast: λ (0.5 in the paper's best settings) and τ (0.2).
         eps: noise radius ε (0.1).
+        objective, negative_selector: see :class:`Recommender`.
     """
-
-    def __init__(
-        self,
-        encoder: Encoder,
-        reg: float,
-        cl_weight: float,
-        tau: float,
-        eps: float,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-    ) -> None:
-        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.eps = eps
 
     def loss(
         self, adj: Graph, batch: Batch, views: object, generator: torch.Generator | None
@@ -274,11 +306,11 @@ class SimGCL(ContrastiveMethod):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
         p2 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
-        cl = self.contrast(p1.final, p2.final, p1.n_users, batch)
+        cl = self.contrast.term(p1.final, p2.final, p1.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
 
 
-class XSimGCL(ContrastiveMethod):
+class XSimGCL(_NoiseContrastive):
     """XSimGCL (Yu et al., TKDE 2023): one noisy pass serves BPR and a cross-layer InfoNCE.
 
     A single propagation with noise of radius ε after every layer gives both the final
@@ -288,10 +320,10 @@ class XSimGCL(ContrastiveMethod):
     Args:
         encoder: a :class:`LightGCN` (reference code: ``include_layer0=False``).
         reg: ego L2 weight (1e-4).
-        cl_weight: λ (0.2).
-        tau: temperature (0.15).
+        contrast: λ (0.2) and τ (0.15).
         eps: noise radius ε (0.2).
         contrast_layer: l* in 1..L (1).
+        objective, negative_selector: see :class:`Recommender`.
     """
 
     encoder_type = LightGCN
@@ -299,22 +331,26 @@ class XSimGCL(ContrastiveMethod):
     def __init__(
         self,
         encoder: LightGCN,
+        *,
         reg: float,
-        cl_weight: float,
-        tau: float,
+        contrast: Contrast,
         eps: float,
         contrast_layer: int,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
     ) -> None:
-        super().__init__(encoder, reg, cl_weight, tau, objective, negative_selector)
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        super().__init__(
+            encoder,
+            reg=reg,
+            contrast=contrast,
+            eps=eps,
+            objective=objective,
+            negative_selector=negative_selector,
+        )
         if not 1 <= contrast_layer <= encoder.n_layers:
             raise ValueError(
                 f"contrast_layer must be in 1..{encoder.n_layers}, got {contrast_layer}"
             )
-        self.eps = eps
         self.contrast_layer = contrast_layer
 
     def loss(
@@ -325,5 +361,5 @@ class XSimGCL(ContrastiveMethod):
         rec, reg = self._rec_terms(prop, batch, generator)
         assert noise.kept is not None  # 1 <= contrast_layer <= L, checked at construction
         # Rows as the pass laid them out: U users in full mode, the subgraph's n_u in sampled.
-        cl = self.contrast(prop.final, noise.kept, prop.n_users, batch)
+        cl = self.contrast.term(prop.final, noise.kept, prop.n_users, batch)
         return LossBreakdown.of(rec, cl, reg)
