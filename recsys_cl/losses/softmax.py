@@ -37,9 +37,11 @@ def info_nce(view1: Tensor, view2: Tensor, tau: float, weights: Tensor | None = 
         )
     if tau <= 0:
         raise ValueError(f"tau must be > 0, got {tau}")
-    z1 = F.normalize(view1, dim=1)
+    # 1/τ scales the [B, D] anchors rather than the [B, B] logits: one pass over B x D
+    # elements instead of B x B, forward and backward (the logits agree to float rounding).
+    z1 = F.normalize(view1, dim=1) / tau
     z2 = F.normalize(view2, dim=1)
-    logits = z1 @ z2.T / tau
+    logits = z1 @ z2.T
     target = torch.arange(view1.size(0), device=view1.device)
     return weighted_mean(F.cross_entropy(logits, target, reduction="none"), weights)
 
@@ -85,7 +87,7 @@ def in_batch_softmax_loss(
     """
     _check_softmax_args(user, pos, tau, focal_gamma)
     batch = user.size(0)
-    logits = user @ pos.T / tau
+    logits = (user / tau) @ pos.T  # 1/τ on [B, D], not on [B, B] (see info_nce)
     if log_q is not None:
         logits = logits - log_q.reshape(1, batch)
     if item_ids is not None:
