@@ -275,11 +275,20 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
         match="^request row 1: user_id 5 is a int; this run's user ids are strings",
     ):
         strings.predict(pd.DataFrame({"user_id": pd.Series(["u0", 5], dtype=object)}))
-    # Limits travel in bundle.json; a version 1 bundle (no limits) reads with the defaults.
+    # Limits travel in bundle.json; a version 1 bundle (no limits) reads with the defaults,
+    # a version 2 bundle (no max_list, no allow-list) with the default max_list, allowing all.
     info = json.loads((int_bundle / "bundle.json").read_text())
-    assert (info["format_version"], info["max_k"], info["max_rows"]) == (2, 1000, 1000)
+    assert (info["format_version"], info["max_k"], info["max_rows"]) == (3, 1000, 1000)
+    assert (info["max_list"], info["n_allowed"]) == (1000, None)
     assert "/" not in info["source_run"]  # the run folder's name, no path of this machine
-    old = {key: value for key, value in info.items() if key not in ("max_k", "max_rows")}
+    v2 = {key: value for key, value in info.items() if key not in ("max_list", "n_allowed")}
+    (int_bundle.parent / "bundle_v2").mkdir(exist_ok=True)
+    (int_bundle.parent / "bundle_v2" / "bundle.json").write_text(
+        json.dumps({**v2, "format_version": 2})
+    )
+    read_v2 = BundleInfo.read(int_bundle.parent / "bundle_v2")
+    assert (read_v2.max_list, read_v2.n_allowed) == (1000, None)
+    old = {key: value for key, value in v2.items() if key not in ("max_k", "max_rows")}
     (int_bundle.parent / "bundle_v1").mkdir(exist_ok=True)
     (int_bundle.parent / "bundle_v1" / "bundle.json").write_text(
         json.dumps({**old, "format_version": 1})
@@ -420,7 +429,12 @@ def test_pyfunc_round_trip_in_a_fresh_process(
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, json.dumps(users), info.model_uri, run_uri],
-        check=False, capture_output=True, text=True, env=_env(uri), cwd=tmp_path, timeout=120,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=_env(uri),
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()[-2:]
@@ -504,8 +518,21 @@ def test_served_model_answers_invocations(
     served_uri = f"models:/recsys-cl-serve/{info.registered_version}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", served_uri,
-               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        served_uri,
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with local_server(
         command, base, log_dir=tmp_path, env=_env(uri), start_timeout_s=SERVER_START_TIMEOUT_S
     ):

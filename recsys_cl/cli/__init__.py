@@ -34,6 +34,7 @@ from .data import DATA
 from .evaluate import COMPARE, EVALUATE
 from .options import DEFAULT_TIMEOUT_S
 from .retrieval import INDEX, RECOMMEND, SERVE
+from .similar import SIMILAR
 from .train import MAIN, TRAIN
 from .tune import TUNE
 
@@ -41,7 +42,17 @@ EXIT_USER_ERROR = 2
 
 # In the order `recsys-cl --help` lists them.
 COMMANDS: tuple[Command, ...] = (
-    DATA, TRAIN, MAIN, COMPARE, TUNE, EVALUATE, INDEX, RECOMMEND, SERVE, CONFIGS,
+    DATA,
+    TRAIN,
+    MAIN,
+    COMPARE,
+    TUNE,
+    EVALUATE,
+    INDEX,
+    RECOMMEND,
+    SIMILAR,
+    SERVE,
+    CONFIGS,
 )
 
 _EPILOG = """\
@@ -54,6 +65,7 @@ examples:
   recsys-cl evaluate runs/ml-100k/xsimgcl
   recsys-cl index runs/ml-100k/xsimgcl --spec hnsw
   recsys-cl recommend runs/ml-100k/xsimgcl --index runs/ml-100k/xsimgcl/index/hnsw.faiss -k 20
+  recsys-cl similar runs/ml-100k/xsimgcl --items 50,181 -k 10
   recsys-cl compare --sweep configs/sweeps/ml-100k-imbalance.yaml
   recsys-cl compare --experiment ml-100k
   recsys-cl tune -c configs/ml-100k/xsimgcl.yaml --space configs/tune/ml-100k-xsimgcl.yaml --final
@@ -65,7 +77,6 @@ Benchmark datasets are read from --data-dir or $RECSYS_CL_DATA (a folder holding
 when given, else downloaded once into $RECSYS_CL_CACHE (default ~/.cache/recsys_cl) and
 checksummed.
 """
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +122,7 @@ def _dispatch(command: Command, args: argparse.Namespace, argv: list[str]) -> in
         require_faiss(f"recsys-cl {command.name}")
     assert command.run is not None
     return command.run(args)
+
 
 _MLFLOW_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -1,4 +1,5 @@
-"""``recsys-cl index``, ``recsys-cl recommend`` and ``recsys-cl serve``."""
+"""``recsys-cl index``, ``recsys-cl recommend`` and ``recsys-cl serve`` (``recsys-cl similar``
+is in :mod:`.similar`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,23 @@ from .command import Command
 from .options import add_device, add_overrides, add_tracking
 
 
+def add_allow_items(p: argparse.ArgumentParser, what: str) -> None:
+    """``--allow-items FILE``: the only items ``what`` may return."""
+    p.add_argument(
+        "--allow-items",
+        metavar="FILE",
+        help=f"the only items {what} (a business allow-list): raw item ids, one per line "
+        "(lines starting with # skipped), or a Parquet file with an item_id column; ids the "
+        "run does not have are counted and ignored",
+    )
+
+
 def _index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
     p.add_argument(
-        "--config", "-c", metavar="FILE|NAME",
+        "--config",
+        "-c",
+        metavar="FILE|NAME",
         help="YAML index spec, or a shipped spec's name (index/hnsw)",
     )
     add_overrides(
@@ -31,24 +45,33 @@ def _index_arguments(p: argparse.ArgumentParser) -> None:
         "items and queries first",
     )
     p.add_argument(
-        "--nlist", type=int, metavar="N",
+        "--nlist",
+        type=int,
+        metavar="N",
         help="IVF lists (default: 4*sqrt(items), at most items/39 so every list can be trained)",
     )
     p.add_argument(
-        "--nprobe", type=int, metavar="N",
+        "--nprobe",
+        type=int,
+        metavar="N",
         help="IVF lists searched per query (default 32): higher is slower and more exact",
     )
     p.add_argument(
-        "--ef-search", type=int, metavar="N",
+        "--ef-search",
+        type=int,
+        metavar="N",
         help="HNSW search beam (default 128): higher is slower and more exact",
     )
     p.add_argument(
-        "--k-factor", type=int, metavar="N",
+        "--k-factor",
+        type=int,
+        metavar="N",
         help="with a refine stage: candidates re-ranked per result (default 16): higher is "
         "slower and more exact",
     )
     p.add_argument(
-        "--out", metavar="FILE",
+        "--out",
+        metavar="FILE",
         help="NAME.faiss to write (NAME.json beside it), or a folder for <kind>.faiss "
         "(default: RUN_DIR/index/)",
     )
@@ -56,7 +79,10 @@ def _index_arguments(p: argparse.ArgumentParser) -> None:
         "-k", type=int, default=DEFAULT_K, help=f"K of the recall check (default {DEFAULT_K})"
     )
     p.add_argument(
-        "--check-queries", type=int, default=2000, metavar="N",
+        "--check-queries",
+        type=int,
+        default=2000,
+        metavar="N",
         help="users sampled for the recall check (default 2000)",
     )
     add_device(p)
@@ -72,7 +98,8 @@ def _index(args: argparse.Namespace) -> int:
 def _recommend_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
     p.add_argument(
-        "--index", metavar="PATH",
+        "--index",
+        metavar="PATH",
         help="NAME.faiss written by `recsys-cl index` (or its folder if it holds one); "
         "default: exact search over the run's item embeddings",
     )
@@ -81,7 +108,8 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
         "--users", metavar="ID,ID", help="comma-separated raw user ids (default: all users)"
     )
     who.add_argument(
-        "--users-file", metavar="FILE",
+        "--users-file",
+        metavar="FILE",
         help="raw user ids, one per line (lines starting with # skipped), or a Parquet file with a "
         "user_id column",
     )
@@ -103,20 +131,23 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
         help="items never recommended to a user: seen = training and validation items "
         "(default; what evaluation masks), train = training items only, none",
     )
+    add_allow_items(p, "ever recommended")
     p.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
+    p.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
     p.add_argument(
-        "--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch"
-    )
-    p.add_argument(
-        "--k-factor", type=int, metavar="N",
+        "--k-factor",
+        type=int,
+        metavar="N",
         help="override the index's refine k_factor (candidates re-ranked per result)",
     )
     p.add_argument(
-        "--out", metavar="FILE.parquet",
+        "--out",
+        metavar="FILE.parquet",
         help="output file, written atomically (default: RUN_DIR/candidates.parquet)",
     )
     p.add_argument(
-        "--compare-exact", action="store_true",
+        "--compare-exact",
+        action="store_true",
         help="also run exact full-ranking evaluation and print how far the candidates' "
         "Recall/NDCG are from it",
     )
@@ -157,7 +188,8 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
         help="largest request body accepted, in MiB (default 16)",
     )
     p.add_argument(
-        "--tracking-uri", metavar="URI",
+        "--tracking-uri",
+        metavar="URI",
         help="MLflow store the model is in (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db)",
     )
 

@@ -13,6 +13,7 @@ from .options import (
     add_overrides,
     add_tracking,
 )
+from .retrieval import add_allow_items
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +47,11 @@ def _main_arguments(p: argparse.ArgumentParser) -> None:
     add_data_dir(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument(
-        "--register", metavar="NAME", help="also register the candidate model under NAME in the "
-        "MLflow model registry",
+        "--register",
+        metavar="NAME",
+        help="also register the candidate model under NAME in the MLflow model registry",
     )
+    add_allow_items(p, "the logged candidate model ever returns")
     add_baselines_switch(p)
     add_tracking(p)
 

@@ -46,6 +46,10 @@ MAX_K_FACTOR = 1024
 DEFAULT_K = 20
 DEFAULT_MAX_K = 1000
 DEFAULT_MAX_ROWS = 1000
+# The most ids one list cell of a request may hold (a row's ``exclude``): a business filter
+# of a few hundred ids is common, one of a whole catalogue is a mistake, and a row's search
+# over-fetches K + its list's length.
+DEFAULT_MAX_LIST = 1000
 # The refine stage of `kind: ivfpq` as a FAISS index_factory suffix: the refine index stores
 # every vector again, in these codes (bytes per vector at D=64: flat 256, fp16 128, sq8 64,
 # sq6 48, sq4 32), and re-ranks the base index's k·k_factor candidates with them.
@@ -212,11 +216,15 @@ def is_positive_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
 
 
-def limits_problem(k: object, max_k: object, max_rows: object) -> str | None:
+def limits_problem(
+    k: object, max_k: object, max_rows: object, max_list: object = DEFAULT_MAX_LIST
+) -> str | None:
     """What is wrong with the request limits ``k`` (the default list length), ``max_k`` (the
-    longest list) and ``max_rows`` (the most rows per request), or None: each must be an
-    integer >= 1, and ``k <= max_k``. The one check of the limits, wherever they are set."""
-    for name, value in (("k", k), ("max_k", max_k), ("max_rows", max_rows)):
+    longest list), ``max_rows`` (the most rows per request) and ``max_list`` (the most ids in
+    one list cell, e.g. a row's ``exclude``), or None: each must be an integer >= 1, and
+    ``k <= max_k``. The one check of the limits, wherever they are set."""
+    limits = (("k", k), ("max_k", max_k), ("max_rows", max_rows), ("max_list", max_list))
+    for name, value in limits:
         if not is_positive_int(value):
             return f"{name} must be an integer >= 1, got {value!r}"
     assert isinstance(k, numbers.Integral) and isinstance(max_k, numbers.Integral)

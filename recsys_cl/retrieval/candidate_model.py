@@ -1,16 +1,22 @@
-"""The candidate model: top-K unseen items for raw user ids, and the bundle it is saved as.
+"""The candidate model: top-K unseen items for raw user ids, the K nearest items for raw item
+ids, under business filters, and the bundle it is saved as.
 
-One object serves both paths: ``recsys-cl recommend`` builds it from a run folder and writes
-its lists to Parquet, and the MLflow model (:mod:`recsys_cl.serving.pyfunc_code`, a thin shell)
-loads it from a *candidate bundle*, a folder that needs neither the run nor its config::
+One object serves every path: ``recsys-cl recommend`` / ``recsys-cl similar`` build it from a
+run folder and write its lists to Parquet, and the MLflow model
+(:mod:`recsys_cl.serving.pyfunc_code`, a thin shell) loads it from a *candidate bundle*, a
+folder that needs neither the run nor its config::
 
     bundle.json               format, default k, request limits, cold-start policy, metric,
-                              id types, counts
+                              id types, counts (n_allowed: the allow-list's size, or null)
     user_embeddings.parquet   user_id (raw) + embedding, in index order (= the run's id map)
     item_embeddings.parquet   item_id (raw) + embedding, in index order
     seen.parquet              user_id, item_id: the masked pairs (train + validation)
     popular.parquet           item_id, score: every item, most training users first
+    allowed.parquet           item_id: the only items ever returned (only with an allow-list)
     index.faiss, index.json   the FAISS index and its metadata (:mod:`recsys_cl.retrieval.store`)
+
+Requests are read by :mod:`recsys_cl.retrieval.request`; the filters are applied as
+:mod:`recsys_cl.retrieval.filters` describes.
 
 Nothing is pickled and this module never imports ``mlflow``, so the model is tested and usable
 without a tracking server.
@@ -18,141 +24,68 @@ without a tracking server.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
-from recsys_cl.config.retrieval import (
-    DEFAULT_MAX_K,
-    DEFAULT_MAX_ROWS,
-    is_positive_int,
-    limits_problem,
-)
+from recsys_cl.config.retrieval import is_positive_int
 from recsys_cl.data import IdMap, UserItems
 from recsys_cl.errors import DataError, RecsysError
 from recsys_cl.io import atomic_dir, read_table, write_json
 
-from .candidates import DEFAULT_CHUNK_USERS, Candidates, PairSet, candidates_for
+from .bundle import (
+    ALLOWED_FILE,
+    BUNDLE_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    IN_BUNDLE,
+    INDEX_FILE,
+    ITEM_FILE,
+    POPULAR_FILE,
+    SEEN_FILE,
+    USER_FILE,
+    BundleInfo,
+    ColdStart,
+    id_dtype,
+    indices_of,
+    read_allowed,
+    read_embeddings,
+)
+from .candidates import (
+    DEFAULT_CHUNK_USERS,
+    Candidates,
+    candidates_for,
+    search_filtered,
+    similar_items,
+)
 from .errors import UnknownUserError
-from .ids import integer_id, short_repr, typed_user_ids
+from .filters import AllowList, PairSet
+from .ids import short_repr
 from .index import Device, ItemIndex
+from .request import (
+    CandidateRequestError,
+    Request,
+    lookup_ids,
+    read_request,
+    too_many_rows,
+)
 from .store import index_paths, load_index, save_index
 
-ColdStart = Literal["popular", "error"]
-
-FORMAT = "recsys_cl.candidate_bundle"
-# 2 added the request limits; a version 1 bundle reads with the default limits.
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-INPUT_COLUMNS = ("user_id", "k")
-BUNDLE_FILE = "bundle.json"
-USER_FILE = "user_embeddings.parquet"
-ITEM_FILE = "item_embeddings.parquet"
-SEEN_FILE = "seen.parquet"
-POPULAR_FILE = "popular.parquet"
-INDEX_FILE = "index.faiss"
+# The answer: the request's key columns (user_id and/or query_item_id, as it has user_id and/or
+# item_id), then the list. A request of user ids alone is answered as it always was.
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score")
-_IN_BUNDLE = "missing from the candidate bundle"
+QUERY_ITEM_COLUMN = "query_item_id"
+LIST_COLUMNS = ("rank", "item_id", "score")
 # Output id columns: object (Python str) for string ids, the same on pandas 2 and 3.
 _NUMPY_DTYPE = {"int64": np.dtype(np.int64), "string": np.dtype(object)}
 # (request row, rank, item index, score) of no candidates.
 _NO_ROWS = tuple(np.zeros(0, dtype=t) for t in (np.int64, np.int32, np.int64, np.float32))
-
-
-class CandidateRequestError(RecsysError, ValueError):
-    """A request the model cannot answer (no ``user_id`` column, an unknown column, a missing
-    id, a bad or too large ``k``, too many rows). A ValueError too, so generic callers such as a
-    scoring server treat it as bad input. The message is one line naming the row."""
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """``bundle.json``: enough to describe the model (its MLflow signature) without loading
-    embeddings or the index. Id dtypes are ``int64`` or ``string``; ``source_run`` is the run
-    folder's name (not its path: the bundle travels to other machines); ``max_k`` and
-    ``max_rows`` bound a request's list length and rows."""
-
-    k: int
-    cold_start: ColdStart
-    metric: str
-    index: str
-    user_id_dtype: str
-    item_id_dtype: str
-    n_users: int
-    n_items: int
-    dim: int
-    n_seen: int
-    source_run: str
-    max_k: int = DEFAULT_MAX_K
-    max_rows: int = DEFAULT_MAX_ROWS
-
-    @classmethod
-    def read(cls, bundle_dir: str | Path) -> BundleInfo:
-        """Read and check ``bundle_dir/bundle.json``.
-
-        Raises:
-            DataError: no bundle there, or a file of another format, version or shape.
-        """
-        path = Path(bundle_dir) / BUNDLE_FILE
-        if not path.is_file():
-            raise DataError(f"{path}: not found; is {Path(bundle_dir)} a candidate bundle?")
-        try:
-            raw = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not JSON ({exc})") from None
-        if not isinstance(raw, dict) or raw.pop("format", None) != FORMAT:
-            raise DataError(f"{path}: not a {FORMAT} file")
-        if (version := raw.pop("format_version", None)) not in _READABLE_VERSIONS:
-            raise DataError(
-                f"{path}: format_version {version!r}, this version reads {_READABLE_VERSIONS}"
-            )
-        if version == 1 and is_positive_int(raw.get("k")):
-            # Version 1 had no limits: its default list length must stay servable.
-            raw.setdefault("max_k", max(DEFAULT_MAX_K, raw["k"]))
-        try:
-            info = cls(**raw)
-        except TypeError as exc:
-            raise DataError(f"{path}: unexpected keys ({exc})") from None
-        if info.cold_start not in ("popular", "error"):
-            raise DataError(f"{path}: cold_start must be popular or error, got {raw}")
-        if problem := limits_problem(info.k, info.max_k, info.max_rows):
-            raise DataError(f"{path}: {problem}")
-        return info
-
-
-def too_many_rows(n_rows: int, max_rows: int) -> str:
-    """The one-line refusal of a request of ``n_rows`` rows over ``max_rows``."""
-    return (
-        f"request row {max_rows}: over the limit of {max_rows:,} rows per request "
-        f"({n_rows:,} sent); split the request"
-    )
-
-
-def id_dtype(ids: IdMap) -> str:
-    return "int64" if ids.raw.dtype == pl.Int64 else "string"
-
-
-def _read_embeddings(path: Path, key: str, n: int, dim: int) -> tuple[IdMap, np.ndarray]:
-    frame = read_table(path, [key, "embedding"], missing=_IN_BUNDLE)
-    try:
-        ids = IdMap(frame[key])
-        emb = np.ascontiguousarray(np.stack(list(frame["embedding"].to_numpy())), dtype=np.float32)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"{path}: not embeddings in id order ({exc})") from None
-    if emb.shape != (n, dim) or not np.isfinite(emb).all():
-        raise DataError(f"{path}: expected {n} finite rows of D={dim}, found shape {emb.shape}")
-    return ids, emb
-
-
-def _indices(ids: IdMap, values: pl.Series, path: Path) -> np.ndarray:
-    return ids.to_index(values, source=f"{path}: {values.name}").to_numpy().astype(np.int64)
 
 
 def lookup_users(
@@ -165,19 +98,23 @@ def lookup_users(
         InvalidUserIdError: the first entry that is not an id of the run's kind, named by
             ``where`` and its position.
     """
-    if users.raw.dtype == pl.Int64:
-        raw = np.asarray(typed_user_ids(values, integer=True, where=where), dtype=np.int64)
-        return raw, users.to_index(raw, missing="null")
-    raw = np.asarray(typed_user_ids(values, integer=False, where=where), dtype=object)
-    found = users.to_index(pl.Series("raw", raw.tolist(), dtype=pl.String), missing="null")
-    return raw, found.fill_null(-1).to_numpy().astype(np.int64)
+    return lookup_ids(users, values, kind="user", name=lambda i: f"{where} {i}: user_id")
+
+
+def lookup_items(
+    items: IdMap, values: Sequence[Any], *, where: str = "requested item"
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lookup_users` for item ids (-1 for ids the run does not have)."""
+    return lookup_ids(items, values, kind="item", name=lambda i: f"{where} {i}: item_id")
 
 
 @dataclass(frozen=True, eq=False)
 class CandidateModel:
-    """Top-K unseen items for raw user ids: what ``recsys-cl recommend`` writes and the MLflow
-    model serves, through one object. Build it with :meth:`load` (a bundle) or directly from a
-    run's parts (the recommend stage does), and write it with :meth:`save`.
+    """Top-K unseen items for raw user ids and the K nearest items for raw item ids, under the
+    model's allow-list and each row's ``exclude``: what ``recsys-cl recommend`` / ``similar``
+    write and the MLflow model serves, through one object. Build it with :meth:`load` (a
+    bundle) or directly from a run's parts (the recommend stage does), and write it with
+    :meth:`save`.
 
     Attributes:
         info: the bundle's ``bundle.json`` (default k, limits, cold-start policy, id types).
@@ -185,6 +122,7 @@ class CandidateModel:
         index: the item index.
         seen: the masked (user, item) pairs (None masks nothing).
         pop_items: int64 [I] item indices, most popular first; pop_scores: float32 [I].
+        allow: the only items ever returned (None: all).
     """
 
     info: BundleInfo
@@ -196,32 +134,47 @@ class CandidateModel:
     seen: PairSet | None
     pop_items: np.ndarray
     pop_scores: np.ndarray
+    allow: AllowList | None = None
+
+    def __post_init__(self) -> None:
+        n_allowed = None if self.allow is None else self.allow.n_allowed
+        if n_allowed != self.info.n_allowed:
+            raise ValueError(f"info.n_allowed {self.info.n_allowed} != allow-list {n_allowed}")
+        if self.allow is not None:
+            self.index.check_selectable()
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, device: Device = "auto") -> CandidateModel:
-        """Read and check a bundle written by :meth:`save`.
+        """Read and check a bundle written by :meth:`save` (format versions 1 to 3).
 
         Raises:
             DataError: a missing or inconsistent file (named in the message);
-                IndexFileError / IndexMismatchError: an index that does not match its items.
+                IndexFileError / IndexMismatchError: an index that does not match its items;
+                IndexSpecError: an allow-list over an index FAISS cannot filter.
         """
         root = Path(bundle_dir)
         info = BundleInfo.read(root)
-        users, user_emb = _read_embeddings(root / USER_FILE, "user_id", info.n_users, info.dim)
-        items, item_emb = _read_embeddings(root / ITEM_FILE, "item_id", info.n_items, info.dim)
-        seen = read_table(root / SEEN_FILE, ["user_id", "item_id"], missing=_IN_BUNDLE)
-        seen_users = _indices(users, seen["user_id"], root / SEEN_FILE)
+        users, user_emb = read_embeddings(root / USER_FILE, "user_id", info.n_users, info.dim)
+        items, item_emb = read_embeddings(root / ITEM_FILE, "item_id", info.n_items, info.dim)
+        seen = read_table(root / SEEN_FILE, ["user_id", "item_id"], missing=IN_BUNDLE)
+        seen_users = indices_of(users, seen["user_id"], root / SEEN_FILE)
         pairs = UserItems.from_pairs(
-            seen_users, _indices(items, seen["item_id"], root / SEEN_FILE), users.size, items.size
+            seen_users, indices_of(items, seen["item_id"], root / SEEN_FILE), users.size, items.size
         )
-        popular = read_table(root / POPULAR_FILE, ["item_id", "score"], missing=_IN_BUNDLE)
-        pop_items = _indices(items, popular["item_id"], root / POPULAR_FILE)
+        popular = read_table(root / POPULAR_FILE, ["item_id", "score"], missing=IN_BUNDLE)
+        pop_items = indices_of(items, popular["item_id"], root / POPULAR_FILE)
         if np.unique(pop_items).size != items.size or pop_items.size != items.size:
             raise DataError(f"{root / POPULAR_FILE}: must rank each of the {items.size} items once")
+        allow = None
+        if info.n_allowed is not None:
+            allowed = read_allowed(root / ALLOWED_FILE, items, info.n_allowed)
+            allow = AllowList.of_items(allowed, items.size)
         index = load_index(root / INDEX_FILE, item_emb=item_emb, item_ids=items, device=device)
         seen_set = PairSet.from_tables(pairs, users.size, items.size)
         pop_scores = popular["score"].to_numpy()
-        return cls(info, users, items, user_emb, item_emb, index, seen_set, pop_items, pop_scores)
+        return cls(
+            info, users, items, user_emb, item_emb, index, seen_set, pop_items, pop_scores, allow
+        )
 
     def save(self, out_dir: str | Path, *, index_file: str | Path | None = None) -> Path:
         """Write the bundle to ``out_dir``, built next to it and swapped in only when complete
@@ -235,8 +188,10 @@ class CandidateModel:
             RecsysError: ``out_dir`` is something other than a bundle (it is replaced whole).
         """
         out = Path(out_dir)
-        if out.exists() and not (out / BUNDLE_FILE).is_file() and (
-            not out.is_dir() or any(out.iterdir())
+        if (
+            out.exists()
+            and not (out / BUNDLE_FILE).is_file()
+            and (not out.is_dir() or any(out.iterdir()))
         ):
             raise RecsysError(
                 f"{out}: exists and is not a candidate bundle; refusing to replace it"
@@ -252,6 +207,8 @@ class CandidateModel:
             },
             POPULAR_FILE: {"item_id": self.items.to_raw(self.pop_items), "score": self.pop_scores},
         }
+        if self.allow is not None:
+            tables[ALLOWED_FILE] = {"item_id": self.items.to_raw(self.allow.items)}
         with atomic_dir(out) as tmp:
             for name, columns in tables.items():
                 pl.DataFrame(columns).write_parquet(tmp / name)
@@ -277,12 +234,17 @@ class CandidateModel:
         if unknown.size and self.info.cold_start == "error":
             raise UnknownUserError(
                 f"{unknown.size:,} of {len(raw):,} requested users are unknown to the run (not in "
-                f"its training data), the first {raw[int(unknown[0])]!r}; {hint}"
+                f"its training data), the first {short_repr(raw[int(unknown[0])])}; {hint}"
             )
 
-    def top_k(self, user_idx: np.ndarray, k: int) -> Candidates:
-        """The top-``k`` unseen items of users ``user_idx`` [B] (-1: an unknown user, who gets
-        the most popular items, scored by training users), searched in chunks.
+    def top_k(
+        self, user_idx: np.ndarray, k: int, *, exclude: Sequence[np.ndarray] | None = None
+    ) -> Candidates:
+        """The top-``k`` unseen, allowed items of users ``user_idx`` [B] (-1: an unknown user,
+        who gets the most popular allowed items, scored by training users), searched in chunks.
+
+        Args:
+            exclude: per row, item indices [n_b] never returned to it (None: none).
 
         Returns:
             :class:`Candidates` with K = min(k, I); -1 / NaN past the end of a short list.
@@ -294,124 +256,196 @@ class CandidateModel:
         known_at = np.flatnonzero(user_idx >= 0)
         for start in range(0, len(known_at), DEFAULT_CHUNK_USERS):
             at = known_at[start : start + DEFAULT_CHUNK_USERS]
-            cands = candidates_for(self.index, self.user_emb, user_idx[at], k, self.seen)
-            items[at], scores[at] = cands.items, cands.scores
-        cold = user_idx < 0
-        items[cold], scores[cold] = self.pop_items[:k], self.pop_scores[:k]
+            users = user_idx[at]
+            if exclude is None:
+                cands = candidates_for(
+                    self.index,
+                    self.user_emb,
+                    users,
+                    k,
+                    self.seen,
+                    allow=self.allow,
+                    item_emb=self.item_emb,
+                )
+                items[at], scores[at] = cands.items, cands.scores
+                continue
+            # The rows' seen items and their own lists, as one set keyed by row.
+            parts = [_row_pairs([exclude[i] for i in at.tolist()])]
+            if self.seen is not None:
+                parts.append(self.seen.pairs_of(users))
+            rows, excluded = (np.concatenate(c) for c in zip(*parts, strict=True))
+            own = PairSet.from_pairs(rows, excluded, len(at), self.index.n_items)
+            items[at], scores[at] = search_filtered(
+                self.index,
+                self.user_emb[users],
+                k,
+                exclude=own,
+                allow=self.allow,
+                item_emb=self.item_emb,
+            )
+        cold = np.flatnonzero(user_idx < 0)
+        if cold.size:
+            items[cold], scores[cold] = self._popular(
+                k, None if exclude is None else [exclude[i] for i in cold.tolist()]
+            )
         return Candidates(users=user_idx, items=items, scores=scores)
 
+    def similar(
+        self, item_idx: np.ndarray, k: int, *, exclude: Sequence[np.ndarray] | None = None
+    ) -> Candidates:
+        """The ``k`` allowed items nearest to items ``item_idx`` [B] (each itself excluded, and
+        ``exclude[b]`` when given), by the index's metric, searched in chunks.
+
+        Returns:
+            :class:`Candidates` (``users`` = the query items) with K = min(k, I).
+        """
+        item_idx = np.asarray(item_idx, dtype=np.int64)
+        parts = []
+        for start in range(0, len(item_idx), DEFAULT_CHUNK_USERS):
+            at = np.arange(start, min(start + DEFAULT_CHUNK_USERS, len(item_idx)))
+            own = None
+            if exclude is not None:
+                rows, excluded = _row_pairs([exclude[i] for i in at.tolist()])
+                own = PairSet.from_pairs(rows, excluded, len(at), self.index.n_items)
+            parts.append(
+                similar_items(
+                    self.index, self.item_emb, item_idx[at], k, exclude=own, allow=self.allow
+                )
+            )
+        return Candidates.concat(parts, min(k, self.index.n_items))
+
+    def _popular(
+        self, k: int, exclude: Sequence[np.ndarray] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The most popular allowed items, [B, k] (B = len(exclude), or 1 for all rows alike),
+        each row's ``exclude`` left out; -1 / NaN past the end."""
+        order, scores = self.pop_items, self.pop_scores
+        if self.allow is not None:
+            keep = self.allow.mask[order]
+            order, scores = order[keep], scores[keep]
+        lists = [np.zeros(0, dtype=np.int64)] if exclude is None else exclude
+        out_items = np.full((len(lists), k), -1, dtype=np.int64)
+        out_scores = np.full((len(lists), k), np.nan, dtype=np.float32)
+        for row, excluded in enumerate(lists):
+            head = slice(0, k + len(excluded))
+            kept = ~np.isin(order[head], excluded)
+            chosen, chosen_scores = order[head][kept][:k], scores[head][kept][:k]
+            out_items[row, : len(chosen)], out_scores[row, : len(chosen)] = chosen, chosen_scores
+        return out_items, out_scores
+
     def predict(self, frame: pd.DataFrame, k: Any = None) -> pd.DataFrame:
-        """Each requested user's top-k unseen items, ranked as ``recsys-cl recommend`` ranks them.
+        """Each request row's list: a user's top-k unseen items (ranked as ``recsys-cl
+        recommend`` ranks them) or an item's k nearest items (as ``recsys-cl similar``), only
+        allowed items and none of the row's ``exclude``.
 
         Args:
-            frame: a ``user_id`` column of raw ids, read strictly (:mod:`recsys_cl.retrieval.ids`:
-                an integer run takes integers in the int64 range, integral floats up to 2**53
-                and decimal strings; a string run takes strings), and an optional ``k`` column
-                (per row; a missing value falls back to ``k``). No other column, and at most
-                ``info.max_rows`` rows.
+            frame: per row a ``user_id`` or an ``item_id`` (raw ids, read strictly by
+                :mod:`recsys_cl.retrieval.request`: an integer run takes integers in the int64
+                range, integral floats up to 2**53 and decimal strings; a string run takes
+                strings), an optional ``k`` (per row; a missing value falls back to ``k``) and
+                an optional ``exclude`` (a list of at most ``info.max_list`` raw item ids). No
+                other column, and at most ``info.max_rows`` rows.
             k: the list length of rows without their own, 1..``info.max_k``; None = the
                 bundle's default.
 
         Returns:
-            ``user_id, rank, item_id, score``: rows grouped by request row in input order (a
-            repeated row is answered twice), ranks 1..n with n = min(k, unseen items); unknown
-            users get the most popular items (score = training users) under ``popular``.
+            the request's key columns (``user_id`` when it has a user_id column,
+            ``query_item_id`` when it has an item_id column; a row's other key is null), then
+            ``rank, item_id, score``: rows grouped by request row in input order (a repeated
+            row is answered twice), ranks 1..n with n = min(k, eligible items); unknown users
+            get the most popular allowed items (score = training users) under ``popular``.
 
         Raises:
-            CandidateRequestError: no ``user_id`` column, another column, too many rows, a
-                missing id or a bad ``k``; InvalidUserIdError: an id not of the run's kind
-                (both one line, naming the request row).
-            UnknownUserError: an id the run never trained on (``cold_start="error"``).
+            CandidateRequestError: the request's shape, a missing key, a bad ``k`` or list;
+                InvalidUserIdError / InvalidItemIdError: an id not of the run's kind (all one
+                line, naming the request row); UnknownItemError: a query item the run does not
+                have; UnknownUserError: a user id the run never trained on
+                (``cold_start="error"``).
         """
-        if not isinstance(frame, pd.DataFrame):
-            raise CandidateRequestError(f"expected a pandas DataFrame, got {type(frame).__name__}")
-        self._check_shape(frame)
-        default_k = self.info.k if k is None else self._k(k, "k")
-        if "k" in frame.columns:
-            ks = np.asarray(
-                [default_k if _missing(v) else self._k(v, f"request row {i}: k")
-                 for i, v in enumerate(frame["k"].tolist())],
-                dtype=np.int64,
-            )
-        else:
-            ks = np.full(len(frame), default_k, dtype=np.int64)
-        raw, user_idx = self._lookup(frame["user_id"])
-        self.refuse_unknown(raw, user_idx, "this model's cold_start policy is 'error'")
+        request = read_request(
+            frame,
+            k,
+            users=self.users,
+            items=self.items,
+            default_k=self.info.k,
+            max_k=self.info.max_k,
+            max_rows=self.info.max_rows,
+            max_list=self.info.max_list,
+        )
+        self.refuse_unknown(
+            request.user_raw, request.user_idx, "this model's cold_start policy is 'error'"
+        )
+        excluded = request.lists.get("exclude")
         # The empty piece first gives an empty request typed columns.
-        pieces = [_NO_ROWS] + [
-            self._rows(rows, self.top_k(user_idx[rows], int(kk)))
-            for kk in np.unique(ks)
-            for rows in (np.flatnonzero(ks == kk),)
-        ]
+        pieces = [_NO_ROWS]
+        for kk in np.unique(request.ks):
+            for rows, idx, search in (
+                (request.user_rows, request.user_idx, self.top_k),
+                (request.item_rows, request.item_idx, self.similar),
+            ):
+                at = np.flatnonzero(request.ks[rows] == kk)
+                if at.size:
+                    lists = None if excluded is None else [excluded[r] for r in rows[at]]
+                    pieces.append(_rows(rows[at], search(idx[at], int(kk), exclude=lists)))
         rows, rank, items, scores = (np.concatenate(column) for column in zip(*pieces, strict=True))
         order = np.argsort(rows, kind="stable")  # back to request order; ranks stay ascending
+        return self._answer(request, rows[order], rank[order], items[order], scores[order])
+
+    def _answer(
+        self,
+        request: Request,
+        rows: np.ndarray,
+        rank: np.ndarray,
+        items: np.ndarray,
+        scores: np.ndarray,
+    ) -> pd.DataFrame:
         item_dtype = _NUMPY_DTYPE[self.info.item_id_dtype]
-        return pd.DataFrame(
-            {
-                "user_id": pd.Series(raw[rows[order]], dtype=raw.dtype),
-                "rank": rank[order],
-                "item_id": pd.Series(self.items.to_raw(items[order]), dtype=item_dtype),
-                "score": scores[order],
-            },
-            columns=list(OUTPUT_COLUMNS),
-        )
-
-    @staticmethod
-    def _rows(rows: np.ndarray, cands: Candidates) -> tuple[np.ndarray, ...]:
-        """(request row, rank, item index, score) of every candidate, row-major."""
-        r, c = np.nonzero(cands.items >= 0)  # a user with fewer unseen items has fewer rows
-        return rows[r], (c + 1).astype(np.int32), cands.items[r, c], cands.scores[r, c]
-
-    def _check_shape(self, frame: pd.DataFrame) -> None:
-        """The request's columns and row count, before any value is read."""
-        unknown = [str(c) for c in frame.columns if c not in INPUT_COLUMNS]
-        if "user_id" not in frame.columns:
-            found = ", ".join(map(str, frame.columns)) or "none"
-            raise CandidateRequestError(
-                f"the input needs a user_id column of raw user ids (found: {found})"
-            )
-        if unknown:
-            raise CandidateRequestError(
-                f"unknown column {short_repr(unknown[0])}: this model reads user_id and an "
-                "optional k"
-            )
-        if len(frame) > self.info.max_rows:
-            raise CandidateRequestError(too_many_rows(len(frame), self.info.max_rows))
-
-    def _k(self, value: Any, what: str) -> int:
-        k = integer_id(value)
-        if k is None or not 1 <= k <= self.info.max_k:
-            raise CandidateRequestError(
-                f"{what} must be an integer from 1 to {self.info.max_k:,} (this model's max_k), "
-                f"got {short_repr(value)}"
-            )
-        return k
-
-    def _lookup(self, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-        missing = column.isna().to_numpy()
-        if missing.any():
-            raise CandidateRequestError(
-                f"request row {int(np.argmax(missing))}: user_id is missing"
-            )
-        if self.users.raw.dtype == pl.Int64 and pd.api.types.is_signed_integer_dtype(column.dtype):
-            # Signed integers fit int64 as they are (an unsigned column may hold values past
-            # 2**63, which astype would wrap to negative ids: those are read one by one).
-            raw = column.to_numpy().astype(np.int64)
-            return raw, self.users.to_index(raw, missing="null")
-        return self.lookup(column.tolist())
+        keys = {
+            "user_id": (request.user_rows, request.user_raw, self.info.user_id_dtype),
+            "item_id": (request.item_rows, request.item_raw, self.info.item_id_dtype),
+        }
+        out: dict[str, Any] = {}
+        for column in request.key_columns:
+            key_rows, raw, dtype = keys[column]
+            if len(request.key_columns) == 1:  # every row has this key: typed as the run's
+                values = np.empty(request.n_rows, dtype=_NUMPY_DTYPE[dtype])
+            else:  # the rows asking by the other key have none
+                values = np.full(request.n_rows, None, dtype=object)
+            values[key_rows] = raw
+            name = "user_id" if column == "user_id" else QUERY_ITEM_COLUMN
+            out[name] = pd.Series(values[rows], dtype=values.dtype)
+        out["rank"] = rank
+        out["item_id"] = pd.Series(self.items.to_raw(items), dtype=item_dtype)
+        out["score"] = scores
+        return pd.DataFrame(out, columns=list(out))
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA
+def _rows(rows: np.ndarray, cands: Candidates) -> tuple[np.ndarray, ...]:
+    """(request row, rank, item index, score) of every candidate, row-major."""
+    r, c = np.nonzero(cands.items >= 0)  # a row with fewer eligible items has fewer rows
+    return rows[r], (c + 1).astype(np.int32), cands.items[r, c], cands.scores[r, c]
+
+
+def _row_pairs(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(row, item) of every entry of ``lists`` (row b's items ``lists[b]``)."""
+    lengths = np.asarray([len(x) for x in lists], dtype=np.int64)
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
+    items = np.concatenate([np.asarray(x, dtype=np.int64) for x in lists]) if lists else rows
+    return rows, items.astype(np.int64, copy=False)
 
 
 __all__ = [
+    "ALLOWED_FILE",
+    "BUNDLE_FILE",
+    "FORMAT_VERSION",
     "BundleInfo",
     "CandidateModel",
     "CandidateRequestError",
     "ColdStart",
+    "QUERY_ITEM_COLUMN",
     "id_dtype",
     "is_positive_int",
+    "lookup_items",
     "lookup_users",
     "too_many_rows",
 ]

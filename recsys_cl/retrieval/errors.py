@@ -34,3 +34,7 @@ class IndexMismatchError(RetrievalError):
 
 class UnknownUserError(RetrievalError):
     """Requested user ids that the run never saw in training (with ``cold_start="error"``)."""
+
+
+class UnknownItemError(RetrievalError, ValueError):
+    """A query ``item_id`` the run never trained on: it has no embedding, so no neighbours."""

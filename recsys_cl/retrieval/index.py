@@ -289,17 +289,27 @@ class ItemIndex:
         if update:  # the search half of the spec only; its structure is fixed at build
             self.meta = replace(self.meta, spec=self.meta.spec.model_copy(update=update))
 
-    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: Any, k: int, *, selector: faiss.IDSelector | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The top-``k`` items of each query by the index's metric.
 
         Args:
-            queries: float [B, D] (user embeddings); normalized here for ``cosine``.
+            queries: float [B, D] (user or item embeddings); normalized here for ``cosine``.
             k: list length; above I it is cut to I.
+            selector: a FAISS ID selector (e.g. ``IDSelectorBitmap`` of an allow-list): only
+                the items it selects are returned, with the index's current search
+                parameters (:func:`selector_params`). Searched on the CPU index: FAISS GPU
+                indexes and CPU shards take no selector (shards would see their local ids).
 
         Returns:
             scores float32 [B, k'] and item indices int64 [B, k'] (k' = min(k, I)), best
-            first; an ANN index may return fewer than k' hits, padded with item -1. With a
-            refine stage the scores are the refine codes' (exact for ``flat``).
+            first; an ANN index may return fewer than k' hits, padded with item -1 (as does
+            any index when fewer than k' items are selected). With a refine stage the scores
+            are the refine codes' (exact for ``flat``).
+
+        Raises:
+            IndexSpecError: a selector on an index type FAISS filters no search of.
         """
         q = as_matrix(queries, "queries")
         if q.shape[1] != self.dim:
@@ -309,11 +319,21 @@ class ItemIndex:
         k = min(k, self.n_items)
         if self.metric == "cosine":
             q = normalize_rows(q)
+        if selector is not None:
+            target = self.cpu_index()
+            params, _keep = selector_params(target, selector, self.meta.factory)
+            scores, items = target.search(q, k, params=params)
+            return scores, items.astype(np.int64, copy=False)
         target = self.index
         if self.on_gpu and k * (self.spec.k_factor or 1) > GPU_MAX_K:
             target = self.cpu_index()
         scores, items = target.search(q, k)
         return scores, items.astype(np.int64, copy=False)
+
+    def check_selectable(self) -> None:
+        """Raise :class:`IndexSpecError` when searches of this index cannot take an ID selector
+        (an allow-list), before any request is answered."""
+        selector_params(self.cpu_index(), faiss.IDSelectorAll(), self.meta.factory)
 
     def cpu_index(self) -> faiss.Index:
         """The index on the CPU (itself, the CPU index kept alongside, or a copy of the GPU
@@ -338,6 +358,53 @@ class ItemIndex:
     def serialize(self) -> bytes:
         """FAISS's own serialization of the CPU index (unsharded)."""
         return faiss.serialize_index(self.cpu_index()).tobytes()
+
+
+def selector_params(
+    index: faiss.Index, selector: faiss.IDSelector, factory: str
+) -> tuple[faiss.SearchParameters, list[Any]]:
+    """FAISS search parameters that filter ``index``'s search by ``selector`` and otherwise
+    search as the index is set now (IVF nprobe, HNSW efSearch, refine k_factor: FAISS's
+    parameter objects carry their own defaults, nprobe 1 among them, not the index's).
+
+    Returns:
+        the parameters, and every object they point to: SWIG does not keep nested parameters
+        (or the selector) alive, so the caller holds the list until the search returns.
+
+    Raises:
+        IndexSpecError: an index type whose search FAISS cannot filter (IndexPQ, an additive
+            quantizer, ...): use flat, ivf, ivfpq or hnsw.
+    """
+    api: Any = faiss  # FAISS's stubs lack the parameter classes' keyword constructors
+    index = faiss.downcast_index(index)
+    keep: list[Any] = [selector]
+    params: Any
+    if isinstance(index, faiss.IndexPreTransform):
+        inner, held = selector_params(index.index, selector, factory)
+        params = api.SearchParametersPreTransform(index_params=inner)
+        keep += [inner, *held]
+    elif isinstance(index, faiss.IndexRefine):
+        # The refine stage re-ranks what the base returns: the base must filter (a selector
+        # on the refine parameters themselves is ignored by FAISS 1.15).
+        inner, held = selector_params(index.base_index, selector, factory)
+        params = api.IndexRefineSearchParameters(
+            k_factor=float(index.k_factor), base_index_params=inner
+        )
+        keep += [inner, *held]
+    elif isinstance(index, faiss.IndexIVF):
+        params = api.SearchParametersIVF(
+            sel=selector, nprobe=int(index.nprobe), max_codes=int(index.max_codes)
+        )
+    elif isinstance(index, faiss.IndexHNSW):
+        params = api.SearchParametersHNSW(sel=selector, efSearch=int(index.hnsw.efSearch))
+    elif isinstance(index, faiss.IndexFlatCodes) and not isinstance(index, faiss.IndexPQ):
+        params = api.SearchParameters(sel=selector)
+    else:
+        raise IndexSpecError(
+            f"{factory}: FAISS cannot filter a search of a {type(index).__name__} by item id "
+            "(an allow-list needs it); use a flat, ivf, ivfpq or hnsw index"
+        )
+    return params, keep
 
 
 def _param_names(index: faiss.Index, *, on_gpu: bool) -> set[str]:
@@ -612,6 +679,7 @@ __all__ = [
     "faiss_message",
     "gpu_available",
     "normalize_rows",
+    "selector_params",
     "shard_index",
     "to_device",
 ]

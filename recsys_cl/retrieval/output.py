@@ -1,8 +1,9 @@
-"""Candidate lists as Parquet: ``user_id, rank, item_id, score``, written chunk by chunk.
+"""Candidate lists as Parquet: ``user_id, rank, item_id, score`` (``recsys-cl recommend``) or
+``query_item_id, rank, item_id, score`` (``recsys-cl similar``), written chunk by chunk.
 
-Rows are grouped by user in request order, ranks 1..n within a user (n ≤ K; a user with fewer
-rankable items has fewer rows). ``user_id`` and ``item_id`` are the raw ids, typed like the
-run's id maps (int64 or string). The file is written to a temporary sibling one row group per
+Rows are grouped by query (user or item) in request order, ranks 1..n within a query (n ≤ K; a
+query with fewer eligible items has fewer rows). The ids are the raw ids, typed like the run's
+id maps (int64 or string). The file is written to a temporary sibling one row group per
 chunk and renamed into place only when complete (:func:`recsys_cl.io.atomic_path`), so a reader
 sees the previous file or the whole new one, never a part.
 """
@@ -27,11 +28,12 @@ def _arrow_type(ids: IdMap) -> pa.DataType:
     return pa.int64() if ids.raw.dtype == pl.Int64 else pa.string()
 
 
-def candidate_schema(users: IdMap, items: IdMap) -> pa.Schema:
-    """The output schema for a run's user and item id maps."""
+def candidate_schema(users: IdMap, items: IdMap, *, key: str = "user_id") -> pa.Schema:
+    """The output schema for a run's id maps: the query column ``key`` typed by ``users`` (the
+    item map, for ``key="query_item_id"``), then rank, item_id, score."""
     return pa.schema(
         [
-            ("user_id", _arrow_type(users)),
+            (key, _arrow_type(users)),
             ("rank", pa.int32()),
             ("item_id", _arrow_type(items)),
             ("score", pa.float32()),
@@ -46,12 +48,13 @@ def candidate_table(
     item_ids: IdMap,
     schema: pa.Schema,
 ) -> pa.Table:
-    """One chunk's rows: ``user_ids`` raw [B]; ``items`` int64 [B, K] indices (-1 = none, only
-    at the end of a row); ``scores`` float32 [B, K]."""
+    """One chunk's rows: ``user_ids`` raw query ids [B] (users, or items for similar items);
+    ``items`` int64 [B, K] indices (-1 = none, only at the end of a row); ``scores`` float32
+    [B, K]."""
     rows, cols = np.nonzero(items >= 0)  # row-major: by user, then rank
     picked = items[rows, cols]
     columns = [
-        pa.array(np.asarray(user_ids)[rows], type=schema.field("user_id").type),
+        pa.array(np.asarray(user_ids)[rows], type=schema.field(0).type),
         pa.array((cols + 1).astype(np.int32)),
         pa.array(item_ids.to_raw(picked), type=schema.field("item_id").type),
         pa.array(scores[rows, cols].astype(np.float32)),

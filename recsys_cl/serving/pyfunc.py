@@ -39,7 +39,14 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from recsys_cl.errors import RecsysError
 from recsys_cl.optional import faiss_distribution, installed_version
-from recsys_cl.retrieval.candidate_model import BUNDLE_FILE, BundleInfo, CandidateModel
+from recsys_cl.retrieval.candidate_model import (
+    ALLOWED_FILE,
+    BUNDLE_FILE,
+    QUERY_ITEM_COLUMN,
+    BundleInfo,
+    CandidateModel,
+)
+from recsys_cl.retrieval.request import REQUEST_COLUMNS
 from recsys_cl.tracking.mlflow_tracker import global_tracking_uri, store_call
 
 from .model_uris import download_candidate_model, load_candidate_model, run_logged_model
@@ -108,22 +115,25 @@ def pip_requirements() -> list[str]:
 
 
 def candidate_signature(info: BundleInfo) -> ModelSignature:
-    """Param ``k`` (default: the bundle's); output ``user_id, rank, item_id, score``; no input
-    schema.
+    """Param ``k`` (default: the bundle's); output ``user_id, query_item_id, rank, item_id,
+    score`` with the two key columns optional (an answer has those of its request: a request of
+    user ids alone is answered ``user_id, rank, item_id, score``); no input schema.
 
-    The input (``user_id`` of the run's id type, an optional per-row ``k``) is checked by
-    :meth:`CandidateModel.predict`, not by MLflow: an MLflow input schema makes the scoring
-    server cast each column to its type *before* the model sees it (``astype`` in
-    ``cast_df_types_according_to_schema``: ``1.5`` and ``true`` become user 1, ``1e30`` becomes
-    -2**63) and makes ``PyFuncModel.predict`` drop unknown columns with a warning, so neither
-    could be refused. The input is described in the model's metadata (``recsys_cl_input``).
+    The input (``user_id`` or ``item_id`` per row, an optional per-row ``k`` and ``exclude``
+    list) is checked by :meth:`CandidateModel.predict`, not by MLflow: an MLflow input schema
+    makes the scoring server cast each column to its type *before* the model sees it
+    (``astype`` in ``cast_df_types_according_to_schema``: ``1.5`` and ``true`` become user 1,
+    ``1e30`` becomes -2**63) and makes ``PyFuncModel.predict`` drop unknown columns with a
+    warning, so neither could be refused. The input is described in the model's metadata
+    (``recsys_cl_input``).
     """
     user_type, item_type = _MLFLOW_TYPES[info.user_id_dtype], _MLFLOW_TYPES[info.item_id_dtype]
     return ModelSignature(
         inputs=None,
         outputs=Schema(
             [
-                ColSpec(user_type, "user_id"),
+                ColSpec(user_type, "user_id", required=False),
+                ColSpec(item_type, QUERY_ITEM_COLUMN, required=False),
                 ColSpec("integer", "rank"),
                 ColSpec(item_type, "item_id"),
                 ColSpec("float", "score"),
@@ -266,14 +276,17 @@ def log_candidate_model(
 
 def input_description(info: BundleInfo) -> dict[str, object]:
     """What a request may hold (the model has no MLflow input schema; see candidate_signature)."""
+    types = {"user_id": info.user_id_dtype, "item_id": info.item_id_dtype}
     return {
         "columns": {
-            "user_id": f"{info.user_id_dtype} raw user id (required)",
-            "k": "list length (optional)",
+            name: f"{types[name]} {text}" if name in types else text
+            for name, text in REQUEST_COLUMNS.items()
         },
         "params": {"k": f"list length of rows without their own (default {info.k})"},
         "max_k": info.max_k,
         "max_rows": info.max_rows,
+        "max_list": info.max_list,
+        "n_allowed": info.n_allowed,
     }
 
 
@@ -325,13 +338,16 @@ def check_model_name(name: str) -> None:
 
 
 def bundle_digest(bundle_dir: Path) -> str:
-    """SHA-256 over the bundle's ``bundle.json`` and what identifies its index (the index
-    file's and the item embeddings' hashes, the spec; not the build time): equal digests,
-    the same model."""
+    """SHA-256 over the bundle's ``bundle.json``, what identifies its index (the index file's
+    and the item embeddings' hashes, the spec; not the build time) and its allow-list: equal
+    digests, the same model."""
     index = json.loads((bundle_dir / "index.json").read_text())
     stable = {key: index.get(key) for key in ("index_sha256", "embeddings_fingerprint", "spec")}
     sha = hashlib.sha256((bundle_dir / BUNDLE_FILE).read_bytes())
     sha.update(json.dumps(stable, sort_keys=True).encode())
+    allowed = bundle_dir / ALLOWED_FILE
+    if allowed.is_file():  # two allow-lists of one size are two models
+        sha.update(hashlib.sha256(allowed.read_bytes()).digest())
     return sha.hexdigest()
 
 

@@ -1,6 +1,7 @@
-"""The FAISS commands: ``recsys-cl index`` and ``recsys-cl recommend`` on a finished run
-folder, and the retrieval stages of a tracked job (``train``, ``main``, ``compare``): build and
-check the configured index, write candidates through it, and record both in the run.
+"""The FAISS commands: ``recsys-cl index``, ``recsys-cl recommend`` and ``recsys-cl similar`` on
+a finished run folder, and the retrieval stages of a tracked job (``train``, ``main``,
+``compare``): build and check the configured index, write candidates through it, and record
+both in the run.
 
 Each folder command does its work first and then records it in an MLflow run of its own,
 tagged with the training run it read (``source_run_id``), so a mistake leaves no failed run.
@@ -23,7 +24,8 @@ from recsys_cl.tracking.base import Tracker, metric_dict
 
 from ..folder import RunFolder
 from ..stages.index import IndexReport, run_index
-from ..stages.recommend import RecommendReport, run_recommend
+from ..stages.recommend import AllowReport, RecommendReport, run_recommend
+from ..stages.similar import SimilarReport, run_similar
 from .runs import folder_run, print_tracking
 
 
@@ -75,7 +77,9 @@ def record_candidates(
         # lazily rather than loading every user's candidates back.
         keep = pl.Series(run.split.users.raw.head(cfg.retrieval.sample_users))
         with atomic_path(sample) as tmp:
-            pl.scan_parquet(report.out).filter(pl.col("user_id").is_in(keep.implode())).sink_parquet(tmp)
+            pl.scan_parquet(report.out).filter(
+                pl.col("user_id").is_in(keep.implode())
+            ).sink_parquet(tmp)
     tracker.log_artifact(sample, "candidates")
     tracker.log_metrics({"time/candidates_seconds": report.seconds})
     if report.quality is not None:
@@ -164,23 +168,41 @@ def recommend_job(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_users_file(path: str | Path) -> list[str]:
-    """User ids from a text file (one per line; blank lines and lines starting with ``#``
-    skipped) or a Parquet file with a ``user_id`` column."""
+def read_ids_file(path: str | Path, column: str = "user_id", what: str = "user") -> list[str]:
+    """Raw ids from a text file (one per line; blank lines and lines starting with ``#``
+    skipped) or a Parquet file with a ``column`` column; each read as the command line's ids
+    are (strictly, by the run's id type) by the caller."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: users file not found")
+        raise DataError(f"{p}: {what}s file not found")
     if p.suffix == ".parquet":
-        frame = read_table(p, ["user_id"], exact=False)
-        return [str(v) for v in frame["user_id"].to_list() if v is not None]
+        frame = read_table(p, [column], exact=False)
+        return [str(v) for v in frame[column].to_list() if v is not None]
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise DataError(
-            f"{p}: not a UTF-8 text file of user ids (or a .parquet file with a user_id column)"
+            f"{p}: not a UTF-8 text file of {what} ids (or a .parquet file with a {column} column)"
         ) from None
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def read_users_file(path: str | Path) -> list[str]:
+    """User ids from a text file or a Parquet file with a ``user_id`` column."""
+    return read_ids_file(path, "user_id", "user")
+
+
+def read_items_file(path: str | Path, what: str = "item") -> list[str]:
+    """Item ids (an allow-list, query items) from a text file or a Parquet file with an
+    ``item_id`` column."""
+    return read_ids_file(path, "item_id", what)
+
+
+def allow_items_of(args: argparse.Namespace) -> list[str] | None:
+    """``--allow-items FILE`` read, or None."""
+    path = getattr(args, "allow_items", None)
+    return None if path is None else read_items_file(path, "allowed item")
 
 
 def _requested_users(args: argparse.Namespace) -> list[str] | None:
@@ -199,6 +221,7 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
         k=args.k,
         cold_start=args.cold_start,
         exclude=args.exclude,
+        allow_items=allow_items_of(args),
         out=args.out,
         nprobe=args.nprobe,
         ef_search=args.ef_search,
@@ -208,6 +231,7 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
         compare_exact=args.compare_exact,
     )
     rate = report.n_users / max(report.seconds, 1e-9)
+    _print_allowed(report.allowed)
     print(
         f"top-{report.k} for {report.n_users:,} users through {report.index} in "
         f"{report.seconds:.2f} s ({rate:,.0f} users/s)"
@@ -236,12 +260,66 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
     return report
 
 
+def _print_allowed(allowed: AllowReport | None) -> None:
+    if allowed is not None:
+        print(allowed.describe())
+
+
+# ---------------------------------------------------------------- recsys-cl similar
+
+
+def similar_job(args: argparse.Namespace) -> int:
+    """``recsys-cl similar``: the lists first, then their run (a mistake leaves none)."""
+    report = _similar(args)
+    with folder_run(args, "similar") as tracker:
+        tracker.log_metrics({"time/similar_seconds": report.seconds})
+        tracker.set_tags({"index": report.index, "similar_file": str(report.out)})
+        print_tracking(tracker)
+    return 0
+
+
+def _similar(args: argparse.Namespace) -> SimilarReport:
+    items = (
+        args.items.split(",")
+        if args.items is not None
+        else read_items_file(args.items_file)
+        if args.items_file is not None
+        else None
+    )
+    report = run_similar(
+        args.run_dir,
+        index_path=args.index,
+        items=items,
+        k=args.k,
+        allow_items=allow_items_of(args),
+        out=args.out,
+        nprobe=args.nprobe,
+        ef_search=args.ef_search,
+        k_factor=args.k_factor,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    _print_allowed(report.allowed)
+    rate = report.n_items / max(report.seconds, 1e-9)
+    print(
+        f"{report.k} similar items for {report.n_items:,} items through {report.index} in "
+        f"{report.seconds:.2f} s ({rate:,.0f} items/s)"
+    )
+    print(f"{report.n_rows:,} rows; {report.n_short:,} items with fewer than {report.k}")
+    print(f"wrote {report.out}")
+    return report
+
+
 __all__ = [
+    "allow_items_of",
     "index_job",
     "log_index",
+    "read_ids_file",
+    "read_items_file",
     "read_users_file",
     "recommend_job",
     "record_candidates",
     "record_index",
+    "similar_job",
     "spec_from_args",
 ]

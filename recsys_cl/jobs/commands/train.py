@@ -80,7 +80,10 @@ def train_job(args: argparse.Namespace) -> int:
         opts = replace(opts, enabled=opts.enabled and replicas.is_main)
         with _training_run(opts, cfg, "train", resuming) as tracker:
             report = run_training(
-                cfg, data_dir=args.data_dir, resume=args.resume, tracker=tracker,
+                cfg,
+                data_dir=args.data_dir,
+                resume=args.resume,
+                tracker=tracker,
                 replicas=replicas,
             )
             replicas.on_main(_train_outputs, args, cfg, tracker, report)
@@ -120,13 +123,23 @@ def main_job(args: argparse.Namespace) -> int:
         from recsys_cl.serving.pyfunc import check_model_name
 
         check_model_name(args.register)
+    from .retrieval import allow_items_of
+
+    allow_items = allow_items_of(args)  # a missing file fails before training, not after
     cfg: RunConfig = load_config(args.config or DEFAULT_MAIN_CONFIG, job_overrides(args))
     with RunFolder(cfg.output_dir).lock():
-        return _main_stages(args, opts, cfg)
+        return _main_stages(args, opts, cfg, allow_items)
 
 
-def _main_stages(args: argparse.Namespace, opts: TrackingOptions, cfg: RunConfig) -> int:
+def _main_stages(
+    args: argparse.Namespace,
+    opts: TrackingOptions,
+    cfg: RunConfig,
+    allow_items: list[str] | None = None,
+) -> int:
     """The stages of ``main``, under the run folder's writer lock."""
+    from recsys_cl.retrieval.candidate_model import BundleInfo as CandidateInfo
+
     from ..stages.bundle import write_candidate_bundle
     from .retrieval import record_candidates, record_index
 
@@ -168,9 +181,16 @@ def _main_stages(args: argparse.Namespace, opts: TrackingOptions, cfg: RunConfig
             )
 
         bundle = write_candidate_bundle(
-            out, RunFolder(out).bundle_dir, index_path=index.index_path, k=cfg.retrieval.k,
-            max_k=cfg.retrieval.max_k, max_rows=cfg.retrieval.max_rows,
+            out,
+            RunFolder(out).bundle_dir,
+            index_path=index.index_path,
+            k=cfg.retrieval.k,
+            max_k=cfg.retrieval.max_k,
+            max_rows=cfg.retrieval.max_rows,
+            allow_items=allow_items,
         )
+        if allow_items is not None:
+            print(f"candidate model allow-list: {CandidateInfo.read(bundle).n_allowed:,} items")
         model_uri = _log_model(tracker, bundle, args.register) if tracker.enabled else None
 
         print()

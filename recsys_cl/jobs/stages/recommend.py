@@ -1,10 +1,12 @@
-"""The recommend stage: a finished run folder (+ a saved index) → top-K candidates Parquet.
+"""The recommend and similar stages: a finished run folder (+ a saved index) → top-K
+candidates Parquet.
 
 ``recsys-cl recommend RUN_DIR`` writes each user's top-K unseen items and, when every user is
 scored, the candidates' Recall/NDCG on the run's test split, computed as ``recsys-cl evaluate``
-computes its numbers. The lists come from the :class:`~recsys_cl.retrieval.CandidateModel` the
-MLflow model serves (:func:`candidate_model` builds it from the folder), so the command line and
-the served model rank through one code path.
+computes its numbers. ``recsys-cl similar RUN_DIR`` writes each requested item's K nearest
+items. The lists come from the :class:`~recsys_cl.retrieval.CandidateModel` the MLflow model
+serves (:func:`candidate_model` builds it from the folder), so the command line and the served
+model rank through one code path, under the same allow-list.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +24,7 @@ import torch
 from recsys_cl.config.retrieval import (
     DEFAULT_K,
     DEFAULT_MAX_K,
+    DEFAULT_MAX_LIST,
     DEFAULT_MAX_ROWS,
     IndexSpec,
     limits_problem,
@@ -32,6 +35,7 @@ from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.progress import progress as show_progress
 from recsys_cl.retrieval import (
     DEFAULT_CHUNK_USERS,
+    AllowList,
     CandidateQuality,
     CandidateScorer,
     PairSet,
@@ -48,6 +52,7 @@ from recsys_cl.retrieval.candidate_model import (
     CandidateModel,
     ColdStart,
     id_dtype,
+    lookup_items,
     lookup_users,
 )
 from recsys_cl.retrieval.index import Device
@@ -68,6 +73,7 @@ class RecommendReport:
         n_short: users with fewer than ``k`` candidates. n_cold: users given most-popular items.
         quality: candidate Recall/NDCG@k on test (all users scored, exclude ``seen``), or None.
         exact: the evaluator's Recall/NDCG@k on the same embeddings when asked, or None.
+        allowed: the allow-list's size and the ids of it the run does not have, or None.
     """
 
     out: Path
@@ -81,6 +87,43 @@ class RecommendReport:
     seconds: float
     quality: CandidateQuality | None
     exact: dict[str, float] | None
+    allowed: AllowReport | None = None
+
+
+@dataclass(frozen=True)
+class AllowReport:
+    """An allow-list as read: ``n_allowed`` of the run's ``n_items`` items, and ``n_unknown``
+    listed ids the run does not have (left out: nothing could return them)."""
+
+    n_allowed: int
+    n_items: int
+    n_unknown: int
+
+    def describe(self) -> str:
+        unknown = f" ({self.n_unknown:,} listed ids unknown to the run, ignored)"
+        return (
+            f"allow-list: {self.n_allowed:,} of {self.n_items:,} items"
+            f"{unknown if self.n_unknown else ''}"
+        )
+
+
+def allow_list(values: Sequence[Any], items: IdMap) -> tuple[AllowList, AllowReport]:
+    """The allow-list of raw item ids ``values`` (read strictly, as a request's ``exclude``;
+    ids the run does not have are counted and left out).
+
+    Raises:
+        InvalidItemIdError: an entry that is not an item id of the run's type.
+        RecsysError: no listed id is an item of the run.
+    """
+    _, index = lookup_items(items, list(values), where="allowed item")
+    known = np.unique(index[index >= 0])
+    if not known.size:
+        raise RecsysError(
+            f"allow-list: none of its {len(values):,} ids is an item of the run "
+            f"({items.size:,} items); nothing could be recommended"
+        )
+    report = AllowReport(int(known.size), items.size, int((index < 0).sum()))
+    return AllowList.of_items(known, items.size), report
 
 
 def parse_user_ids(values: Sequence[str], users: IdMap) -> tuple[np.ndarray, np.ndarray]:
@@ -117,6 +160,8 @@ def candidate_model(
     k: int = DEFAULT_K,
     max_k: int = DEFAULT_MAX_K,
     max_rows: int = DEFAULT_MAX_ROWS,
+    max_list: int = DEFAULT_MAX_LIST,
+    allow: AllowList | None = None,
     device: Device = "auto",
     parts: RunParts | None = None,
 ) -> CandidateModel:
@@ -131,15 +176,17 @@ def candidate_model(
             :class:`~recsys_cl.retrieval.UnknownUserError`; ``popular`` gives them the most
             popular training items (score = number of training users; a labelled run counts
             only its positive rows).
-        k, max_k, max_rows: the default list length, and the longest list and most rows one
-            request may ask for.
+        k, max_k, max_rows, max_list: the default list length, and the longest list, most
+            rows and most ids in one list cell (``exclude``) one request may ask for.
+        allow: the only items ever returned (:func:`allow_list`); None allows every item.
         parts: the run's pair sets when the caller already read them.
 
     Raises:
         RecsysError: bad limits or policy; DataError and the retrieval errors for a run or
-            index that cannot be read or does not match.
+            index that cannot be read or does not match (IndexSpecError: an allow-list over
+            an index FAISS cannot filter).
     """
-    if problem := limits_problem(k, max_k, max_rows):
+    if problem := limits_problem(k, max_k, max_rows, max_list):
         raise RecsysError(f"-k / retrieval limits: {problem}")
     if cold_start not in ("popular", "error"):
         raise RecsysError(f"cold_start must be 'popular' or 'error', got {cold_start!r}")
@@ -166,9 +213,20 @@ def candidate_model(
         source_run=run.root.resolve().name,
         max_k=max_k,
         max_rows=max_rows,
+        max_list=max_list,
+        n_allowed=None if allow is None else allow.n_allowed,
     )
     return CandidateModel(
-        info, split.users, split.items, user_emb, item_emb, index, seen, pop_items, pop_scores
+        info,
+        split.users,
+        split.items,
+        user_emb,
+        item_emb,
+        index,
+        seen,
+        pop_items,
+        pop_scores,
+        allow,
     )
 
 
@@ -180,6 +238,7 @@ def run_recommend(
     k: int = DEFAULT_K,
     cold_start: ColdStart = "error",
     exclude: Exclude = "seen",
+    allow_items: Sequence[Any] | None = None,
     out: str | Path | None = None,
     nprobe: int | None = None,
     ef_search: int | None = None,
@@ -193,15 +252,30 @@ def run_recommend(
     (default ``RUN_DIR/candidates.parquet``); see :func:`candidate_model` for the options.
 
     Args:
-        compare_exact: also run the full-ranking evaluator (needs all users, exclude ``seen``).
+        allow_items: raw item ids, the only items recommended (:func:`allow_list`).
+        compare_exact: also run the full-ranking evaluator (needs all users, exclude ``seen``
+            and no allow-list: the evaluator ranks every item).
     """
-    if compare_exact and not (users is None and exclude == "seen"):
-        raise RecsysError("--compare-exact needs every user scored (no --users) and --exclude seen")
+    if compare_exact and not (users is None and exclude == "seen" and allow_items is None):
+        raise RecsysError(
+            "--compare-exact needs every user scored (no --users), --exclude seen and no "
+            "--allow-items"
+        )
     run = RunFolder(run_dir).require()
     parts = folder_parts(run)
+    allow, allowed = (
+        (None, None) if allow_items is None else allow_list(allow_items, run.split.items)
+    )
     model = candidate_model(
-        run, index_path=index_path, exclude=exclude, cold_start=cold_start, k=k,
-        max_k=max(k, DEFAULT_MAX_K), device=device, parts=parts,
+        run,
+        index_path=index_path,
+        exclude=exclude,
+        cold_start=cold_start,
+        k=k,
+        max_k=max(k, DEFAULT_MAX_K),
+        allow=allow,
+        device=device,
+        parts=parts,
     )
     model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     split = run.split
@@ -258,6 +332,7 @@ def run_recommend(
         seconds=seconds,
         quality=scorer.result() if scorer is not None else None,
         exact=exact,
+        allowed=allowed,
     )
 
 
@@ -277,4 +352,12 @@ def _exact_metrics(
     return result.metrics
 
 
-__all__ = ["Exclude", "RecommendReport", "candidate_model", "parse_user_ids", "run_recommend"]
+__all__ = [
+    "AllowReport",
+    "Exclude",
+    "RecommendReport",
+    "allow_list",
+    "candidate_model",
+    "parse_user_ids",
+    "run_recommend",
+]

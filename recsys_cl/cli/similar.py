@@ -1,0 +1,72 @@
+"""``recsys-cl similar``: each item's nearest items through a run's index."""
+
+from __future__ import annotations
+
+import argparse
+
+from recsys_cl.config.retrieval import DEFAULT_K
+
+from .command import Command
+from .options import add_device, add_tracking
+from .retrieval import add_allow_items
+
+
+def _similar_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
+    p.add_argument(
+        "--index",
+        metavar="PATH",
+        help="NAME.faiss written by `recsys-cl index` (or its folder if it holds one); "
+        "default: exact search over the run's item embeddings",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--items", metavar="ID,ID", help="comma-separated raw item ids (default: every item)"
+    )
+    which.add_argument(
+        "--items-file",
+        metavar="FILE",
+        help="raw item ids, one per line (lines starting with # skipped), or a Parquet file "
+        "with an item_id column",
+    )
+    p.add_argument(
+        "-k", type=int, default=DEFAULT_K, help=f"similar items per item (default {DEFAULT_K})"
+    )
+    add_allow_items(p, "returned")
+    p.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
+    p.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
+    p.add_argument(
+        "--k-factor",
+        type=int,
+        metavar="N",
+        help="override the index's refine k_factor (candidates re-ranked per result)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE.parquet",
+        help="output file, written atomically (default: RUN_DIR/similar_items.parquet)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device(p)
+    add_tracking(p)
+
+
+def _similar(args: argparse.Namespace) -> int:
+    from recsys_cl.jobs.commands.retrieval import similar_job
+
+    return similar_job(args)
+
+
+SIMILAR = Command(
+    name="similar",
+    help="write each item's K nearest items to Parquet",
+    description="Write the K items nearest to each requested item (the item itself excluded) "
+    "to Parquet (query_item_id, rank, item_id, score) through a saved index (or exact "
+    "search), by the index's metric: the inner product the model was trained with, or cosine "
+    "for an index built with --metric cosine. The index is checked against the run's "
+    "embeddings and item ids first; an unknown item id is an error naming it. The served "
+    "candidate model answers the same lists for request rows with an item_id.",
+    arguments=_similar_arguments,
+    run=_similar,
+    needs_faiss=True,
+)
