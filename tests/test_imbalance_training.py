@@ -152,7 +152,7 @@ def test_every_strategy_has_a_shipped_config() -> None:
     assert {
         "none", "inverse_propensity", "class_balanced", "focal", "popularity_negatives",
         "tail_oversampling", "head_undersampling", "user_balanced", "dns", "mixgcf", "ann",
-        "softmax_logq", "label_weights",
+        "softmax_logq", "ssm", "label_weights",
     } <= names
 
 
@@ -194,6 +194,8 @@ def test_shipped_strategy_configs_load_and_build(path: Path) -> None:
         (["imbalance.weights.label_threshold=4", "data.implicit_threshold=4"], "implicit_thr"),
         (["imbalance.positives.batches=users"], "imbalance.positives.batches"),
         (["imbalance.loss.kind=softmax", "imbalance.loss.tau=0"], "imbalance.loss.tau"),
+        (["imbalance.loss.kind=ssm", "imbalance.negatives.hard.kind=dns"], "loss 'ssm'"),
+        (["imbalance.loss.kind=ssm", "imbalance.loss.negatives=0"], "imbalance.loss.negatives"),
     ],
 )
 def test_bad_imbalance_blocks_fail_at_load(overrides: list[str], message: str) -> None:

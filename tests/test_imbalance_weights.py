@@ -19,7 +19,13 @@ from recsys_cl.imbalance import (
     label_ratio_weights,
     normalize_clipped,
 )
-from recsys_cl.losses import BPRObjective, InBatchSoftmaxObjective, bpr_loss, in_batch_softmax_loss
+from recsys_cl.losses import (
+    BPRObjective,
+    InBatchSoftmaxObjective,
+    SampledSoftmaxObjective,
+    bpr_loss,
+    in_batch_softmax_loss,
+)
 from recsys_cl.training import PositiveSet
 
 
@@ -198,6 +204,66 @@ def test_bpr_objective_is_plain_bpr_by_default() -> None:
     assert float(got) == pytest.approx(float(bpr_loss((u * p).sum(1), (u * n).sum(1))))
 
 
+def _ssm_case(cosine: bool):  # noqa: ANN202 - (objective, tensors)
+    # User 0 likes items 0 and 1, user 1 likes item 2; I = 4.
+    train = UserItems.from_pairs(np.array([0, 0, 1]), np.array([0, 1, 2]), 2, 4)
+    csr = (torch.from_numpy(train.indptr), torch.from_numpy(train.indices))
+    objective = SampledSoftmaxObjective(0.5, positives=csr, n_items=4, cosine=cosine)
+    g = torch.Generator().manual_seed(4)
+    u, p = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    neg = torch.randn(2, 2, 3, generator=g, requires_grad=True)
+    # Row 0 (user 0, item 0) drew items 3 and 1; row 1 (user 1, item 2) drew 0 and 3.
+    neg_items = torch.tensor([[3, 1], [0, 3]])
+    return objective, u, p, neg, neg_items
+
+
+@pytest.mark.parametrize("cosine", [True, False])
+def test_sampled_softmax_shares_the_batch_draws_and_masks_a_users_positives(
+    cosine: bool,
+) -> None:
+    objective, u, p, neg, neg_items = _ssm_case(cosine)
+    users, pos_items = torch.tensor([0, 1]), torch.tensor([0, 2])
+    got = objective(u, p, neg, users, pos_items, None, neg_items=neg_items)
+    flat = neg.reshape(4, 3)
+    if cosine:
+        u_, p_, n_ = (torch.nn.functional.normalize(t, dim=-1) for t in (u, p, flat))
+    else:
+        u_, p_, n_ = u, p, flat
+    s_pos = (u_ * p_).sum(1) / 0.5
+    s_neg = u_ @ n_.T / 0.5
+    # Candidates: the 4 draws [3, 1, 0, 3]; row 0's user holds items 0 and 1 (masked), row 1's
+    # user holds item 2 (none of the draws).
+    row0 = torch.cat([s_pos[:1], s_neg[0, [0, 3]]])
+    row1 = torch.cat([s_pos[1:], s_neg[1]])
+    expected = -(torch.log_softmax(row0, 0)[0] + torch.log_softmax(row1, 0)[0]) / 2
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    # A masked draw takes no part: no gradient reaches it from the row that masks it alone.
+    objective(
+        u[:1], p[:1], neg[:1], users[:1], pos_items[:1], None, neg_items=neg_items[:1]
+    ).backward()
+    assert neg.grad is not None and float(neg.grad[0, 1].abs().sum()) == 0.0
+    assert float(neg.grad[0, 0].abs().sum()) > 0.0
+
+
+def test_sampled_softmax_needs_the_drawn_ids() -> None:
+    objective, u, p, neg, _ = _ssm_case(True)
+    with pytest.raises(ValueError, match="neg_items"):
+        objective(u, p, neg, torch.tensor([0, 1]), torch.tensor([0, 2]), None)
+
+
+def test_ssm_config_draws_its_negatives_and_refuses_biased_ones() -> None:
+    from pydantic import ValidationError
+
+    from recsys_cl.config.imbalance import ImbalanceConfig
+
+    cfg = ImbalanceConfig.model_validate({"loss": {"kind": "ssm", "negatives": 4}})
+    assert cfg.num_negatives == 4
+    train = UserItems.from_pairs(np.array([0, 1]), np.array([0, 1]), 2, 3)
+    assert isinstance(cfg.loss.build(train, torch.full((3,), 1 / 3)), SampledSoftmaxObjective)
+    with pytest.raises(ValidationError, match="ssm"):
+        ImbalanceConfig.model_validate({"loss": {"kind": "ssm"}, "negatives": {"alpha": 0.75}})
+
+
 def test_in_batch_positive_mask_matches_a_membership_oracle() -> None:
     rng = np.random.default_rng(0)
     n_users, n_items = 50, 80
@@ -205,7 +271,8 @@ def test_in_batch_positive_mask_matches_a_membership_oracle() -> None:
     users_np, items_np = mask.nonzero()
     train = UserItems.from_pairs(users_np, items_np, n_users, n_items)
     objective = InBatchSoftmaxObjective(
-        1.0, positives=(torch.from_numpy(train.indptr), torch.from_numpy(train.indices)),
+        1.0,
+        positives=(torch.from_numpy(train.indptr), torch.from_numpy(train.indices)),
         n_items=n_items,
     )
     pick = torch.from_numpy(rng.choice(train.nnz, size=64, replace=False))
@@ -229,8 +296,10 @@ def test_weights_average_one_over_the_rows_an_oversampled_epoch_holds() -> None:
     log = make_long_tail_log(n_users=300, n_items=150, seed=7, mean_activity=20)
     train = UserItems.from_pairs(log["user"].to_numpy(), log["item"].to_numpy(), 300, 150)
     cfg = ImbalanceConfig.model_validate(
-        {"weights": {"propensity_gamma": 0.5, "w_min": 0.1, "w_max": 10.0},
-         "positives": {"tail_beta": 0.5}}
+        {
+            "weights": {"propensity_gamma": 0.5, "w_min": 0.1, "w_max": 10.0},
+            "positives": {"tail_beta": 0.5},
+        }
     )
     drawn = build_imbalance(cfg, train).sampling
     assert drawn.edge_sampler is not None and drawn.item_weights is not None

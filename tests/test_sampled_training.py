@@ -19,7 +19,7 @@ from recsys_cl.errors import ConfigError
 from recsys_cl.graph import BipartiteGraph, NeighborSampler, build_graph, csr_edges
 from recsys_cl.graph.sampling import drop_subgraph_edges, drop_subgraph_nodes
 from recsys_cl.imbalance.hard import DNSSelector, MixGCFSelector
-from recsys_cl.losses import InBatchSoftmaxObjective
+from recsys_cl.losses import InBatchSoftmaxObjective, RecObjective, SampledSoftmaxObjective
 from recsys_cl.models import (
     MF,
     SGL,
@@ -123,7 +123,8 @@ def test_batch_embeddings_equal_full_graph_rows() -> None:
     assert torch.equal(part.ego_item[local_batch.pos_items], full.ego_item[batch.pos_items])
 
 
-def test_in_batch_softmax_reads_global_ids_in_sampled_mode() -> None:
+@pytest.mark.parametrize("loss", ["in_batch", "sampled"])
+def test_softmax_objectives_read_global_ids_in_sampled_mode(loss: str) -> None:
     # log q and the training-positive mask are keyed by global ids: handed local ids, the
     # objective would read other items' log q and mask other pairs, and the losses would differ.
     graph = sparse_graph()
@@ -134,7 +135,11 @@ def test_in_batch_softmax_reads_global_ids_in_sampled_mode() -> None:
     indptr = torch.zeros(N_USERS + 1, dtype=torch.long)
     indptr[1:] = torch.cumsum(torch.bincount(users, minlength=N_USERS), 0)
     log_q = torch.log(torch.linspace(0.01, 1.0, N_ITEMS))
-    objective = InBatchSoftmaxObjective(0.2, log_q, (indptr, items), n_items=N_ITEMS)
+    objective: RecObjective = (
+        InBatchSoftmaxObjective(0.2, log_q, (indptr, items), n_items=N_ITEMS)
+        if loss == "in_batch"
+        else SampledSoftmaxObjective(0.2, (indptr, items), n_items=N_ITEMS)
+    )
     method = LightGCNRec(lightgcn(), reg=1e-4, objective=objective)
     full = loss_and_grad(method, graph.adj, batch)
     local, local_batch = sampled(graph, batch)
@@ -453,7 +458,6 @@ def test_sampled_mode_is_off_by_default_and_loads_when_set() -> None:
     assert cfg.train.sampled is not None and cfg.train.sampled.fanouts == (20, -1)
     assert cfg.train.sampled.prefetch is False
     assert load_config(None, ["data.dataset=ml-100k"]).train.sampled is None
-
 
 
 def test_the_shipped_sampled_example_differs_from_its_full_graph_config_only_in_sampling() -> None:

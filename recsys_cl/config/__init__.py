@@ -9,6 +9,7 @@ from .imbalance import (
     MixGCFConfig,
     NegativesConfig,
     PositivesConfig,
+    SampledSoftmaxLossConfig,
     SoftmaxLossConfig,
     WeightsConfig,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "NegativesConfig",
     "PopularityGroupsConfig",
     "PositivesConfig",
+    "SampledSoftmaxLossConfig",
     "SoftmaxLossConfig",
     "WeightsConfig",
     "ColumnsConfig",

@@ -173,7 +173,39 @@ class SoftmaxLossConfig(Frozen):
         )
 
 
-LossConfig = Annotated[BPRLossConfig | SoftmaxLossConfig, Field(discriminator="kind")]
+class SampledSoftmaxLossConfig(Frozen):
+    """Sampled softmax (SSM, Wu et al., TOIS 2024): each row's positive against the batch's
+    B x ``negatives`` uniformly drawn items (shared by the rows; a row's own training
+    positives masked), on cosine similarity (``cosine``) at temperature ``tau``."""
+
+    kind: Literal["ssm"] = "ssm"
+    negatives: int = Field(1, ge=1)
+    tau: float = Field(0.1, gt=0.0)
+    cosine: bool = True
+
+    def build(self, train: UserItems, item_marginal: torch.Tensor) -> RecObjective:
+        """The objective over ``train``'s positives (uniform draws need no log q:
+        ``item_marginal`` is unused)."""
+        del item_marginal
+        import numpy as np
+        import torch
+
+        from recsys_cl.losses import SampledSoftmaxObjective
+
+        return SampledSoftmaxObjective(
+            self.tau,
+            positives=(
+                torch.from_numpy(np.ascontiguousarray(train.indptr, dtype=np.int64)),
+                torch.from_numpy(np.ascontiguousarray(train.indices, dtype=np.int64)),
+            ),
+            n_items=train.n_items,
+            cosine=self.cosine,
+        )
+
+
+LossConfig = Annotated[
+    BPRLossConfig | SoftmaxLossConfig | SampledSoftmaxLossConfig, Field(discriminator="kind")
+]
 
 
 class PositivesConfig(Frozen):
@@ -291,9 +323,7 @@ class ANNConfig(HardNegativeMiner):
         return ann, (ann,)
 
 
-HardNegativeConfig = Annotated[
-    DNSConfig | MixGCFConfig | ANNConfig, Field(discriminator="kind")
-]
+HardNegativeConfig = Annotated[DNSConfig | MixGCFConfig | ANNConfig, Field(discriminator="kind")]
 
 
 class NegativesConfig(Frozen):
@@ -357,6 +387,13 @@ class ImbalanceConfig(Frozen):
                 raise ValueError(
                     "weights.label_threshold pairs explicit negatives with BPR: use loss 'bpr'"
                 )
+        if isinstance(self.loss, SampledSoftmaxLossConfig) and (
+            self.negatives.alpha != 0.0 or self.negatives.hard is not None
+        ):
+            raise ValueError(
+                "loss 'ssm' draws its negatives uniformly (no logQ correction): "
+                "negatives.alpha and negatives.hard do not apply"
+            )
         if self.weights.label_threshold is not None and self.negatives.hard is not None:
             raise ValueError(
                 "weights.label_threshold trains on explicit negatives; a hard-negative miner "
@@ -366,6 +403,8 @@ class ImbalanceConfig(Frozen):
 
     @property
     def num_negatives(self) -> int:
-        """Negatives drawn per row: the miner's candidates, else 1."""
+        """Negatives drawn per row: the sampled softmax's, the miner's candidates, else 1."""
+        if isinstance(self.loss, SampledSoftmaxLossConfig):
+            return self.loss.negatives
         hard = self.negatives.hard
         return 1 if hard is None else hard.negatives_per_row

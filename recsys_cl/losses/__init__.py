@@ -1,10 +1,12 @@
 """Recommendation, contrastive and regularization losses (mean reduction, optional weights),
-and the recommendation objectives methods are handed (BPR / in-batch softmax, focal, logQ)."""
+and the recommendation objectives methods are handed (BPR, in-batch and sampled softmax,
+focal, logQ)."""
 
 from recsys_cl.losses.objectives import (
     BPRObjective,
     InBatchSoftmaxObjective,
     RecObjective,
+    SampledSoftmaxObjective,
 )
 from recsys_cl.losses.pairwise import (
     bpr_loss,
@@ -22,6 +24,7 @@ __all__ = [
     "BPRObjective",
     "InBatchSoftmaxObjective",
     "RecObjective",
+    "SampledSoftmaxObjective",
     "bpr_loss",
     "ego_l2",
     "in_batch_softmax_loss",

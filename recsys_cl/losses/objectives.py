@@ -16,8 +16,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_cl.losses._reduce import weighted_mean
 from recsys_cl.losses.pairwise import bpr_loss
 from recsys_cl.losses.softmax import in_batch_softmax_loss
 
@@ -38,8 +40,11 @@ class RecObjective(nn.Module, ABC):
         users: Tensor,
         pos_items: Tensor,
         weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
     ) -> Tensor:
-        """The scalar loss of the batch."""
+        """The scalar loss of the batch; ``neg_items``: the global ids of ``neg``'s rows
+        (shape of ``neg`` less D) when they were drawn, else None."""
 
 
 class BPRObjective(RecObjective):
@@ -63,6 +68,8 @@ class BPRObjective(RecObjective):
         users: Tensor,
         pos_items: Tensor,
         weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
     ) -> Tensor:
         pos_scores = (user * pos).sum(dim=-1)
         if neg.dim() == 3:
@@ -132,6 +139,8 @@ class InBatchSoftmaxObjective(RecObjective):
         users: Tensor,
         pos_items: Tensor,
         weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
     ) -> Tensor:
         log_q = None if self.item_log_q is None else self.item_log_q[pos_items]
         forbidden = None
@@ -149,30 +158,101 @@ class InBatchSoftmaxObjective(RecObjective):
         )
 
     def _positive_pairs(self, users: Tensor, items: Tensor) -> Tensor:
-        """bool [B, B]: whether column c's item is a training positive of row b's user.
-
-        A join instead of B² membership searches: the CSR rows of the batch's unique users
-        (about B x mean degree pairs) are matched against the batch's unique items through an
-        [I] lookup table, giving a small [users, items] table that is then read per (b, c).
-        """
         assert self.positive_indptr is not None and self.positive_indices is not None
         assert self.n_items is not None
-        indptr, indices = self.positive_indptr, self.positive_indices
-        uniq_users, user_of_row = torch.unique(users, return_inverse=True)
-        uniq_items, item_of_col = torch.unique(items, return_inverse=True)
-        starts = indptr[uniq_users]
-        lengths = indptr[uniq_users + 1] - starts
-        total = int(lengths.sum())
-        device = users.device
-        rows = torch.repeat_interleave(
-            torch.arange(len(uniq_users), device=device), lengths, output_size=total
+        return positive_pairs(
+            self.positive_indptr, self.positive_indices, self.n_items, users, items
         )
-        offsets = torch.arange(total, device=device) - (torch.cumsum(lengths, 0) - lengths)[rows]
-        their_items = indices[starts[rows] + offsets]
-        local = torch.full((self.n_items,), -1, dtype=torch.int64, device=device)
-        local[uniq_items] = torch.arange(len(uniq_items), device=device)
-        col = local[their_items]
-        hit = col >= 0
-        table = torch.zeros(len(uniq_users), len(uniq_items), dtype=torch.bool, device=device)
-        table[rows[hit], col[hit]] = True
-        return table[user_of_row.unsqueeze(1), item_of_col.unsqueeze(0)]
+
+
+def positive_pairs(
+    indptr: Tensor, indices: Tensor, n_items: int, users: Tensor, items: Tensor
+) -> Tensor:
+    """bool [R, C]: whether column c's item (``items`` [C]) is a training positive of row r's
+    user (``users`` [R]), the positives given as CSR rows (``indptr``, ``indices``).
+
+    A join instead of R x C membership searches: the CSR rows of the unique users (about R x
+    mean degree pairs) are matched against the unique items through an [I] lookup table,
+    giving a small [users, items] table that is then read per (r, c).
+    """
+    uniq_users, user_of_row = torch.unique(users, return_inverse=True)
+    uniq_items, item_of_col = torch.unique(items, return_inverse=True)
+    starts = indptr[uniq_users]
+    lengths = indptr[uniq_users + 1] - starts
+    total = int(lengths.sum())
+    device = users.device
+    rows = torch.repeat_interleave(
+        torch.arange(len(uniq_users), device=device), lengths, output_size=total
+    )
+    offsets = torch.arange(total, device=device) - (torch.cumsum(lengths, 0) - lengths)[rows]
+    their_items = indices[starts[rows] + offsets]
+    local = torch.full((n_items,), -1, dtype=torch.int64, device=device)
+    local[uniq_items] = torch.arange(len(uniq_items), device=device)
+    col = local[their_items]
+    hit = col >= 0
+    table = torch.zeros(len(uniq_users), len(uniq_items), dtype=torch.bool, device=device)
+    table[rows[hit], col[hit]] = True
+    return table[user_of_row.unsqueeze(1), item_of_col.unsqueeze(0)]
+
+
+class SampledSoftmaxObjective(RecObjective):
+    r"""Sampled softmax over uniformly drawn negatives shared by the batch (SSM; Wu et al.,
+    "On the Effectiveness of Sampled Softmax Loss for Item Recommendation", TOIS 2024).
+
+    Every row draws M items uniformly from those its user never interacted with; the B x M
+    draws are then the candidates of every row, so a batch of 2,048 rows contrasts each
+    positive with B x M negatives for one [B, D] x [D, B M] product (per-row candidates would
+    cost a [B, M, D] gather for M of them). A drawn item that is a training positive of the
+    row's user (its own positive included) is masked out of that row. With uniform draws
+    the log q correction is a constant and cancels.
+    :math:`\ell_b = -\log \frac{e^{s(u_b, p_b)/\tau}}{e^{s(u_b, p_b)/\tau} + \sum_c
+    e^{s(u_b, n_c)/\tau}}`, :math:`s` the cosine similarity (``cosine``, as the paper finds
+    best) or the inner product.
+
+    Args:
+        tau: temperature > 0.
+        positives: the training positives as CSR rows (indptr long [U + 1], indices long
+            [nnz]), for the mask.
+        n_items: I.
+        cosine: score with cosine similarity (True) or inner products.
+    """
+
+    positive_indptr: Tensor
+    positive_indices: Tensor
+
+    def __init__(
+        self, tau: float, positives: tuple[Tensor, Tensor], n_items: int, cosine: bool = True
+    ) -> None:
+        super().__init__()
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau = tau
+        self.cosine = cosine
+        self.n_items = n_items
+        self.register_buffer("positive_indptr", positives[0], persistent=False)
+        self.register_buffer("positive_indices", positives[1], persistent=False)
+
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
+    ) -> Tensor:
+        if neg_items is None:
+            raise ValueError("the sampled softmax needs the drawn negatives' ids (neg_items)")
+        neg = neg.reshape(-1, neg.size(-1))
+        if self.cosine:
+            user, pos, neg = (F.normalize(t, dim=-1) for t in (user, pos, neg))
+        pos_logit = (user * pos).sum(dim=1, keepdim=True)
+        neg_logits = user @ neg.T
+        taken = positive_pairs(
+            self.positive_indptr, self.positive_indices, self.n_items, users, neg_items.reshape(-1)
+        )
+        logits = torch.cat([pos_logit, neg_logits.masked_fill(taken, float("-inf"))], dim=1)
+        target = torch.zeros(user.size(0), dtype=torch.int64, device=user.device)
+        return weighted_mean(F.cross_entropy(logits / self.tau, target, reduction="none"), weights)

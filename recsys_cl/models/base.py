@@ -35,9 +35,9 @@ class Batch:
         neg_items: long [B] or [B, M], in 0..I-1.
         weights: optional float [B] per-sample weights (mean ~1), applied by every loss term
             that is a sum over samples.
-        user_ids, pos_item_ids: long [B], the global ids of ``users`` and ``pos_items`` when
-            those are local positions in a sampled subgraph (sampled mode); None when the ids
-            above are global already.
+        user_ids, pos_item_ids, neg_item_ids: the global ids of ``users``, ``pos_items`` and
+            ``neg_items`` (same shapes) when those are local positions in a sampled subgraph
+            (sampled mode); None when the ids above are global already.
     """
 
     users: Tensor
@@ -46,6 +46,7 @@ class Batch:
     weights: Tensor | None = None
     user_ids: Tensor | None = None
     pos_item_ids: Tensor | None = None
+    neg_item_ids: Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in ("users", "pos_items", "neg_items"):
@@ -64,6 +65,11 @@ class Batch:
             ids = getattr(self, name)
             if ids is not None and ids.shape != b:
                 raise ValueError(f"{name} must be [B], got {tuple(ids.shape)}")
+        if self.neg_item_ids is not None and self.neg_item_ids.shape != self.neg_items.shape:
+            raise ValueError(
+                f"neg_item_ids must be shaped like neg_items {tuple(self.neg_items.shape)}, "
+                f"got {tuple(self.neg_item_ids.shape)}"
+            )
 
     @property
     def global_users(self) -> Tensor:
@@ -74,6 +80,11 @@ class Batch:
     def global_pos_items(self) -> Tensor:
         """long [B], the positive items' global ids (0..I-1) in either mode."""
         return self.pos_items if self.pos_item_ids is None else self.pos_item_ids
+
+    @property
+    def global_neg_items(self) -> Tensor:
+        """long [B] or [B, M], the negative items' global ids (0..I-1) in either mode."""
+        return self.neg_items if self.neg_item_ids is None else self.neg_item_ids
 
     @property
     def size(self) -> int:
@@ -91,6 +102,7 @@ class Batch:
             move(self.weights),
             move(self.user_ids),
             move(self.pos_item_ids),
+            move(self.neg_item_ids),
         )
 
 
@@ -236,7 +248,13 @@ class Recommender(nn.Module, ABC):
             neg = selected.item
             ego = [*ego, selected.ego]
         rec = self.objective(
-            user, pos, neg, batch.global_users, batch.global_pos_items, batch.weights
+            user,
+            pos,
+            neg,
+            batch.global_users,
+            batch.global_pos_items,
+            batch.weights,
+            neg_items=batch.global_neg_items if drawn else None,
         )
         reg = self.reg * ego_l2(*ego, batch_size=batch.size)
         return rec, reg

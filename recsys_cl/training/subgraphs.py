@@ -51,6 +51,7 @@ def localize(
         weights=batch.weights,
         user_ids=batch.users,
         pos_item_ids=batch.pos_items,
+        neg_item_ids=batch.neg_items,
     )
     return LocalGraph(sub.adj, sub.node_ids, n_users, sparse_grad), local
 
