@@ -95,7 +95,8 @@ def _index(args: argparse.Namespace) -> int:
     return index_job(args)
 
 
-def _recommend_arguments(p: argparse.ArgumentParser) -> None:
+def add_run_and_index(p: argparse.ArgumentParser) -> None:
+    """The run folder and the optional ``--index`` of the commands that search a run."""
     p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
     p.add_argument(
         "--index",
@@ -103,16 +104,25 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
         help="NAME.faiss written by `recsys-cl index` (or its folder if it holds one); "
         "default: exact search over the run's item embeddings",
     )
-    who = p.add_mutually_exclusive_group()
-    who.add_argument(
-        "--users", metavar="ID,ID", help="comma-separated raw user ids (default: all users)"
+
+
+def add_id_list(p: argparse.ArgumentParser, kind: str, default: str, article: str = "a") -> None:
+    """``--{kind}s ID,ID`` or ``--{kind}s-file FILE``: the raw ids a command answers for."""
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        f"--{kind}s", metavar="ID,ID", help=f"comma-separated raw {kind} ids (default: {default})"
     )
-    who.add_argument(
-        "--users-file",
+    which.add_argument(
+        f"--{kind}s-file",
         metavar="FILE",
-        help="raw user ids, one per line (lines starting with # skipped), or a Parquet file with a "
-        "user_id column",
+        help=f"raw {kind} ids, one per line (lines starting with # skipped), or a Parquet file "
+        f"with {article} {kind}_id column",
     )
+
+
+def _recommend_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_and_index(p)
+    add_id_list(p, "user", "all users")
     p.add_argument(
         "-k", type=int, default=DEFAULT_K, help=f"candidates per user (default {DEFAULT_K})"
     )

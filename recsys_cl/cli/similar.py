@@ -8,27 +8,12 @@ from recsys_cl.config.retrieval import DEFAULT_K
 
 from .command import Command
 from .options import add_device, add_tracking
-from .retrieval import add_allow_items
+from .retrieval import add_allow_items, add_id_list, add_run_and_index
 
 
 def _similar_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="output folder of a `recsys-cl train` run")
-    p.add_argument(
-        "--index",
-        metavar="PATH",
-        help="NAME.faiss written by `recsys-cl index` (or its folder if it holds one); "
-        "default: exact search over the run's item embeddings",
-    )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument(
-        "--items", metavar="ID,ID", help="comma-separated raw item ids (default: every item)"
-    )
-    which.add_argument(
-        "--items-file",
-        metavar="FILE",
-        help="raw item ids, one per line (lines starting with # skipped), or a Parquet file "
-        "with an item_id column",
-    )
+    add_run_and_index(p)
+    add_id_list(p, "item", "every item", article="an")
     p.add_argument(
         "-k", type=int, default=DEFAULT_K, help=f"similar items per item (default {DEFAULT_K})"
     )
