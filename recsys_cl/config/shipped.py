@@ -16,6 +16,7 @@ defaults and a sweep's ``../imbalance/none.yaml`` resolve inside the package fro
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import posixpath
 import sys
@@ -43,10 +44,8 @@ def shipped_root() -> Traversable:
     Raises:
         ConfigError: this installation of recsys_cl has no shipped configs.
     """
-    try:
+    if importlib.util.find_spec(_PACKAGE) is not None:
         return resources.files(_PACKAGE)
-    except ModuleNotFoundError:
-        pass
     # An editable install or a source tree on sys.path: setuptools' editable finder cannot
     # import a package that has no __init__.py and is mapped onto another folder, and a bare
     # source tree has no such package. In both, this package is the checkout's recsys_cl/,
