@@ -120,6 +120,18 @@ def add_id_list(p: argparse.ArgumentParser, kind: str, default: str, article: st
     )
 
 
+def add_search_overrides(p: argparse.ArgumentParser) -> None:
+    """``--nprobe``, ``--ef-search`` and ``--k-factor``: the index's search settings, for once."""
+    p.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
+    p.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
+    p.add_argument(
+        "--k-factor",
+        type=int,
+        metavar="N",
+        help="override the index's refine k_factor (candidates re-ranked per result)",
+    )
+
+
 def _recommend_arguments(p: argparse.ArgumentParser) -> None:
     add_run_and_index(p)
     add_id_list(p, "user", "all users")
@@ -142,14 +154,7 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
         "(default; what evaluation masks), train = training items only, none",
     )
     add_allow_items(p, "ever recommended")
-    p.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
-    p.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
-    p.add_argument(
-        "--k-factor",
-        type=int,
-        metavar="N",
-        help="override the index's refine k_factor (candidates re-ranked per result)",
-    )
+    add_search_overrides(p)
     p.add_argument(
         "--out",
         metavar="FILE.parquet",

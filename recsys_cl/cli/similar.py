@@ -8,7 +8,7 @@ from recsys_cl.config.retrieval import DEFAULT_K
 
 from .command import Command
 from .options import add_device, add_tracking
-from .retrieval import add_allow_items, add_id_list, add_run_and_index
+from .retrieval import add_allow_items, add_id_list, add_run_and_index, add_search_overrides
 
 
 def _similar_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,14 +18,7 @@ def _similar_arguments(p: argparse.ArgumentParser) -> None:
         "-k", type=int, default=DEFAULT_K, help=f"similar items per item (default {DEFAULT_K})"
     )
     add_allow_items(p, "returned")
-    p.add_argument("--nprobe", type=int, metavar="N", help="override the index's IVF nprobe")
-    p.add_argument("--ef-search", type=int, metavar="N", help="override the index's HNSW efSearch")
-    p.add_argument(
-        "--k-factor",
-        type=int,
-        metavar="N",
-        help="override the index's refine k_factor (candidates re-ranked per result)",
-    )
+    add_search_overrides(p)
     p.add_argument(
         "--out",
         metavar="FILE.parquet",

@@ -12,7 +12,7 @@ model rank through one code path, under the same allow-list.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +37,7 @@ from recsys_cl.retrieval import (
     DEFAULT_CHUNK_USERS,
     AllowList,
     CandidateQuality,
+    Candidates,
     CandidateScorer,
     PairSet,
     build_index,
@@ -295,27 +296,27 @@ def run_recommend(
     scorer = None
     if users is None and exclude == "seen" and parts.test_truth.nnz:
         scorer = CandidateScorer(parts.test_truth, ks=(k_eff,))
-    schema = candidate_schema(split.users, split.items)
     out_path = Path(out) if out is not None else run.candidates
-    counts = {"short": 0, "cold": int((user_idx < 0).sum())}
 
-    def tables() -> Iterator[pa.Table]:
-        with show_progress(
-            total=len(user_idx), desc="recommend", unit="user", enabled=progress
-        ) as bar:
-            for start in range(0, len(user_idx), chunk_size):
-                chunk = user_idx[start : start + chunk_size]
-                cands = model.top_k(chunk, k_eff)
-                if scorer is not None:
-                    scorer.update(cands)
-                counts["short"] += int((cands.counts() < k).sum())
-                raw = raw_ids[start : start + chunk_size]
-                yield candidate_table(raw, cands.items, cands.scores, split.items, schema)
-                bar.update(len(chunk))
+    def search(chunk: np.ndarray) -> Candidates:
+        cands = model.top_k(chunk, k_eff)
+        if scorer is not None:
+            scorer.update(cands)
+        return cands
 
-    start = time.perf_counter()
-    n_rows = write_candidates(out_path, tables(), schema)
-    seconds = time.perf_counter() - start
+    written = write_ranked_lists(
+        out_path,
+        user_idx,
+        raw_ids,
+        search,
+        candidate_schema(split.users, split.items),
+        split.items,
+        k=k,
+        desc="recommend",
+        unit="user",
+        chunk_size=chunk_size,
+        progress=progress,
+    )
 
     exact = None
     if compare_exact:
@@ -326,14 +327,58 @@ def run_recommend(
         k=k,
         list_length=k_eff,
         n_users=len(user_idx),
-        n_rows=n_rows,
-        n_short=counts["short"],
-        n_cold=counts["cold"],
-        seconds=seconds,
+        n_rows=written.rows,
+        n_short=written.short,
+        n_cold=int((user_idx < 0).sum()),
+        seconds=written.seconds,
         quality=scorer.result() if scorer is not None else None,
         exact=exact,
         allowed=allowed,
     )
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_ranked_lists` wrote: rows, lists shorter than k, seconds."""
+
+    rows: int
+    short: int
+    seconds: float
+
+
+def write_ranked_lists(
+    out_path: Path,
+    idx: np.ndarray,
+    raw_ids: np.ndarray,
+    search: Callable[[np.ndarray], Candidates],
+    schema: pa.Schema,
+    items: IdMap,
+    *,
+    k: int,
+    desc: str,
+    unit: str,
+    chunk_size: int,
+    progress: bool,
+) -> Written:
+    """Write ``search(chunk)`` for every ``chunk_size`` rows of ``idx`` (whose raw ids are
+    ``raw_ids``) as candidate rows to ``out_path``, atomically, with a progress bar; the
+    chunked loop of ``recommend`` (users) and ``similar`` (items)."""
+    short = 0
+
+    def tables() -> Iterator[pa.Table]:
+        nonlocal short
+        with show_progress(total=len(idx), desc=desc, unit=unit, enabled=progress) as bar:
+            for start in range(0, len(idx), chunk_size):
+                chunk = idx[start : start + chunk_size]
+                cands = search(chunk)
+                short += int((cands.counts() < k).sum())
+                raw = raw_ids[start : start + chunk_size]
+                yield candidate_table(raw, cands.items, cands.scores, items, schema)
+                bar.update(len(chunk))
+
+    start = time.perf_counter()
+    rows = write_candidates(out_path, tables(), schema)
+    return Written(rows=rows, short=short, seconds=time.perf_counter() - start)
 
 
 def _exact_metrics(
@@ -356,8 +401,10 @@ __all__ = [
     "AllowReport",
     "Exclude",
     "RecommendReport",
+    "Written",
     "allow_list",
     "candidate_model",
     "parse_user_ids",
     "run_recommend",
+    "write_ranked_lists",
 ]

@@ -6,32 +6,27 @@ row), so the command line and the served model rank alike.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from recsys_cl.config.retrieval import DEFAULT_K, DEFAULT_MAX_K
 from recsys_cl.data import IdMap
 from recsys_cl.errors import RecsysError
-from recsys_cl.progress import progress as show_progress
 from recsys_cl.retrieval import (
     DEFAULT_CHUNK_USERS,
     UnknownItemError,
     candidate_schema,
-    candidate_table,
-    write_candidates,
 )
 from recsys_cl.retrieval.candidate_model import QUERY_ITEM_COLUMN, lookup_items
 from recsys_cl.retrieval.ids import short_repr
 from recsys_cl.retrieval.index import Device
 
 from ..folder import RunFolder
-from .recommend import AllowReport, allow_list, candidate_model
+from .recommend import AllowReport, allow_list, candidate_model, write_ranked_lists
 
 SIMILAR_FILE = "similar_items.parquet"
 
@@ -121,33 +116,29 @@ def run_similar(
     )
     model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     k_eff = min(k, model.index.n_items)
-    schema = candidate_schema(split.items, split.items, key=QUERY_ITEM_COLUMN)
     out_path = Path(out) if out is not None else run.root / SIMILAR_FILE
-    counts = {"short": 0}
-
-    def tables() -> Iterator[pa.Table]:
-        with show_progress(
-            total=len(item_idx), desc="similar", unit="item", enabled=progress
-        ) as bar:
-            for start in range(0, len(item_idx), chunk_size):
-                chunk = item_idx[start : start + chunk_size]
-                cands = model.similar(chunk, k_eff)
-                counts["short"] += int((cands.counts() < k).sum())
-                raw = raw_ids[start : start + chunk_size]
-                yield candidate_table(raw, cands.items, cands.scores, split.items, schema)
-                bar.update(len(chunk))
-
-    start = time.perf_counter()
-    n_rows = write_candidates(out_path, tables(), schema)
+    written = write_ranked_lists(
+        out_path,
+        item_idx,
+        raw_ids,
+        lambda chunk: model.similar(chunk, k_eff),
+        candidate_schema(split.items, split.items, key=QUERY_ITEM_COLUMN),
+        split.items,
+        k=k,
+        desc="similar",
+        unit="item",
+        chunk_size=chunk_size,
+        progress=progress,
+    )
     return SimilarReport(
         out=out_path,
         index=model.index.describe() if index_path is not None else "exact (flat, in memory)",
         k=k,
         list_length=k_eff,
         n_items=len(item_idx),
-        n_rows=n_rows,
-        n_short=counts["short"],
-        seconds=time.perf_counter() - start,
+        n_rows=written.rows,
+        n_short=written.short,
+        seconds=written.seconds,
         allowed=allowed,
     )
 
