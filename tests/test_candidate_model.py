@@ -278,10 +278,11 @@ def test_ids_are_read_strictly(int_bundle: Path, str_bundle: Path) -> None:
     # Limits travel in bundle.json; a version 1 bundle (no limits) reads with the defaults,
     # a version 2 bundle (no max_list, no allow-list) with the default max_list, allowing all.
     info = json.loads((int_bundle / "bundle.json").read_text())
-    assert (info["format_version"], info["max_k"], info["max_rows"]) == (3, 1000, 1000)
+    assert (info["format_version"], info["max_k"], info["max_rows"]) == (4, 1000, 1000)
     assert (info["max_list"], info["n_allowed"]) == (1000, None)
     assert "/" not in info["source_run"]  # the run folder's name, no path of this machine
-    v2 = {key: value for key, value in info.items() if key not in ("max_list", "n_allowed")}
+    excluded = ("max_list", "n_allowed", "fold_in")
+    v2 = {key: value for key, value in info.items() if key not in excluded}
     (int_bundle.parent / "bundle_v2").mkdir(exist_ok=True)
     (int_bundle.parent / "bundle_v2" / "bundle.json").write_text(
         json.dumps({**v2, "format_version": 2})

@@ -36,7 +36,7 @@ from recsys_cl.retrieval import (
     search_filtered,
     similar_items,
 )
-from recsys_cl.retrieval.candidate_model import CandidateModel
+from recsys_cl.retrieval.candidate_model import SKIPPED_COLUMN, CandidateModel
 from tests.test_candidate_model import _env, _train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -282,7 +282,7 @@ def test_exclude_and_allow_list_through_the_python_api(
     info = json.loads((filtered_bundle / "bundle.json").read_text())
     n_items = RunFolder(int_run).split.n_items
     assert (info["format_version"], info["n_allowed"], info["max_list"]) == (
-        3,
+        4,
         (n_items + 1) // 2,
         8,
     )
@@ -355,7 +355,9 @@ HOSTILE_NEW_INPUTS = [
         {"user_id": [1], "exclude": [list(range(9))]},
         "request row 0: exclude holds 9 ids, over this model's max_list of 8",
     ),
-    ({"user_id": [1], "history": [[1, 2]]}, "unknown column 'history'"),
+    ({"user_id": [1], "histories": [[1, 2]]}, "unknown column 'histories'"),
+    ({"item_id": [1], "history": [[1, 2]]}, "request row 0: history is a user's items"),
+    ({"user_id": [1], "history": ["1"]}, "request row 0: history must be a list"),
 ]
 
 
@@ -548,10 +550,10 @@ def test_pyfunc_answers_similar_items_and_filters(logged: dict[str, Any]) -> Non
     got = model.predict(frame, params={"k": 4})
     pd.testing.assert_frame_equal(got, direct.predict(frame, k=4))
     meta = model.metadata.metadata["recsys_cl_input"]
-    assert set(meta["columns"]) == {"user_id", "item_id", "k", "exclude"}
+    assert set(meta["columns"]) == {"user_id", "item_id", "k", "exclude", "history"}
     assert (meta["max_list"], meta["n_allowed"]) == (8, direct.info.n_allowed)
     outputs = model.metadata.get_output_schema().input_names()
-    assert outputs == ["user_id", "query_item_id", "rank", "item_id", "score"]
+    assert outputs == ["user_id", "query_item_id", "rank", "item_id", "score", "history_skipped"]
     for columns, message in HOSTILE_NEW_INPUTS:
         bad = pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in columns.items()})
         with pytest.raises(MlflowException) as caught:
@@ -627,8 +629,16 @@ HOSTILE_NEW_BODIES = [
         "request row 0: exclude holds 9 ids, over",
     ),
     (
-        {"dataframe_split": {"columns": ["user_id", "history"], "data": [[1, [2]]]}},
-        "unknown column 'history'",
+        {"dataframe_split": {"columns": ["user_id", "histories"], "data": [[1, [2]]]}},
+        "unknown column 'histories'",
+    ),
+    (
+        {"dataframe_records": [{"item_id": 2, "history": [3]}]},
+        "request row 0: history is a user's items",
+    ),
+    (
+        {"dataframe_records": [{"user_id": 1, "history": [3, "x"]}]},
+        "request row 0: history[1] 'x' is not an integer id",
     ),
 ]
 
@@ -657,6 +667,22 @@ def test_served_model_answers_the_new_paths_and_refuses_bad_ones(
         ),
         (
             {
+                "dataframe_records": [
+                    {"user_id": 10**9, "history": [items[0], items[3], -7]},
+                    {"user_id": users[0], "history": [items[1]], "exclude": [items[5]]},
+                ],
+                "params": {"k": 3},
+            },
+            pd.DataFrame(
+                {
+                    "user_id": [10**9, users[0]],
+                    "history": [[items[0], items[3], -7], [items[1]]],
+                    "exclude": [None, [items[5]]],
+                }
+            ),
+        ),
+        (
+            {
                 "dataframe_records": [{"user_id": users[1]}, {"item_id": items[4], "k": 2}],
                 "params": {"k": 3},
             },
@@ -671,6 +697,8 @@ def test_served_model_answers_the_new_paths_and_refuses_bad_ones(
         got = pd.DataFrame(answer["predictions"])
         assert list(got.columns) == list(want.columns)
         assert got["item_id"].tolist() == want["item_id"].tolist()
+        if SKIPPED_COLUMN in want:
+            assert got[SKIPPED_COLUMN].tolist() == want[SKIPPED_COLUMN].tolist()
         for key in ("user_id", "query_item_id"):
             if key in want:
                 assert [None if pd.isna(v) else v for v in got[key]] == want[key].tolist()

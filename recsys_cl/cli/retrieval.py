@@ -136,6 +136,15 @@ def _recommend_arguments(p: argparse.ArgumentParser) -> None:
     add_run_and_index(p)
     add_id_list(p, "user", "all users")
     p.add_argument(
+        "--requests",
+        metavar="FILE.parquet",
+        help="instead of --users: a Parquet request table answered row by row as the served "
+        "model answers it: user_id, and optional list columns history (the user's items: a "
+        "user the run never saw is folded in from them, and they replace a known user's seen "
+        "items) and exclude (items never returned), and k; the output adds history_skipped, "
+        "the unknown ids of each row's history",
+    )
+    p.add_argument(
         "-k", type=int, default=DEFAULT_K, help=f"candidates per user (default {DEFAULT_K})"
     )
     p.add_argument(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -28,9 +28,10 @@ ColdStart = Literal["popular", "error"]
 FORMAT = "recsys_cl.candidate_bundle"
 # 2 added the request limits; a version 1 bundle reads with the default limits. 3 added
 # max_list and the allow-list (n_allowed + allowed.parquet); a version 1 or 2 bundle reads with
-# the default max_list and allows every item.
-FORMAT_VERSION = 3
-_READABLE_VERSIONS = (1, 2, 3)
+# the default max_list and allows every item. 4 added fold_in (the fold-in rule and its files);
+# an older bundle has none.
+FORMAT_VERSION = 4
+_READABLE_VERSIONS = (1, 2, 3, 4)
 BUNDLE_FILE = "bundle.json"
 USER_FILE = "user_embeddings.parquet"
 ITEM_FILE = "item_embeddings.parquet"
@@ -47,7 +48,8 @@ class BundleInfo:
     embeddings or the index. Id dtypes are ``int64`` or ``string``; ``source_run`` is the run
     folder's name (not its path: the bundle travels to other machines); ``max_k``, ``max_rows``
     and ``max_list`` bound a request's list length, rows and ids per list cell; ``n_allowed``
-    is the size of the allow-list (None: every item may be returned)."""
+    is the size of the allow-list (None: every item may be returned); ``fold_in`` names the
+    fold-in rule and its parameters (:mod:`recsys_cl.retrieval.fold_in`; None: no rule)."""
 
     k: int
     cold_start: ColdStart
@@ -64,6 +66,7 @@ class BundleInfo:
     max_rows: int = DEFAULT_MAX_ROWS
     max_list: int = DEFAULT_MAX_LIST
     n_allowed: int | None = None
+    fold_in: dict[str, Any] | None = None
 
     @classmethod
     def read(cls, bundle_dir: str | Path) -> BundleInfo:
@@ -90,6 +93,8 @@ class BundleInfo:
             raw.setdefault("max_k", max(DEFAULT_MAX_K, raw["k"]))
         if version in (1, 2) and ({"max_list", "n_allowed"} & set(raw)):
             raise DataError(f"{path}: format_version {version} has no max_list or n_allowed")
+        if version != 4 and "fold_in" in raw:
+            raise DataError(f"{path}: format_version {version} has no fold_in")
         try:
             info = cls(**raw)
         except TypeError as exc:
@@ -105,7 +110,20 @@ class BundleInfo:
                 f"{path}: n_allowed must be null or 1..n_items ({info.n_items}), "
                 f"got {info.n_allowed!r}"
             )
+        if info.fold_in is not None and not (
+            isinstance(info.fold_in, dict) and isinstance(info.fold_in.get("kind"), str)
+        ):
+            raise DataError(f"{path}: fold_in must be null or an object with a kind")
         return info
+
+
+def bundle_size(bundle_dir: str | Path) -> str:
+    """The bundle's size on disk, and what fold-in adds, as one line for a person."""
+    root = Path(bundle_dir)
+    sizes = {p.name: p.stat().st_size for p in root.iterdir() if p.is_file()}
+    fold_in = sum(size for name, size in sizes.items() if name.startswith("fold_in_"))
+    extra = f", of which the fold-in tables {fold_in / 2**20:,.1f} MiB" if fold_in else ""
+    return f"{sum(sizes.values()) / 2**20:,.1f} MiB{extra}"
 
 
 def id_dtype(ids: IdMap) -> str:
@@ -158,6 +176,7 @@ __all__ = [
     "USER_FILE",
     "BundleInfo",
     "ColdStart",
+    "bundle_size",
     "id_dtype",
     "indices_of",
     "read_allowed",

@@ -13,6 +13,9 @@ folder that needs neither the run nor its config::
     seen.parquet              user_id, item_id: the masked pairs (train + validation)
     popular.parquet           item_id, score: every item, most training users first
     allowed.parquet           item_id: the only items ever returned (only with an allow-list)
+    fold_in_items.parquet     item_id, degree, layer_0..layer_{L-1}: what LightGCN-based fold-in
+    fold_in_users.parquet     user_id, ego: propagates (only for those methods; see
+                              :mod:`recsys_cl.retrieval.fold_in`)
     index.faiss, index.json   the FAISS index and its metadata (:mod:`recsys_cl.retrieval.store`)
 
 Requests are read by :mod:`recsys_cl.retrieval.request`; the filters are applied as
@@ -66,6 +69,7 @@ from .candidates import (
 )
 from .errors import UnknownUserError
 from .filters import AllowList, PairSet
+from .fold_in import FoldIn, read_fold_in
 from .ids import short_repr
 from .index import Device, ItemIndex
 from .request import (
@@ -78,9 +82,11 @@ from .request import (
 from .store import index_paths, load_index, save_index
 
 # The answer: the request's key columns (user_id and/or query_item_id, as it has user_id and/or
-# item_id), then the list. A request of user ids alone is answered as it always was.
+# item_id), then the list, then (with a history column) the unknown ids each row's history had.
+# A request of user ids alone is answered as it always was.
 OUTPUT_COLUMNS = ("user_id", "rank", "item_id", "score")
 QUERY_ITEM_COLUMN = "query_item_id"
+SKIPPED_COLUMN = "history_skipped"
 LIST_COLUMNS = ("rank", "item_id", "score")
 # Output id columns: object (Python str) for string ids, the same on pandas 2 and 3.
 _NUMPY_DTYPE = {"int64": np.dtype(np.int64), "string": np.dtype(object)}
@@ -123,6 +129,8 @@ class CandidateModel:
         seen: the masked (user, item) pairs (None masks nothing).
         pop_items: int64 [I] item indices, most popular first; pop_scores: float32 [I].
         allow: the only items ever returned (None: all).
+        fold_in: the method's fold-in rule for users given with a ``history`` (None: the
+            method has none; a history then only masks its items).
     """
 
     info: BundleInfo
@@ -135,6 +143,7 @@ class CandidateModel:
     pop_items: np.ndarray
     pop_scores: np.ndarray
     allow: AllowList | None = None
+    fold_in: FoldIn | None = None
 
     def __post_init__(self) -> None:
         n_allowed = None if self.allow is None else self.allow.n_allowed
@@ -142,10 +151,13 @@ class CandidateModel:
             raise ValueError(f"info.n_allowed {self.info.n_allowed} != allow-list {n_allowed}")
         if self.allow is not None:
             self.index.check_selectable()
+        params = None if self.fold_in is None else self.fold_in.params()
+        if params != self.info.fold_in:
+            raise ValueError(f"info.fold_in {self.info.fold_in} != the fold-in rule's {params}")
 
     @classmethod
     def load(cls, bundle_dir: str | Path, *, device: Device = "auto") -> CandidateModel:
-        """Read and check a bundle written by :meth:`save` (format versions 1 to 3).
+        """Read and check a bundle written by :meth:`save` (format versions 1 to 4).
 
         Raises:
             DataError: a missing or inconsistent file (named in the message);
@@ -172,8 +184,19 @@ class CandidateModel:
         index = load_index(root / INDEX_FILE, item_emb=item_emb, item_ids=items, device=device)
         seen_set = PairSet.from_tables(pairs, users.size, items.size)
         pop_scores = popular["score"].to_numpy()
+        fold_in = read_fold_in(root, info.fold_in, users, items, item_emb)
         return cls(
-            info, users, items, user_emb, item_emb, index, seen_set, pop_items, pop_scores, allow
+            info,
+            users,
+            items,
+            user_emb,
+            item_emb,
+            index,
+            seen_set,
+            pop_items,
+            pop_scores,
+            allow,
+            fold_in,
         )
 
     def save(self, out_dir: str | Path, *, index_file: str | Path | None = None) -> Path:
@@ -209,6 +232,8 @@ class CandidateModel:
         }
         if self.allow is not None:
             tables[ALLOWED_FILE] = {"item_id": self.items.to_raw(self.allow.items)}
+        if self.fold_in is not None:
+            tables.update(self.fold_in.tables(self.users, self.items))
         with atomic_dir(out) as tmp:
             for name, columns in tables.items():
                 pl.DataFrame(columns).write_parquet(tmp / name)
@@ -238,13 +263,27 @@ class CandidateModel:
             )
 
     def top_k(
-        self, user_idx: np.ndarray, k: int, *, exclude: Sequence[np.ndarray] | None = None
+        self,
+        user_idx: np.ndarray,
+        k: int,
+        *,
+        exclude: Sequence[np.ndarray] | None = None,
+        history: Sequence[np.ndarray] | None = None,
     ) -> Candidates:
-        """The top-``k`` unseen, allowed items of users ``user_idx`` [B] (-1: an unknown user,
-        who gets the most popular allowed items, scored by training users), searched in chunks.
+        """The top-``k`` unseen, allowed items of users ``user_idx`` [B] (-1: a user the model
+        never saw), searched in chunks.
+
+        A row with a non-empty ``history`` is ranked from it: its embedding is folded in by
+        the method's rule (:attr:`fold_in`; a method without one keeps a known user's stored
+        row) and its history replaces the stored seen items. Any other known user is ranked
+        from the stored row, masking the stored seen items. The rest (unknown, no usable
+        history, or no fold-in rule) get the most popular allowed items, scored by training
+        users, their history left out too.
 
         Args:
             exclude: per row, item indices [n_b] never returned to it (None: none).
+            history: per row, the user's item indices [h_b], unique (None, or an empty
+                array: none given).
 
         Returns:
             :class:`Candidates` with K = min(k, I); -1 / NaN past the end of a short list.
@@ -253,9 +292,10 @@ class CandidateModel:
         k = min(k, self.index.n_items)
         items = np.empty((len(user_idx), k), dtype=np.int64)
         scores = np.empty((len(user_idx), k), dtype=np.float32)
-        known_at = np.flatnonzero(user_idx >= 0)
-        for start in range(0, len(known_at), DEFAULT_CHUNK_USERS):
-            at = known_at[start : start + DEFAULT_CHUNK_USERS]
+        ranked = self.ranked_from_history(user_idx, history)
+        plain = np.flatnonzero((user_idx >= 0) & ~ranked)
+        for start in range(0, len(plain), DEFAULT_CHUNK_USERS):
+            at = plain[start : start + DEFAULT_CHUNK_USERS]
             users = user_idx[at]
             if exclude is None:
                 cands = candidates_for(
@@ -275,20 +315,49 @@ class CandidateModel:
                 parts.append(self.seen.pairs_of(users))
             rows, excluded = (np.concatenate(c) for c in zip(*parts, strict=True))
             own = PairSet.from_pairs(rows, excluded, len(at), self.index.n_items)
-            items[at], scores[at] = search_filtered(
-                self.index,
-                self.user_emb[users],
-                k,
-                exclude=own,
-                allow=self.allow,
-                item_emb=self.item_emb,
-            )
-        cold = np.flatnonzero(user_idx < 0)
+            items[at], scores[at] = self._search(self.user_emb[users], k, own)
+        from_history = np.flatnonzero(ranked)
+        for start in range(0, len(from_history), DEFAULT_CHUNK_USERS):
+            at = from_history[start : start + DEFAULT_CHUNK_USERS]
+            assert history is not None  # ranked rows have one
+            lists = [history[i] for i in at.tolist()]
+            if self.fold_in is not None:
+                queries = self.fold_in.embed(lists, user_idx[at])
+            else:
+                queries = self.user_emb[user_idx[at]]
+            masked = _joined(lists, None if exclude is None else [exclude[i] for i in at.tolist()])
+            own = PairSet.from_pairs(*_row_pairs(masked), len(at), self.index.n_items)
+            items[at], scores[at] = self._search(queries, k, own)
+        cold = np.flatnonzero((user_idx < 0) & ~ranked)
         if cold.size:
-            items[cold], scores[cold] = self._popular(
-                k, None if exclude is None else [exclude[i] for i in cold.tolist()]
-            )
+            cold_lists = None
+            if exclude is not None or history is not None:
+                cold_lists = _joined(
+                    [
+                        np.zeros(0, np.int64) if history is None else history[i]
+                        for i in cold.tolist()
+                    ],
+                    None if exclude is None else [exclude[i] for i in cold.tolist()],
+                )
+            items[cold], scores[cold] = self._popular(k, cold_lists)
         return Candidates(users=user_idx, items=items, scores=scores)
+
+    def ranked_from_history(
+        self, user_idx: np.ndarray, history: Sequence[np.ndarray] | None
+    ) -> np.ndarray:
+        """bool [B]: the rows :meth:`top_k` ranks from their ``history`` (a non-empty one,
+        and a fold-in rule or a known user)."""
+        if history is None:
+            return np.zeros(len(user_idx), dtype=bool)
+        usable = np.fromiter((len(h) > 0 for h in history), dtype=bool, count=len(history))
+        if self.fold_in is None:
+            usable &= np.asarray(user_idx) >= 0
+        return usable
+
+    def _search(self, queries: np.ndarray, k: int, exclude: PairSet) -> tuple[np.ndarray, ...]:
+        return search_filtered(
+            self.index, queries, k, exclude=exclude, allow=self.allow, item_emb=self.item_emb
+        )
 
     def similar(
         self, item_idx: np.ndarray, k: int, *, exclude: Sequence[np.ndarray] | None = None
@@ -342,9 +411,11 @@ class CandidateModel:
             frame: per row a ``user_id`` or an ``item_id`` (raw ids, read strictly by
                 :mod:`recsys_cl.retrieval.request`: an integer run takes integers in the int64
                 range, integral floats up to 2**53 and decimal strings; a string run takes
-                strings), an optional ``k`` (per row; a missing value falls back to ``k``) and
-                an optional ``exclude`` (a list of at most ``info.max_list`` raw item ids). No
-                other column, and at most ``info.max_rows`` rows.
+                strings), an optional ``k`` (per row; a missing value falls back to ``k``), an
+                optional ``exclude`` (a list of at most ``info.max_list`` raw item ids) and,
+                on user rows, an optional ``history`` (the same kind of list: the user's
+                items; see :meth:`top_k` for how a history is used). No other column, and at
+                most ``info.max_rows`` rows.
             k: the list length of rows without their own, 1..``info.max_k``; None = the
                 bundle's default.
 
@@ -353,14 +424,17 @@ class CandidateModel:
             ``query_item_id`` when it has an item_id column; a row's other key is null), then
             ``rank, item_id, score``: rows grouped by request row in input order (a repeated
             row is answered twice), ranks 1..n with n = min(k, eligible items); unknown users
-            get the most popular allowed items (score = training users) under ``popular``.
+            without a usable history get the most popular allowed items (score = training
+            users) under ``popular``. With a ``history`` column, a last column
+            ``history_skipped`` counts the ids of the row's history the model does not have
+            (left out).
 
         Raises:
             CandidateRequestError: the request's shape, a missing key, a bad ``k`` or list;
                 InvalidUserIdError / InvalidItemIdError: an id not of the run's kind (all one
                 line, naming the request row); UnknownItemError: a query item the run does not
-                have; UnknownUserError: a user id the run never trained on
-                (``cold_start="error"``).
+                have; UnknownUserError: a user id the run never trained on and not ranked from a
+                history (``cold_start="error"``).
         """
         request = read_request(
             frame,
@@ -372,21 +446,40 @@ class CandidateModel:
             max_rows=self.info.max_rows,
             max_list=self.info.max_list,
         )
+        excluded, history = request.lists.get("exclude"), request.lists.get("history")
+        user_history = None if history is None else [history[r] for r in request.user_rows]
+        ranked = self.ranked_from_history(request.user_idx, user_history)
         self.refuse_unknown(
-            request.user_raw, request.user_idx, "this model's cold_start policy is 'error'"
+            request.user_raw,
+            np.where(ranked, 0, request.user_idx),
+            "this model's cold_start policy is 'error' (a user given with a history is folded in)"
+            if self.fold_in is not None
+            else "this model's cold_start policy is 'error'",
         )
-        excluded = request.lists.get("exclude")
         # The empty piece first gives an empty request typed columns.
         pieces = [_NO_ROWS]
+
+        def of(lists: list[np.ndarray] | None, rows: np.ndarray) -> list[np.ndarray] | None:
+            return None if lists is None else [lists[r] for r in rows]
+
         for kk in np.unique(request.ks):
-            for rows, idx, search in (
-                (request.user_rows, request.user_idx, self.top_k),
-                (request.item_rows, request.item_idx, self.similar),
-            ):
-                at = np.flatnonzero(request.ks[rows] == kk)
-                if at.size:
-                    lists = None if excluded is None else [excluded[r] for r in rows[at]]
-                    pieces.append(_rows(rows[at], search(idx[at], int(kk), exclude=lists)))
+            at = request.user_rows[request.ks[request.user_rows] == kk]
+            if at.size:
+                found = self.top_k(
+                    request.user_idx[request.ks[request.user_rows] == kk],
+                    int(kk),
+                    exclude=of(excluded, at),
+                    history=of(history, at),
+                )
+                pieces.append(_rows(at, found))
+            at = request.item_rows[request.ks[request.item_rows] == kk]
+            if at.size:
+                found = self.similar(
+                    request.item_idx[request.ks[request.item_rows] == kk],
+                    int(kk),
+                    exclude=of(excluded, at),
+                )
+                pieces.append(_rows(at, found))
         rows, rank, items, scores = (np.concatenate(column) for column in zip(*pieces, strict=True))
         order = np.argsort(rows, kind="stable")  # back to request order; ranks stay ascending
         return self._answer(request, rows[order], rank[order], items[order], scores[order])
@@ -417,6 +510,8 @@ class CandidateModel:
         out["rank"] = rank
         out["item_id"] = pd.Series(self.items.to_raw(items), dtype=item_dtype)
         out["score"] = scores
+        if "history" in request.skipped:
+            out[SKIPPED_COLUMN] = request.skipped["history"][rows]
         return pd.DataFrame(out, columns=list(out))
 
 
@@ -424,6 +519,13 @@ def _rows(rows: np.ndarray, cands: Candidates) -> tuple[np.ndarray, ...]:
     """(request row, rank, item index, score) of every candidate, row-major."""
     r, c = np.nonzero(cands.items >= 0)  # a row with fewer eligible items has fewer rows
     return rows[r], (c + 1).astype(np.int32), cands.items[r, c], cands.scores[r, c]
+
+
+def _joined(first: Sequence[np.ndarray], second: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+    """Row b's items of ``first[b]`` and ``second[b]`` together (duplicates allowed)."""
+    if second is None:
+        return [np.asarray(x, dtype=np.int64) for x in first]
+    return [np.concatenate([a, b]).astype(np.int64) for a, b in zip(first, second, strict=True)]
 
 
 def _row_pairs(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -443,6 +545,7 @@ __all__ = [
     "CandidateRequestError",
     "ColdStart",
     "QUERY_ITEM_COLUMN",
+    "SKIPPED_COLUMN",
     "id_dtype",
     "is_positive_int",
     "lookup_items",

@@ -7,15 +7,18 @@ A request is a table of B rows. Each row asks for one list:
 - ``user_id``: that user's top-k unseen items, or
 - ``item_id``: the k items nearest to that item (itself excluded);
 
-exactly one of the two per row. Optional columns: ``k`` (the row's list length) and
-``exclude`` (a list of raw item ids never returned for the row). Ids are read by
+exactly one of the two per row. Optional columns: ``k`` (the row's list length),
+``exclude`` (a list of raw item ids never returned for the row) and, on user rows, ``history``
+(the user's items as raw ids: the user's embedding is folded in from them and they are
+masked; see :class:`~recsys_cl.retrieval.CandidateModel`). Ids are read by
 :mod:`recsys_cl.retrieval.ids` (user ids by the run's user id type, item ids by its item id
 type); any other column, a row with both or neither key, a ``k`` outside 1..max_k, a list cell
-that is not a list or holds more than ``max_list`` ids, or more than ``max_rows`` rows is a
-:class:`CandidateRequestError`.
+that is not a list or holds more than ``max_list`` ids, a ``history`` on an item row, or more
+than ``max_rows`` rows is a :class:`CandidateRequestError`. Ids in a list the run does not have
+are skipped and counted (:attr:`Request.skipped`).
 
 Item-id lists are read by one function (:func:`_item_lists`) for every column listed in
-:data:`ITEM_LIST_COLUMNS`: a new list column (a user's ``history``) is one entry there, one in
+:data:`ITEM_LIST_COLUMNS`: a new list column is one entry there, one in
 :data:`REQUEST_COLUMNS`, and its use by the model.
 """
 
@@ -41,9 +44,12 @@ REQUEST_COLUMNS: dict[str, str] = {
     "item_id": "raw item id: the k items nearest to this item, itself excluded",
     "k": "list length of this row (optional; default: the k param, else the model's k)",
     "exclude": "list of raw item ids never returned for this row (optional; at most max_list)",
+    "history": "list of raw item ids the user interacted with, on user_id rows (optional; at "
+    "most max_list): the user's embedding is folded in from it and it replaces the stored "
+    "seen items",
 }
 KEY_COLUMNS = ("user_id", "item_id")
-ITEM_LIST_COLUMNS = ("exclude",)
+ITEM_LIST_COLUMNS = ("exclude", "history")
 
 
 class CandidateRequestError(RecsysError, ValueError):
@@ -67,8 +73,12 @@ class Request:
         item_rows, item_raw, item_idx: the same for rows that ask for an item's neighbours
             (every id known).
         ks: int64 [B] each row's list length.
-        lists: per list column present (``exclude``), each row's item indices: int64 arrays,
-            unique, ids the run does not know left out.
+        lists: per list column present (``exclude``, ``history``), each row's item indices:
+            int64 arrays, unique, ids the run does not know left out.
+        skipped: per list column present, int64 [B] the ids of each row's list the run does
+            not know (left out of ``lists``).
+        given: per list column present, bool [B] whether the row's cell holds a list (a
+            missing cell is an empty list that was not given).
     """
 
     n_rows: int
@@ -81,6 +91,8 @@ class Request:
     item_idx: np.ndarray
     ks: np.ndarray
     lists: dict[str, list[np.ndarray]]
+    skipped: dict[str, np.ndarray]
+    given: dict[str, np.ndarray]
 
 
 def too_many_rows(n_rows: int, max_rows: int) -> str:
@@ -150,11 +162,16 @@ def read_request(
             f"request row {row}: item_id {short_repr(item_raw[unknown[0]])} is not an item of "
             f"this model ({items.size:,} items): similar items need an item the run trained on"
         )
-    lists = {
+    read = {
         column: _item_lists(frame[column].tolist(), column, items, max_list)
         for column in ITEM_LIST_COLUMNS
         if column in frame.columns
     }
+    if "history" in read and (on_items := item_rows[read["history"][2][item_rows]]).size:
+        raise CandidateRequestError(
+            f"request row {int(on_items[0])}: history is a user's items and goes with user_id, "
+            "not item_id"
+        )
     return Request(
         n_rows=len(frame),
         key_columns=key_columns,
@@ -165,7 +182,9 @@ def read_request(
         item_raw=item_raw,
         item_idx=item_idx,
         ks=ks,
-        lists=lists,
+        lists={column: lists for column, (lists, _, _) in read.items()},
+        skipped={column: skipped for column, (_, skipped, _) in read.items()},
+        given={column: given for column, (_, _, given) in read.items()},
     )
 
 
@@ -242,13 +261,18 @@ def _lookup(
     )
 
 
-def _item_lists(cells: list[Any], column: str, items: IdMap, max_list: int) -> list[np.ndarray]:
-    """Each row's list of raw item ids → its item indices (unique; unknown ids left out:
-    nothing can return them). A missing cell is an empty list."""
+def _item_lists(
+    cells: list[Any], column: str, items: IdMap, max_list: int
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Each row's list of raw item ids → (its item indices, unique, unknown ids left out:
+    nothing can return them; int64 [B] the unknown ids per row; bool [B] whether the row's
+    cell held a list). A missing cell is an empty list, not given."""
     integer = items.raw.dtype == pl.Int64
     lengths, typed = [], []
+    given = np.ones(len(cells), dtype=bool)
     for row, cell in enumerate(cells):
         if _missing(cell):
+            given[row] = False
             values: list[Any] = []
         elif isinstance(cell, (list, tuple)) or (isinstance(cell, np.ndarray) and cell.ndim == 1):
             values = list(cell)
@@ -267,7 +291,8 @@ def _item_lists(cells: list[Any], column: str, items: IdMap, max_list: int) -> l
     # Every entry is typed already: one lookup for the whole request.
     _, found = lookup_ids(items, typed, kind="item", name=_entry(-1, column))
     parts = np.split(found, np.cumsum(lengths)[:-1]) if lengths else []
-    return [np.unique(part[part >= 0]) for part in parts]
+    skipped = np.asarray([int((part < 0).sum()) for part in parts], dtype=np.int64)
+    return [np.unique(part[part >= 0]) for part in parts], skipped, given
 
 
 def _entry(row: int, column: str) -> Callable[[int], str]:

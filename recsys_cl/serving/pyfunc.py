@@ -43,6 +43,7 @@ from recsys_cl.retrieval.candidate_model import (
     ALLOWED_FILE,
     BUNDLE_FILE,
     QUERY_ITEM_COLUMN,
+    SKIPPED_COLUMN,
     BundleInfo,
     CandidateModel,
 )
@@ -116,8 +117,9 @@ def pip_requirements() -> list[str]:
 
 def candidate_signature(info: BundleInfo) -> ModelSignature:
     """Param ``k`` (default: the bundle's); output ``user_id, query_item_id, rank, item_id,
-    score`` with the two key columns optional (an answer has those of its request: a request of
-    user ids alone is answered ``user_id, rank, item_id, score``); no input schema.
+    score, history_skipped`` with the two key columns and the last optional (an answer has
+    those of its request: a request of user ids alone is answered ``user_id, rank, item_id,
+    score``; one with a ``history`` column adds ``history_skipped``); no input schema.
 
     The input (``user_id`` or ``item_id`` per row, an optional per-row ``k`` and ``exclude``
     list) is checked by :meth:`CandidateModel.predict`, not by MLflow: an MLflow input schema
@@ -137,6 +139,7 @@ def candidate_signature(info: BundleInfo) -> ModelSignature:
                 ColSpec("integer", "rank"),
                 ColSpec(item_type, "item_id"),
                 ColSpec("float", "score"),
+                ColSpec("long", SKIPPED_COLUMN, required=False),
             ]
         ),
         params=ParamSchema([ParamSpec("k", "long", info.k)]),

@@ -229,6 +229,7 @@ def _recommend(args: argparse.Namespace) -> RecommendReport:
         device=args.device,
         progress=not args.no_progress,
         compare_exact=args.compare_exact,
+        requests=args.requests,
     )
     rate = report.n_users / max(report.seconds, 1e-9)
     _print_allowed(report.allowed)

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from recsys_cl.config.retrieval import (
@@ -30,7 +32,8 @@ from recsys_cl.config.retrieval import (
     limits_problem,
 )
 from recsys_cl.data import IdMap
-from recsys_cl.errors import RecsysError
+from recsys_cl.errors import DataError, RecsysError
+from recsys_cl.io import atomic_path
 from recsys_cl.metrics import evaluate as full_ranking
 from recsys_cl.progress import progress as show_progress
 from recsys_cl.retrieval import (
@@ -56,7 +59,9 @@ from recsys_cl.retrieval.candidate_model import (
     lookup_items,
     lookup_users,
 )
+from recsys_cl.retrieval.fold_in import FoldIn, fold_in_of
 from recsys_cl.retrieval.index import Device
+from recsys_cl.retrieval.request import Request, read_request
 
 from ..folder import RunFolder
 from .parts import RunParts, folder_parts
@@ -200,6 +205,7 @@ def candidate_model(
         index = load_index(index_path, item_emb=item_emb, item_ids=split.items, device=device)
     seen = _exclusions(parts, split.n_users, split.n_items, exclude)
     pop_items, pop_scores = most_popular(parts.train, split.n_items)
+    fold_in = run_fold_in(run, parts, item_emb)
     info = BundleInfo(
         k=k,
         cold_start=cold_start,
@@ -216,6 +222,7 @@ def candidate_model(
         max_rows=max_rows,
         max_list=max_list,
         n_allowed=None if allow is None else allow.n_allowed,
+        fold_in=None if fold_in is None else fold_in.params(),
     )
     return CandidateModel(
         info,
@@ -228,7 +235,17 @@ def candidate_model(
         pop_items,
         pop_scores,
         allow,
+        fold_in,
     )
+
+
+def run_fold_in(run: RunFolder, parts: RunParts, item_emb: np.ndarray) -> FoldIn | None:
+    """The fold-in rule of a finished run (:func:`~recsys_cl.retrieval.fold_in.fold_in_of`):
+    from its config, its ``model.pt`` (read with ``weights_only=True``) and its training
+    pairs, the graph it propagated over."""
+    state = torch.load(run.model_file, map_location="cpu", weights_only=True)
+    train = parts.train
+    return fold_in_of(run.config.model, state, train.indptr, train.indices, item_emb)
 
 
 def run_recommend(
@@ -248,6 +265,7 @@ def run_recommend(
     chunk_size: int = DEFAULT_CHUNK_USERS,
     progress: bool = True,
     compare_exact: bool = False,
+    requests: str | Path | None = None,
 ) -> RecommendReport:
     """Write the top-``k`` unseen items of ``users`` (raw ids; None = every user) to Parquet
     (default ``RUN_DIR/candidates.parquet``); see :func:`candidate_model` for the options.
@@ -256,12 +274,19 @@ def run_recommend(
         allow_items: raw item ids, the only items recommended (:func:`allow_list`).
         compare_exact: also run the full-ranking evaluator (needs all users, exclude ``seen``
             and no allow-list: the evaluator ranks every item).
+        requests: instead of ``users``, a Parquet request table answered row by row as the
+            served model answers it (:meth:`CandidateModel.predict`: ``user_id`` and the
+            optional ``history``, ``exclude`` and ``k`` columns); the output has its columns.
     """
-    if compare_exact and not (users is None and exclude == "seen" and allow_items is None):
+    if compare_exact and not (
+        users is None and requests is None and exclude == "seen" and allow_items is None
+    ):
         raise RecsysError(
-            "--compare-exact needs every user scored (no --users), --exclude seen and no "
-            "--allow-items"
+            "--compare-exact needs every user scored (no --users or --requests), --exclude "
+            "seen and no --allow-items"
         )
+    if requests is not None and users is not None:
+        raise RecsysError("give --requests or --users / --users-file, not both")
     run = RunFolder(run_dir).require()
     parts = folder_parts(run)
     allow, allowed = (
@@ -281,6 +306,11 @@ def run_recommend(
     model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     split = run.split
     k_eff = min(k, model.index.n_items)
+    out_path = Path(out) if out is not None else run.candidates
+    if requests is not None:
+        return _answer_requests(
+            model, Path(requests), out_path, k, chunk_size, progress, index_path, allowed
+        )
 
     if users is None:
         raw_ids: np.ndarray = split.users.to_raw(np.arange(split.n_users))
@@ -296,7 +326,6 @@ def run_recommend(
     scorer = None
     if users is None and exclude == "seen" and parts.test_truth.nnz:
         scorer = CandidateScorer(parts.test_truth, ks=(k_eff,))
-    out_path = Path(out) if out is not None else run.candidates
 
     def search(chunk: np.ndarray) -> Candidates:
         cands = model.top_k(chunk, k_eff)
@@ -335,6 +364,124 @@ def run_recommend(
         exact=exact,
         allowed=allowed,
     )
+
+
+def read_requests(path: Path) -> pd.DataFrame:
+    """A request table from a Parquet file (list columns as arrays per cell).
+
+    Raises:
+        DataError: no such file, or not a Parquet file.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: requests file not found")
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"{path}: not a Parquet request table ({exc})") from None
+
+
+def _answer_requests(
+    model: CandidateModel,
+    path: Path,
+    out_path: Path,
+    k: int,
+    chunk_size: int,
+    progress: bool,
+    index_path: str | Path | None,
+    allowed: AllowReport | None,
+) -> RecommendReport:
+    """``recommend --requests``: every row of the request file answered by ``model.predict``
+    in chunks (the whole file is read strictly first, so an error names its row), written
+    atomically."""
+    frame = read_requests(path)
+    if not len(frame):
+        raise RecsysError(f"{path}: the request table has no rows")
+    longest = max(
+        (
+            len(c)
+            for col in ("history", "exclude")
+            if col in frame
+            for c in frame[col]
+            if _is_list(c)
+        ),
+        default=0,
+    )
+    # The file is the whole request: the served model's per-request limits do not apply.
+    info = replace(
+        model.info,
+        max_rows=max(len(frame), model.info.max_rows),
+        max_list=max(longest, model.info.max_list),
+    )
+    whole = replace(model, info=info)
+    try:
+        request = read_request(
+            frame,
+            k,
+            users=model.users,
+            items=model.items,
+            default_k=k,
+            max_k=info.max_k,
+            max_rows=info.max_rows,
+            max_list=info.max_list,
+        )
+    except RecsysError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
+    if len(request.item_rows):
+        raise RecsysError(f"{path}: recommend answers user_id rows; use `recsys-cl similar`")
+    n_rows = short = 0
+    start = time.perf_counter()
+    with (
+        atomic_path(out_path) as tmp,
+        show_progress(total=len(frame), desc="recommend", unit="row", enabled=progress) as bar,
+    ):
+        writer = None
+        for lo in range(0, len(frame), chunk_size):
+            answer = whole.predict(frame.iloc[lo : lo + chunk_size], k)
+            table = pa.Table.from_pandas(answer, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n_rows += table.num_rows
+            short += _short_lists(answer["rank"].to_numpy(), min(chunk_size, len(frame) - lo), k)
+            bar.update(min(chunk_size, len(frame) - lo))
+        assert writer is not None  # the file has rows
+        writer.close()
+    return RecommendReport(
+        out=out_path,
+        index=model.index.describe() if index_path is not None else "exact (flat, in memory)",
+        k=k,
+        list_length=min(k, model.index.n_items),
+        n_users=len(frame),
+        n_rows=n_rows,
+        n_short=short,
+        n_cold=int(
+            (
+                ~model.ranked_from_history(request.user_idx, _user_history(request))
+                & (request.user_idx < 0)
+            ).sum()
+        ),
+        seconds=time.perf_counter() - start,
+        quality=None,
+        exact=None,
+        allowed=allowed,
+    )
+
+
+def _short_lists(rank: np.ndarray, n_rows: int, k: int) -> int:
+    """Lists shorter than ``k`` among ``n_rows`` answered rows whose ranks are ``rank`` (each
+    list starts at rank 1; a row with no candidates has no rows)."""
+    starts = np.flatnonzero(rank == 1)
+    lengths = np.diff(np.append(starts, len(rank)))
+    return int((lengths < k).sum()) + n_rows - len(starts)
+
+
+def _user_history(request: Request) -> list[np.ndarray] | None:
+    history = request.lists.get("history")
+    return None if history is None else [history[r] for r in request.user_rows]
+
+
+def _is_list(cell: Any) -> bool:
+    return isinstance(cell, (list, tuple, np.ndarray))
 
 
 @dataclass(frozen=True)
