@@ -451,7 +451,7 @@ class CandidateModel:
         ranked = self.ranked_from_history(request.user_idx, user_history)
         self.refuse_unknown(
             request.user_raw,
-            np.where(ranked, 0, request.user_idx),
+            np.where(ranked, 0, request.user_idx),  # a row ranked from its history is answered
             "this model's cold_start policy is 'error' (a user given with a history is folded in)"
             if self.fold_in is not None
             else "this model's cold_start policy is 'error'",

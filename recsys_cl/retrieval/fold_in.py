@@ -32,6 +32,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -199,7 +200,10 @@ class LeastSquaresFoldIn(FoldIn):
 
     kind: ClassVar[str] = "least_squares"
 
-    def embed(self, histories: Sequence[np.ndarray], users: np.ndarray) -> np.ndarray:
+    @cached_property
+    def _als(self) -> Any:
+        """implicit's model over the fixed item factors, made once: it keeps YᵀY, which
+        every request would otherwise recompute (I x D² work)."""
         from implicit.cpu.als import AlternatingLeastSquares
         from threadpoolctl import threadpool_limits
 
@@ -210,9 +214,15 @@ class LeastSquaresFoldIn(FoldIn):
                 alpha=self.alpha,
                 num_threads=1,
             )
-            als.item_factors = self.item_factors
-            matrix = _history_matrix(histories, self.item_factors.shape[0])
-            out = als.recalculate_user(np.arange(len(histories)), matrix)
+        als.item_factors = self.item_factors
+        return als
+
+    def embed(self, histories: Sequence[np.ndarray], users: np.ndarray) -> np.ndarray:
+        from threadpoolctl import threadpool_limits
+
+        matrix = _history_matrix(histories, self.item_factors.shape[0])
+        with threadpool_limits(1, "blas"):
+            out = self._als.recalculate_user(np.arange(len(histories)), matrix)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def params(self) -> dict[str, Any]:
