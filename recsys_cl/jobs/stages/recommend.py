@@ -428,6 +428,14 @@ def _answer_requests(
         raise type(exc)(f"{path}: {exc}") from None
     if len(request.item_rows):
         raise RecsysError(f"{path}: recommend answers user_id rows; use `recsys-cl similar`")
+    # Refused for the whole file before anything is written (each chunk would count its own).
+    cold = ~model.ranked_from_history(request.user_idx, _user_history(request))
+    cold &= request.user_idx < 0
+    model.refuse_unknown(
+        request.user_raw,
+        np.where(cold, -1, 0),
+        "pass --cold-start popular to give them the most popular items, or a history",
+    )
     n_rows = short = 0
     start = time.perf_counter()
     with (
@@ -435,17 +443,20 @@ def _answer_requests(
         show_progress(total=len(frame), desc="recommend", unit="row", enabled=progress) as bar,
     ):
         writer = None
-        for lo in range(0, len(frame), chunk_size):
-            answer = whole.predict(frame.iloc[lo : lo + chunk_size], k)
-            table = pa.Table.from_pandas(answer, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            n_rows += table.num_rows
-            short += _short_lists(answer["rank"].to_numpy(), min(chunk_size, len(frame) - lo), k)
-            bar.update(min(chunk_size, len(frame) - lo))
-        assert writer is not None  # the file has rows
-        writer.close()
+        try:
+            for lo in range(0, len(frame), chunk_size):
+                answer = whole.predict(frame.iloc[lo : lo + chunk_size], k)
+                table = pa.Table.from_pandas(answer, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                n_rows += table.num_rows
+                rows = min(chunk_size, len(frame) - lo)
+                short += _short_lists(answer["rank"].to_numpy(), rows, k)
+                bar.update(rows)
+        finally:
+            if writer is not None:
+                writer.close()
     return RecommendReport(
         out=out_path,
         index=model.index.describe() if index_path is not None else "exact (flat, in memory)",
@@ -454,12 +465,7 @@ def _answer_requests(
         n_users=len(frame),
         n_rows=n_rows,
         n_short=short,
-        n_cold=int(
-            (
-                ~model.ranked_from_history(request.user_idx, _user_history(request))
-                & (request.user_idx < 0)
-            ).sum()
-        ),
+        n_cold=int(cold.sum()),
         seconds=time.perf_counter() - start,
         quality=None,
         exact=None,
