@@ -203,7 +203,7 @@ def test_union_tags_are_read_off_the_schema() -> None:
     tags = _union_tags(RunConfig)
     assert set(method_names()) <= tags
     # The imbalance block's unions (loss kind, hard-negative kind) are found too.
-    assert {"bpr", "softmax", "dns", "mixgcf", "ann"} <= tags
+    assert {"bpr", "softmax", "ssm", "directau", "ccl", "dns", "mixgcf", "ann"} <= tags
     # A failing union member's error names the key the user wrote, not the tag pydantic adds.
     with pytest.raises(ConfigError) as err:
         load_config(None, ["data.dataset=x", "model.method=xsimgcl", "model.eps=-1"])

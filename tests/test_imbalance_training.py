@@ -152,7 +152,7 @@ def test_every_strategy_has_a_shipped_config() -> None:
     assert {
         "none", "inverse_propensity", "class_balanced", "focal", "popularity_negatives",
         "tail_oversampling", "head_undersampling", "user_balanced", "dns", "mixgcf", "ann",
-        "softmax_logq", "ssm", "label_weights",
+        "softmax_logq", "ssm", "directau", "ccl", "label_weights",
     } <= names
 
 
@@ -175,10 +175,13 @@ def test_shipped_strategy_configs_load_and_build(path: Path) -> None:
         )
     parts = build_imbalance(block, train, explicit)
     # Read from the file itself: a hard-negative miner (DNS, MixGCF) scores `candidates`
-    # negatives per row and picks among them; every other strategy draws one, unselected.
-    hard = (yaml.safe_load(path.read_text()).get("negatives") or {}).get("hard") or {}
+    # negatives per row and picks among them; a loss that draws its own (SSM, CCL) draws its
+    # `negatives`, unselected; every other strategy draws one.
+    raw = yaml.safe_load(path.read_text())
+    hard = (raw.get("negatives") or {}).get("hard") or {}
     selects = hard.get("kind") in ("dns", "mixgcf")
-    assert parts.sampling.num_negatives == (hard["candidates"] if selects else 1)
+    drawn = (raw.get("loss") or {}).get("negatives", 1)
+    assert parts.sampling.num_negatives == (hard["candidates"] if selects else drawn)
     assert (parts.negative_selector is not None) == selects
 
 
@@ -196,6 +199,10 @@ def test_shipped_strategy_configs_load_and_build(path: Path) -> None:
         (["imbalance.loss.kind=softmax", "imbalance.loss.tau=0"], "imbalance.loss.tau"),
         (["imbalance.loss.kind=ssm", "imbalance.negatives.hard.kind=dns"], "loss 'ssm'"),
         (["imbalance.loss.kind=ssm", "imbalance.loss.negatives=0"], "imbalance.loss.negatives"),
+        (["imbalance.loss.kind=directau", "imbalance.negatives.alpha=0.5"], "loss 'directau'"),
+        (["imbalance.loss.kind=directau", "imbalance.loss.gamma=-1"], "imbalance.loss.gamma"),
+        (["imbalance.loss.kind=ccl", "imbalance.negatives.hard.kind=mixgcf"], "loss 'ccl'"),
+        (["imbalance.loss.kind=ccl", "imbalance.loss.negatives=0"], "imbalance.loss.negatives"),
     ],
 )
 def test_bad_imbalance_blocks_fail_at_load(overrides: list[str], message: str) -> None:
@@ -254,6 +261,7 @@ CUDA_STRATEGIES = {
     "dns+weights": [
         "imbalance.negatives.hard.kind=dns", "imbalance.weights.class_balanced_beta=0.9"
     ],
+    "directau+weights": ["imbalance.loss.kind=directau", "imbalance.weights.propensity_gamma=0.5"],
 }
 
 

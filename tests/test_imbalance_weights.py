@@ -21,10 +21,14 @@ from recsys_cl.imbalance import (
 )
 from recsys_cl.losses import (
     BPRObjective,
+    CosineContrastiveObjective,
+    DirectAUObjective,
     InBatchSoftmaxObjective,
     SampledSoftmaxObjective,
+    alignment_loss,
     bpr_loss,
     in_batch_softmax_loss,
+    uniformity_loss,
 )
 from recsys_cl.training import PositiveSet
 
@@ -262,6 +266,212 @@ def test_ssm_config_draws_its_negatives_and_refuses_biased_ones() -> None:
     assert isinstance(cfg.loss.build(train, torch.full((3,), 1 / 3)), SampledSoftmaxObjective)
     with pytest.raises(ValidationError, match="ssm"):
         ImbalanceConfig.model_validate({"loss": {"kind": "ssm"}, "negatives": {"alpha": 0.75}})
+
+
+def _uniformity_oracle(rows: list[list[float]], weights: list[float] | None, t: float) -> float:
+    # log of the weighted mean of exp(-t ||x_a - x_b||²) over ordered pairs a != b of the
+    # normalized rows, one pair at a time.
+    unit = [[v / math.sqrt(sum(c * c for c in row)) for v in row] for row in rows]
+    w = weights if weights is not None else [1.0] * len(rows)
+    num = den = 0.0
+    for a, xa in enumerate(unit):
+        for b, xb in enumerate(unit):
+            if a != b:
+                sq = sum((p - q) ** 2 for p, q in zip(xa, xb, strict=True))
+                num += w[a] * w[b] * math.exp(-t * sq)
+                den += w[a] * w[b]
+    return math.log(num / den)
+
+
+def test_alignment_and_uniformity_hand_cases() -> None:
+    e = torch.eye(3)
+    # Same direction (any length): aligned, 0; opposite: ||x - y||² = 4; orthogonal: 2.
+    assert float(alignment_loss(2 * e, 5 * e)) == pytest.approx(0.0, abs=1e-7)
+    assert float(alignment_loss(e, -3 * e)) == pytest.approx(4.0)
+    assert float(alignment_loss(e, e.roll(1, dims=0))) == pytest.approx(2.0)
+    # Two antipodal rows: log exp(-2 * 4) = -8; three orthonormal rows: log exp(-2 * 2) = -4,
+    # the rows' lengths do not matter; one direction repeated: log 1 = 0, the worst.
+    assert float(uniformity_loss(torch.tensor([[1.0, 0.0], [-2.0, 0.0]]))) == pytest.approx(-8.0)
+    assert float(uniformity_loss(e * torch.tensor([[1.0], [3.0], [0.5]]))) == pytest.approx(-4.0)
+    assert float(uniformity_loss(torch.ones(4, 3))) == pytest.approx(0.0, abs=1e-6)
+    assert float(uniformity_loss(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), t=0.5)) == (
+        pytest.approx(-2.0)
+    )
+    # A single row has no pair: 0, with a finite gradient.
+    one = torch.randn(1, 4, requires_grad=True)
+    loss = uniformity_loss(one)
+    assert float(loss.detach()) == 0.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_uniformity_matches_a_pair_loop_oracle(weighted: bool) -> None:
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    w = torch.rand(7, generator=g, dtype=torch.float64) + 0.1 if weighted else None
+    got = uniformity_loss(x, w, t=1.5)
+    expected = _uniformity_oracle(x.tolist(), None if w is None else w.tolist(), 1.5)
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+    assert -4 * 1.5 <= float(got) <= 0.0
+
+
+def test_directau_objective_is_alignment_plus_uniformity_of_the_distinct_rows() -> None:
+    # Users [0, 0, 1, 2], items [5, 6, 5, 7]: rows of a repeated id are one embedding's copies,
+    # so uniformity is over users {0, 1, 2} and items {5, 6, 7}, not over the 4 rows.
+    g = torch.Generator().manual_seed(7)
+    users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([5, 6, 5, 7])
+    user_table, item_table = torch.randn(3, 4, generator=g), torch.randn(8, 4, generator=g)
+    u, p = user_table[users], item_table[items]
+    gamma = 0.7
+    got = DirectAUObjective(gamma)(u, p, p.new_zeros(()), users, items, None)
+    align = (
+        sum(
+            sum((a - b) ** 2 for a, b in zip(ua, pa, strict=True))
+            for ua, pa in zip(
+                torch.nn.functional.normalize(u, dim=-1).tolist(),
+                torch.nn.functional.normalize(p, dim=-1).tolist(),
+                strict=True,
+            )
+        )
+        / 4
+    )
+    uniform_users = _uniformity_oracle(user_table.tolist(), None, 2.0)
+    uniform_items = _uniformity_oracle(item_table[[5, 6, 7]].tolist(), None, 2.0)
+    expected = align + gamma * (uniform_users + uniform_items) / 2
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # γ = 0 is alignment alone; all-one weights are no weights.
+    assert float(DirectAUObjective(0.0)(u, p, p, users, items, None)) == pytest.approx(align)
+    ones = DirectAUObjective(gamma)(u, p, p, users, items, torch.ones(4))
+    assert float(ones) == pytest.approx(float(got), rel=1e-6)
+
+
+def test_directau_over_rows_counts_a_repeated_id_as_often_as_the_batch_holds_it() -> None:
+    # The reference code's form (distinct=False): uniformity over the B rows, so user 0's two
+    # copies are a pair at distance 0 and item 5 weighs twice; with weights, row pairs weigh
+    # w_a w_b.
+    g = torch.Generator().manual_seed(10)
+    users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([5, 6, 5, 7])
+    user_table, item_table = torch.randn(3, 4, generator=g), torch.randn(8, 4, generator=g)
+    u, p = user_table[users], item_table[items]
+    for weights in (None, torch.tensor([0.5, 1.5, 2.0, 0.25])):
+        got = DirectAUObjective(0.5, distinct=False)(u, p, p, users, items, weights)
+        ws = None if weights is None else weights.tolist()
+        uniform = _uniformity_oracle(u.tolist(), ws, 2.0) + _uniformity_oracle(p.tolist(), ws, 2.0)
+        expected = float(alignment_loss(u, p, weights)) + 0.5 * uniform / 2
+        assert float(got) == pytest.approx(expected, rel=1e-5)
+    distinct = DirectAUObjective(0.5)(u, p, p, users, items, None)
+    assert float(distinct) != pytest.approx(
+        float(DirectAUObjective(0.5, distinct=False)(u, p, p, users, items, None))
+    )
+
+
+def test_directau_weights_each_distinct_row_by_its_mean_weight() -> None:
+    g = torch.Generator().manual_seed(8)
+    users, items = torch.tensor([0, 0, 1, 2]), torch.tensor([5, 6, 5, 7])
+    user_table, item_table = torch.randn(3, 4, generator=g), torch.randn(8, 4, generator=g)
+    u, p = user_table[users], item_table[items]
+    w = torch.tensor([0.5, 1.5, 2.0, 0.25])
+    got = DirectAUObjective(1.0)(u, p, p, users, items, w)
+    per_row = (
+        (torch.nn.functional.normalize(u, dim=-1) - torch.nn.functional.normalize(p, dim=-1))
+        .pow(2)
+        .sum(1)
+    )
+    align = float((w * per_row).sum()) / 4
+    # user 0 holds rows 0 and 1 (mean weight 1.0); item 5 holds rows 0 and 2 (1.25).
+    uniform_users = _uniformity_oracle(user_table.tolist(), [1.0, 2.0, 0.25], 2.0)
+    uniform_items = _uniformity_oracle(item_table[[5, 6, 7]].tolist(), [1.25, 1.5, 0.25], 2.0)
+    assert float(got) == pytest.approx(align + (uniform_users + uniform_items) / 2, rel=1e-5)
+
+
+def test_directau_reads_no_negatives_and_ignores_embedding_length() -> None:
+    g = torch.Generator().manual_seed(9)
+    u, p = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    users, items = torch.tensor([0, 1, 1, 2, 3]), torch.tensor([4, 4, 5, 6, 7])
+    objective = DirectAUObjective(2.0)
+    assert not objective.uses_negatives
+    base = float(objective(u, p, torch.zeros(()), users, items, None))
+    assert float(objective(u, p, torch.randn(5, 4, generator=g), users, items, None)) == base
+    # Everything is on the unit sphere: rescaling any row changes nothing.
+    scale = torch.rand(5, 1, generator=g) + 0.5
+    assert float(objective(u * 3, p * scale, p, users, items, None)) == pytest.approx(base)
+
+
+def test_directau_config_builds_and_refuses_negative_strategies() -> None:
+    from pydantic import ValidationError
+
+    from recsys_cl.config.imbalance import ImbalanceConfig
+
+    cfg = ImbalanceConfig.model_validate({"loss": {"kind": "directau", "gamma": 0.5}})
+    train = UserItems.from_pairs(np.array([0, 1]), np.array([0, 1]), 2, 3)
+    objective = cfg.loss.build(train, torch.full((3,), 1 / 3))
+    assert isinstance(objective, DirectAUObjective) and objective.gamma == 0.5
+    assert objective.distinct and cfg.num_negatives == 1
+    rows = ImbalanceConfig.model_validate({"loss": {"kind": "directau", "distinct": False}})
+    built = rows.loss.build(train, torch.full((3,), 1 / 3))
+    assert isinstance(built, DirectAUObjective) and not built.distinct
+    for bad in (
+        {"negatives": {"alpha": 0.75}},
+        {"negatives": {"hard": {"kind": "dns"}}},
+        {"weights": {"label_threshold": 4.0}},
+    ):
+        with pytest.raises(ValidationError, match="directau|label_threshold"):
+            ImbalanceConfig.model_validate({"loss": {"kind": "directau"}, **bad})
+    with pytest.raises(ValidationError, match="gamma"):
+        ImbalanceConfig.model_validate({"loss": {"kind": "directau", "gamma": -1}})
+
+
+def test_cosine_contrastive_objective_matches_a_loop_oracle() -> None:
+    g = torch.Generator().manual_seed(11)
+    u, p = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    neg = torch.randn(3, 5, 4, generator=g)
+    w = torch.tensor([0.5, 1.0, 2.0])
+    margin, weight = 0.2, 3.0
+
+    def cos(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+    for weights in (None, w):
+        got = CosineContrastiveObjective(margin, weight)(
+            u, p, neg, torch.arange(3), torch.arange(3), weights
+        )
+        expected = 0.0
+        for b in range(3):
+            hinge = [max(0.0, cos(u[b].tolist(), n) - margin) for n in neg[b].tolist()]
+            row = (1 - cos(u[b].tolist(), p[b].tolist())) + weight * sum(hinge) / 5
+            expected += (1.0 if weights is None else float(weights[b])) * row / 3
+        assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cosine_contrastive_hand_cases() -> None:
+    e = torch.eye(2)
+    users = items = torch.arange(2)
+    objective = CosineContrastiveObjective(0.5, 2.0)
+    # Positive along the user, negative orthogonal (below the margin): 0, whatever the lengths.
+    assert float(objective(e, 3 * e, e.roll(1, 0), users, items, None)) == pytest.approx(0.0)
+    # Negative along the user: 2 x (1 - 0.5) = 1; positive opposite: 1 - (-1) = 2.
+    assert float(objective(e, e, 4 * e, users, items, None)) == pytest.approx(1.0)
+    assert float(objective(e, -e, e.roll(1, 0), users, items, None)) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="margin"):
+        CosineContrastiveObjective(1.0, 1.0)
+
+
+def test_ccl_config_draws_its_negatives_and_refuses_a_miner() -> None:
+    from pydantic import ValidationError
+
+    from recsys_cl.config.imbalance import ImbalanceConfig
+
+    cfg = ImbalanceConfig.model_validate({"loss": {"kind": "ccl", "negatives": 8, "margin": 0.4}})
+    assert cfg.num_negatives == 8
+    train = UserItems.from_pairs(np.array([0, 1]), np.array([0, 1]), 2, 3)
+    objective = cfg.loss.build(train, torch.full((3,), 1 / 3))
+    assert isinstance(objective, CosineContrastiveObjective) and objective.margin == 0.4
+    with pytest.raises(ValidationError, match="ccl"):
+        ImbalanceConfig.model_validate(
+            {"loss": {"kind": "ccl"}, "negatives": {"hard": {"kind": "dns"}}}
+        )
+    with pytest.raises(ValidationError, match="margin"):
+        ImbalanceConfig.model_validate({"loss": {"kind": "ccl", "margin": 1.0}})
 
 
 def test_in_batch_positive_mask_matches_a_membership_oracle() -> None:

@@ -4,6 +4,8 @@ from .classic import BaselinesConfig, ClassicConfig, EASEConfig, IALSConfig, IAL
 from .imbalance import (
     ANNConfig,
     BPRLossConfig,
+    CosineContrastiveLossConfig,
+    DirectAULossConfig,
     DNSConfig,
     ImbalanceConfig,
     MixGCFConfig,
@@ -68,6 +70,8 @@ __all__ = [
     "trained_method_names",
     "ANNConfig",
     "BPRLossConfig",
+    "CosineContrastiveLossConfig",
+    "DirectAULossConfig",
     "DNSConfig",
     "ImbalanceConfig",
     "MixGCFConfig",

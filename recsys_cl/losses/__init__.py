@@ -1,9 +1,12 @@
 """Recommendation, contrastive and regularization losses (mean reduction, optional weights),
 and the recommendation objectives methods are handed (BPR, in-batch and sampled softmax,
-focal, logQ)."""
+focal, logQ, DirectAU's alignment and uniformity, SimpleX's CCL)."""
 
+from recsys_cl.losses.alignment import alignment_loss, uniformity_loss
 from recsys_cl.losses.objectives import (
     BPRObjective,
+    CosineContrastiveObjective,
+    DirectAUObjective,
     InBatchSoftmaxObjective,
     RecObjective,
     SampledSoftmaxObjective,
@@ -22,9 +25,12 @@ from recsys_cl.losses.softmax import (
 
 __all__ = [
     "BPRObjective",
+    "CosineContrastiveObjective",
+    "DirectAUObjective",
     "InBatchSoftmaxObjective",
     "RecObjective",
     "SampledSoftmaxObjective",
+    "alignment_loss",
     "bpr_loss",
     "ego_l2",
     "in_batch_softmax_loss",
@@ -32,4 +38,5 @@ __all__ = [
     "margin_contrastive_loss",
     "sampled_softmax_loss",
     "triplet_margin_loss",
+    "uniformity_loss",
 ]

@@ -1,11 +1,12 @@
 """The recommendation term of a method's loss, as a small module every method is handed.
 
 A method (:class:`~recsys_cl.models.Recommender`) scores its batch with its final embeddings
-and passes them here; which loss that is (BPR or in-batch softmax, with or without focal
-modulation and logQ correction) is the objective's business, so every method gets every
-variant without a per-method case. Objectives hold no parameters: data-derived tensors (log q,
-the training positives) are non-persistent buffers, moved by ``.to(device)`` and never written
-to a state dict.
+and passes them here; which loss that is (BPR, in-batch or sampled softmax with or without
+focal modulation and logQ correction, DirectAU's alignment and uniformity, SimpleX's cosine
+contrastive loss) is the objective's business, so every method gets every variant without a
+per-method case. Objectives hold no parameters: data-derived tensors (log q, the training
+positives) are non-persistent buffers, moved by ``.to(device)`` and never written to a state
+dict.
 
 Shapes: ``user`` [B, D], ``pos`` [B, D], ``neg`` [B, D] or [B, M, D], ``users`` and
 ``pos_items`` long [B], ``weights`` float [B] or None.
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys_cl.losses._reduce import weighted_mean
-from recsys_cl.losses.pairwise import bpr_loss
+from recsys_cl.losses.alignment import UNIFORMITY_T, alignment_loss, uniformity_loss
+from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss
 from recsys_cl.losses.softmax import in_batch_softmax_loss
 
 
@@ -256,3 +258,121 @@ class SampledSoftmaxObjective(RecObjective):
         logits = torch.cat([pos_logit, neg_logits.masked_fill(taken, float("-inf"))], dim=1)
         target = torch.zeros(user.size(0), dtype=torch.int64, device=user.device)
         return weighted_mean(F.cross_entropy(logits / self.tau, target, reduction="none"), weights)
+
+
+class CosineContrastiveObjective(RecObjective):
+    r"""SimpleX's cosine contrastive loss (CCL; Mao et al., CIKM 2021) over each row's drawn
+    negatives (:func:`~recsys_cl.losses.margin_contrastive_loss` on cosine similarities):
+    :math:`\ell_b = (1 - \cos(u_b, p_b)) + w \frac{1}{M}\sum_m \max(0, \cos(u_b, n_{bm}) - m)`.
+
+    The trainer draws the M negatives per row (``imbalance.loss.negatives``) from the items
+    the user never had. The model still scores with inner products of the unnormalized
+    embeddings.
+
+    Args:
+        margin: m in [-1, 1): a negative below it adds nothing.
+        negative_weight: w ≥ 0, the weight of the negatives' mean.
+    """
+
+    def __init__(self, margin: float, negative_weight: float) -> None:
+        super().__init__()
+        if not -1.0 <= margin < 1.0:
+            raise ValueError(f"margin must be in [-1, 1), got {margin}")
+        if not negative_weight >= 0:
+            raise ValueError(f"negative_weight must be >= 0, got {negative_weight}")
+        self.margin = margin
+        self.negative_weight = negative_weight
+
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
+    ) -> Tensor:
+        user, pos, neg = (F.normalize(t, dim=-1) for t in (user, pos, neg))
+        pos_cos = (user * pos).sum(dim=-1)
+        neg_cos = (user.unsqueeze(1) * neg).sum(dim=-1) if neg.dim() == 3 else (user * neg).sum(-1)
+        return margin_contrastive_loss(
+            pos_cos, neg_cos, self.margin, neg_weight=self.negative_weight, weights=weights
+        )
+
+
+class DirectAUObjective(RecObjective):
+    r"""Alignment plus γ x uniformity on L2-normalized embeddings (DirectAU; Wang et al.,
+    "Towards Representation Alignment and Uniformity in Collaborative Filtering", KDD 2022).
+
+    :math:`\mathcal{L} = \ell_{align}(u, p) + \gamma\,(\ell_{uniform}(U) + \ell_{uniform}(P))
+    / 2`: :func:`~recsys_cl.losses.alignment_loss` over the B (user, positive) rows and
+    :func:`~recsys_cl.losses.uniformity_loss` over the batch's users U and positive items P.
+    With ``distinct`` (the default) U and P are the distinct ids, each once, so every user and
+    item in the batch weighs alike; without it they are the B rows as they come, as in the
+    reference code: a user or item then weighs by how often the batch holds it (the empirical
+    p_user, p_item of the paper's expectation, popular items most), and two copies of one row
+    are a pair at distance 0. No negatives are used. With ``weights``, alignment is the
+    weighted mean over rows; in uniformity a row (``distinct``: a distinct id, with the mean
+    weight of its rows, as the contrastive term's InfoNCE does) weighs its weight. The model
+    still scores with inner products of the unnormalized embeddings, as the reference code
+    does.
+
+    Args:
+        gamma: γ ≥ 0, the weight of uniformity (the reference code searches 0.01-10).
+        t: the uniformity kernel's scale > 0 (2, Wang & Isola, ICML 2020).
+        distinct: uniformity over the distinct users and items (True) or over the rows.
+    """
+
+    uses_negatives = False
+
+    def __init__(self, gamma: float, t: float = UNIFORMITY_T, distinct: bool = True) -> None:
+        super().__init__()
+        if not gamma >= 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        if not t > 0:
+            raise ValueError(f"t must be > 0, got {t}")
+        self.gamma = gamma
+        self.t = t
+        self.distinct = distinct
+
+    def forward(
+        self,
+        user: Tensor,
+        pos: Tensor,
+        neg: Tensor,
+        users: Tensor,
+        pos_items: Tensor,
+        weights: Tensor | None,
+        *,
+        neg_items: Tensor | None = None,
+    ) -> Tensor:
+        align = alignment_loss(user, pos, weights)
+        if self.gamma == 0:
+            return align
+        if self.distinct:
+            uniform = uniformity_loss(*distinct_rows(users, user, weights), t=self.t)
+            uniform = uniform + uniformity_loss(*distinct_rows(pos_items, pos, weights), t=self.t)
+        else:
+            uniform = uniformity_loss(user, weights, t=self.t)
+            uniform = uniform + uniformity_loss(pos, weights, t=self.t)
+        return align + self.gamma * uniform / 2
+
+
+def distinct_rows(
+    ids: Tensor, rows: Tensor, weights: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """The rows [n, D] of the n distinct ``ids`` [B] (``rows`` [B, D] holds the same row for
+    every occurrence of an id; the first is taken) and, with ``weights`` [B], each id's mean
+    weight [n]."""
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    n, b = uniq.numel(), ids.numel()
+    position = torch.arange(b, device=ids.device)
+    first = torch.full((n,), b, dtype=position.dtype, device=ids.device)
+    first = first.scatter_reduce(0, inverse, position, reduce="amin")
+    if weights is None:
+        return rows[first], None
+    total = weights.new_zeros(n).index_add_(0, inverse, weights)
+    counts = torch.bincount(inverse, minlength=n).to(total.dtype)
+    return rows[first], total / counts
