@@ -462,24 +462,26 @@ class CandidateModel:
         def of(lists: list[np.ndarray] | None, rows: np.ndarray) -> list[np.ndarray] | None:
             return None if lists is None else [lists[r] for r in rows]
 
+        # (rows, their indices, the search answering them given (indices, k, rows)).
+        searches: tuple[tuple[np.ndarray, np.ndarray, Any], ...] = (
+            (
+                request.user_rows,
+                request.user_idx,
+                lambda idx, kk, at: self.top_k(
+                    idx, kk, exclude=of(excluded, at), history=of(history, at)
+                ),
+            ),
+            (
+                request.item_rows,
+                request.item_idx,
+                lambda idx, kk, at: self.similar(idx, kk, exclude=of(excluded, at)),
+            ),
+        )
         for kk in np.unique(request.ks):
-            at = request.user_rows[request.ks[request.user_rows] == kk]
-            if at.size:
-                found = self.top_k(
-                    request.user_idx[request.ks[request.user_rows] == kk],
-                    int(kk),
-                    exclude=of(excluded, at),
-                    history=of(history, at),
-                )
-                pieces.append(_rows(at, found))
-            at = request.item_rows[request.ks[request.item_rows] == kk]
-            if at.size:
-                found = self.similar(
-                    request.item_idx[request.ks[request.item_rows] == kk],
-                    int(kk),
-                    exclude=of(excluded, at),
-                )
-                pieces.append(_rows(at, found))
+            for rows, idx, search in searches:
+                mine = request.ks[rows] == kk
+                if mine.any():
+                    pieces.append(_rows(rows[mine], search(idx[mine], int(kk), rows[mine])))
         rows, rank, items, scores = (np.concatenate(column) for column in zip(*pieces, strict=True))
         order = np.argsort(rows, kind="stable")  # back to request order; ranks stay ascending
         return self._answer(request, rows[order], rank[order], items[order], scores[order])
