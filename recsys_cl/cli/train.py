@@ -25,6 +25,13 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         help="continue from output_dir's last completed epoch (same config and seed give the "
         "same result as an uninterrupted run) and the same MLflow run",
     )
+    p.add_argument(
+        "--warm-start",
+        metavar="RUN_DIR",
+        help="start from a finished run of the same method, dim and layers "
+        "(train.warm_start): its users' and items' rows are copied by raw id, new ones drawn "
+        "as usual, removed ones dropped and counted; the optimizer starts fresh",
+    )
     add_baselines_switch(p)
     add_distributed(p)
     add_tracking(p)

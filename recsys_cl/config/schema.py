@@ -425,6 +425,10 @@ class TrainConfig(Frozen):
     progress: bool = True
     # Sampled-subgraph training (SampledConfig); null: every batch propagates the full graph.
     sampled: SampledConfig | None = None
+    # A finished run folder of the same method, dim and layers to start from (warm start,
+    # recsys_cl.jobs.stages.warm): the rows of the users and items it knows are copied by raw
+    # id, the others drawn as usual; the optimizer starts fresh. null: train from scratch.
+    warm_start: Path | None = None
 
 
 class PopularityGroupsConfig(Frozen):
@@ -567,6 +571,12 @@ class RunConfig(Frozen):
         # A fitted model has no batches, negatives or subgraphs: the settings that shape
         # gradient training would be silently ignored, so they are refused.
         method = self.model.method
+        if self.train.warm_start is not None:
+            raise ValueError(
+                f"train.warm_start: model.method '{method}' is fitted from scratch in closed "
+                "form or by least squares, not trained from embeddings; remove train.warm_start "
+                "(--warm-start)"
+            )
         if self.train.sampled is not None:
             raise ValueError(
                 f"train.sampled: model.method '{method}' is fitted in closed form or by least "

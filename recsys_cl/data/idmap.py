@@ -165,3 +165,53 @@ class IdMap:
             return cls(frame[_RAW])
         except ValueError as exc:
             raise data_error(str(path), f"invalid id map: {exc}") from exc
+
+
+@dataclass(frozen=True, eq=False)
+class IdAlignment:
+    """Where the ids of an old map sit in a new one, matched by raw id (warm start).
+
+    Attributes:
+        old_index: int64 [K], the old map's indices of the ids both maps hold, ascending.
+        new_index: int64 [K], the same ids' indices in the new map (``new_index[k]`` and
+            ``old_index[k]`` stand for one raw id; the two orders need not agree).
+        n_old, n_new_map: the sizes of the old and new maps.
+    """
+
+    old_index: np.ndarray
+    new_index: np.ndarray
+    n_old: int
+    n_new_map: int
+
+    @property
+    def copied(self) -> int:
+        """K, the ids in both maps."""
+        return int(self.old_index.size)
+
+    @property
+    def new(self) -> int:
+        """Ids only the new map holds."""
+        return self.n_new_map - self.copied
+
+    @property
+    def dropped(self) -> int:
+        """Ids only the old map holds."""
+        return self.n_old - self.copied
+
+
+def align(old: IdMap, new: IdMap, *, source: str = "<ids>") -> IdAlignment:
+    """Match ``old``'s ids to ``new``'s by raw id.
+
+    Raises:
+        DataError: the maps hold ids of different types (int vs str), named by ``source``.
+    """
+    if old.raw.dtype != new.raw.dtype:
+        raise data_error(
+            source, f"ids of type {old.raw.dtype} cannot be matched to {new.raw.dtype} ids"
+        )
+    at = new.to_index(old.raw, missing="null", source=source)
+    known = at.is_not_null()
+    # Copies: polars hands out read-only views, which torch.from_numpy warns about.
+    old_index = np.array(known.arg_true().cast(pl.Int64).to_numpy(), dtype=np.int64)
+    new_index = np.array(at.filter(known).cast(pl.Int64).to_numpy(), dtype=np.int64)
+    return IdAlignment(old_index, new_index, old.size, new.size)

@@ -11,6 +11,7 @@ A run folder (a config's ``output_dir``) holds::
     metrics.json                    protocol, selection, test metrics (overall and long-tail),
                                     history, cold counts, the imbalance strategies' summary
     tracking.json                   the MLflow store and run that trained the folder
+    warm_start.json                 a warm-started run's source and row counts (train.warm_start)
     index/<kind>.faiss (+ .json)    a saved FAISS index (``recsys-cl index``)
     candidates.parquet              top-K candidates of every user (``recsys-cl recommend``)
     candidates_sample.parquet       the first users' candidates, logged with the run
@@ -115,6 +116,11 @@ class RunFolder:
     @property
     def tracking_file(self) -> Path:
         return self.root / "tracking.json"
+
+    @property
+    def warm_start_file(self) -> Path:
+        """Where a warm-started run keeps what it copied (:mod:`.stages.warm`)."""
+        return self.root / "warm_start.json"
 
     @property
     def index_dir(self) -> Path:

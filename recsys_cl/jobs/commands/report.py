@@ -6,6 +6,7 @@ from recsys_cl.config import RunConfig
 from recsys_cl.metrics import format_popularity
 
 from ..stages.train import TrainReport
+from ..stages.warm import WarmStart
 
 
 def format_metrics(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
@@ -30,6 +31,8 @@ def print_training(cfg: RunConfig, report: TrainReport) -> None:
         f"{cfg.model.method} on {cfg.data.dataset or cfg.data.path} — protocol {report.protocol}: "
         f"best epoch {report.best_epoch} by {report.select_metric} on {report.selected_on}"
     )
+    if s.get("warm_start"):
+        print(WarmStart.from_dict(s["warm_start"]).describe())
     print(
         f"test ({s['test_users_evaluated']:,} users; "
         f"{s['test_users_skipped']:,} without test items):"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from dataclasses import replace
@@ -65,7 +66,7 @@ def train_job(args: argparse.Namespace) -> int:
     Launched as several ranks (``--nproc-per-node``, ``torchrun``), every rank trains and
     rank 0 alone records the run, indexes, prints and writes.
     """
-    cfg: RunConfig = load_config(args.config, job_overrides(args))
+    cfg: RunConfig = load_config(args.config, [*job_overrides(args), *warm_override(args)])
     device = resolve_device(cfg.train.device)
     with process_group(device, args.dist_timeout) as replicas, contextlib.ExitStack() as held:
 
@@ -138,7 +139,8 @@ def _main_stages(
     allow_items: list[str] | None = None,
 ) -> int:
     """The stages of ``main``, under the run folder's writer lock."""
-    from recsys_cl.retrieval.candidate_model import BundleInfo as CandidateInfo
+    from recsys_cl.retrieval.bundle import BundleInfo as CandidateInfo
+    from recsys_cl.retrieval.bundle import bundle_size
 
     from ..stages.bundle import write_candidate_bundle
     from .retrieval import record_candidates, record_index
@@ -189,8 +191,11 @@ def _main_stages(
             max_rows=cfg.retrieval.max_rows,
             allow_items=allow_items,
         )
+        info = CandidateInfo.read(bundle)
+        rule = "none" if info.fold_in is None else info.fold_in["kind"]
+        print(f"candidate bundle: {bundle_size(bundle)} (fold-in rule: {rule})")
         if allow_items is not None:
-            print(f"candidate model allow-list: {CandidateInfo.read(bundle).n_allowed:,} items")
+            print(f"candidate model allow-list: {info.n_allowed:,} items")
         model_uri = _log_model(tracker, bundle, args.register) if tracker.enabled else None
 
         print()
@@ -212,6 +217,14 @@ def _main_stages(
 def job_overrides(args: argparse.Namespace) -> list[str]:
     """The ``--set`` overrides, with ``--no-baselines`` as ``baselines.enabled=false``."""
     return [*args.overrides, *(["baselines.enabled=false"] if args.no_baselines else [])]
+
+
+def warm_override(args: argparse.Namespace) -> list[str]:
+    """``--warm-start RUN_DIR`` as ``train.warm_start=RUN_DIR`` (quoted: a folder named
+    ``123`` or ``true`` stays a path)."""
+    if args.warm_start is None:
+        return []
+    return [f"train.warm_start={json.dumps(str(args.warm_start))}"]
 
 
 def guard_baseline(tracker: Tracker, report: TrainReport, config: str) -> bool:

@@ -45,6 +45,7 @@ from .build import ImbalanceParts, build_imbalance, build_method
 from .data import build_split
 from .parts import RunParts, run_parts, score_test
 from .record import epoch_logger, record_result, record_start
+from .warm import WarmStart, apply_warm_start, check_source, read_warm_start
 
 __all__ = [
     "Assembly",
@@ -274,8 +275,9 @@ def schedule(cfg: RunConfig, most_popular_score: float) -> Schedule:
 
 @dataclass(frozen=True, eq=False)
 class Prepared:
-    """A run folder ready to train: its config, device, split and :class:`Assembly`, and this
-    process's part in the job (one process by default)."""
+    """A run folder ready to train: its config, device, split and :class:`Assembly`, this
+    process's part in the job (one process by default) and, for a warm-started run, what was
+    copied from the old run (:mod:`.warm`)."""
 
     cfg: RunConfig
     run: RunFolder
@@ -284,6 +286,7 @@ class Prepared:
     built: Assembly
     resuming: bool
     replicas: Replicas = field(default_factory=single_process)
+    warm: WarmStart | None = None
 
 
 def prepare(
@@ -298,10 +301,14 @@ def prepare(
 ) -> Prepared:
     """Check the folder, write its config and split, build everything, record the start.
 
-    With ``replicas``, rank 0 does the folder's part and hands every rank the split.
+    With ``train.warm_start``, the built method's rows of the users and items the old run knew
+    are then copied from it (:func:`~.warm.apply_warm_start`; a resume reads what was copied
+    from the folder, its checkpoint holding the rows). With ``replicas``, rank 0 does the
+    folder's part and the copy, and hands every rank the split.
 
     Raises:
-        RecsysError: the folder holds another run, or a bad device; DataError: see
+        RecsysError: the folder holds another run, a bad device, or a warm-start folder that
+            is missing, unfinished or of another method, dim or layers; DataError: see
             :func:`assemble`.
     """
     tracker = tracker or NullTracker()
@@ -312,6 +319,10 @@ def prepare(
 
     def open_folder() -> tuple[bool, Split]:
         resuming = check_output_dir(cfg, resume)
+        if cfg.train.warm_start is not None and not resuming:
+            # Before anything is written: a bad source leaves no folder behind.
+            assert isinstance(cfg.model, MethodConfig)
+            check_source(cfg.train.warm_start, cfg.model)
         if resuming:
             # The checkpoint's fingerprint (data config and seed included) was checked, so
             # the saved split is the one this config makes.
@@ -328,7 +339,23 @@ def prepare(
 
     resuming, split = replicas.from_main(open_folder)
     built = assemble(cfg, split, device, str(run.data_dir))
-    return Prepared(cfg, run, device, split, built, resuming, replicas)
+    warm = None
+    if cfg.train.warm_start is not None:
+
+        def start_warm() -> WarmStart:
+            # The other ranks' tables are rank 0's once the trainer broadcasts its state.
+            report = (
+                read_warm_start(run)
+                if resuming
+                else apply_warm_start(built.method, split, cfg, run)
+            )
+            print(report.describe(), flush=True)
+            if tracker.enabled:
+                tracker.log_params(report.params())
+            return report
+
+        warm = replicas.from_main(start_warm)
+    return Prepared(cfg, run, device, split, built, resuming, replicas, warm)
 
 
 def fit(
@@ -394,6 +421,7 @@ def _finalize(prep: Prepared, result: FitResult, tracker: Tracker) -> TrainRepor
             "device": str(prep.device),
             "world_size": prep.replicas.size,
             "threads": torch.get_num_threads() if prep.device.type == "cpu" else None,
+            "warm_start": None if prep.warm is None else prep.warm.to_dict(),
         },
         tracker=tracker,
     )
