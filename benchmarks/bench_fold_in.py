@@ -119,7 +119,7 @@ def scores(lists: list[list], targets: list[set]) -> dict[str, float]:
 
 
 def raw_lists(model: CandidateModel, items: np.ndarray) -> list[list]:
-    return [[v for v in model.items.to_raw(row[row >= 0]).tolist()] for row in items]
+    return [model.items.to_raw(row[row >= 0]).tolist() for row in items]
 
 
 def latency(model: CandidateModel, frames: list[pd.DataFrame]) -> tuple[float, float]:
@@ -148,7 +148,8 @@ def measure(
     t2 = time.perf_counter()
     users = target["user"].unique().sort().to_list()
     hist = {u: g["item"].to_list() for (u,), g in history.group_by("user")}
-    targets = [set(target.filter(pl.col("user") == u)["item"].to_list()) for u in users]
+    targeted = {u: set(g["item"].to_list()) for (u,), g in target.group_by("user")}
+    targets = [targeted[u] for u in users]
 
     a = candidate_model(RunFolder(run_a), cold_start="popular")
     known = [a.items.to_index(pl.Series(hist[u]), missing="null") for u in users]

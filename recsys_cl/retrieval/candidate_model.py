@@ -253,9 +253,17 @@ class CandidateModel:
         """:func:`lookup_users` in this model's users."""
         return lookup_users(self.users, values, where=where)
 
-    def refuse_unknown(self, raw: np.ndarray, user_idx: np.ndarray, hint: str) -> None:
-        """Raise :class:`UnknownUserError` when the policy is ``error`` and an id is unknown."""
-        unknown = np.flatnonzero(user_idx < 0)
+    def refuse_unknown(
+        self,
+        raw: np.ndarray,
+        user_idx: np.ndarray,
+        hint: str,
+        *,
+        history: Sequence[np.ndarray] | None = None,
+    ) -> None:
+        """Raise :class:`UnknownUserError` when the policy is ``error`` and a row would get the
+        most popular items (:meth:`cold_rows`: an unknown id not ranked from its history)."""
+        unknown = np.flatnonzero(self.cold_rows(user_idx, history))
         if unknown.size and self.info.cold_start == "error":
             raise UnknownUserError(
                 f"{unknown.size:,} of {len(raw):,} requested users are unknown to the run (not in "
@@ -328,7 +336,7 @@ class CandidateModel:
             masked = _joined(lists, None if exclude is None else [exclude[i] for i in at.tolist()])
             own = PairSet.from_pairs(*_row_pairs(masked), len(at), self.index.n_items)
             items[at], scores[at] = self._search(queries, k, own)
-        cold = np.flatnonzero((user_idx < 0) & ~ranked)
+        cold = np.flatnonzero(self.cold_rows(user_idx, history))
         if cold.size:
             cold_lists = None
             if exclude is not None or history is not None:
@@ -341,6 +349,13 @@ class CandidateModel:
                 )
             items[cold], scores[cold] = self._popular(k, cold_lists)
         return Candidates(users=user_idx, items=items, scores=scores)
+
+    def cold_rows(
+        self, user_idx: np.ndarray, history: Sequence[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """bool [B]: the rows :meth:`top_k` answers with the most popular items (an unknown
+        user not ranked from a history)."""
+        return (np.asarray(user_idx) < 0) & ~self.ranked_from_history(user_idx, history)
 
     def ranked_from_history(
         self, user_idx: np.ndarray, history: Sequence[np.ndarray] | None
@@ -448,13 +463,13 @@ class CandidateModel:
         )
         excluded, history = request.lists.get("exclude"), request.lists.get("history")
         user_history = None if history is None else [history[r] for r in request.user_rows]
-        ranked = self.ranked_from_history(request.user_idx, user_history)
         self.refuse_unknown(
             request.user_raw,
-            np.where(ranked, 0, request.user_idx),  # a row ranked from its history is answered
+            request.user_idx,
             "this model's cold_start policy is 'error' (a user given with a history is folded in)"
             if self.fold_in is not None
             else "this model's cold_start policy is 'error'",
+            history=user_history,
         )
         # The empty piece first gives an empty request typed columns.
         pieces = [_NO_ROWS]

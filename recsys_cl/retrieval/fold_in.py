@@ -302,25 +302,27 @@ def _propagation_of(
     weight = state.get("encoder.weight")
     if weight is None:
         raise DataError("model.pt has no encoder.weight: not a LightGCN-based run")
-    table = weight.detach().cpu().float().numpy()
+    import torch
+
+    from recsys_cl.graph import build_graph, sym_spmm
+
+    table = weight.detach().cpu().float()
     n_users = len(indptr) - 1
     n_items = table.shape[0] - n_users
-    user_degree = np.diff(indptr).astype(np.float32)
-    item_degree = np.bincount(indices, minlength=n_items).astype(np.float32)
     rows = np.repeat(np.arange(n_users), np.diff(indptr))
-    norm = 1.0 / np.sqrt(user_degree[rows] * item_degree[indices])
-    # The user-item block R of D^-1/2 A D^-1/2 (A = [[0, R], [Rᵀ, 0]]).
-    block = csr_matrix((norm.astype(np.float32), indices, indptr), shape=(n_users, n_items))
-    block_t = block.T.tocsr()
-    user, item = table[:n_users], table[n_users:]
-    item_layers = [item]
-    for _ in range(layers - 1):
-        user, item = np.asarray(block @ item), np.asarray(block_t @ user)
-        item_layers.append(item)
+    # The graph and propagation the encoder used (LightGCN eq. 3), layer by layer.
+    graph = build_graph(
+        torch.from_numpy(rows), torch.from_numpy(np.asarray(indices)), n_users, n_items
+    )
+    x, item_layers = table, [table[n_users:]]
+    with torch.no_grad():
+        for _ in range(layers - 1):
+            x = sym_spmm(graph.adj, x)
+            item_layers.append(x[n_users:])
     return PropagationFoldIn(
-        np.stack(item_layers).astype(np.float32),
-        item_degree,
-        np.ascontiguousarray(table[:n_users]),
+        torch.stack(item_layers).numpy().astype(np.float32),
+        np.bincount(indices, minlength=n_items).astype(np.float32),
+        np.ascontiguousarray(table[:n_users].numpy()),
         include_layer0,
     )
 

@@ -170,6 +170,7 @@ def candidate_model(
     allow: AllowList | None = None,
     device: Device = "auto",
     parts: RunParts | None = None,
+    fold_in: bool = True,
 ) -> CandidateModel:
     """The candidate model of a finished run folder.
 
@@ -186,6 +187,9 @@ def candidate_model(
             rows and most ids in one list cell (``exclude``) one request may ask for.
         allow: the only items ever returned (:func:`allow_list`); None allows every item.
         parts: the run's pair sets when the caller already read them.
+        fold_in: build the method's fold-in rule (:func:`run_fold_in`: reads ``model.pt`` and
+            propagates the item table) for requests with a ``history``; a caller that never
+            passes one (``recommend --users``, ``similar``) skips that work.
 
     Raises:
         RecsysError: bad limits or policy; DataError and the retrieval errors for a run or
@@ -205,7 +209,7 @@ def candidate_model(
         index = load_index(index_path, item_emb=item_emb, item_ids=split.items, device=device)
     seen = _exclusions(parts, split.n_users, split.n_items, exclude)
     pop_items, pop_scores = most_popular(parts.train, split.n_items)
-    fold_in = run_fold_in(run, parts, item_emb)
+    rule = run_fold_in(run, parts, item_emb) if fold_in else None
     info = BundleInfo(
         k=k,
         cold_start=cold_start,
@@ -222,7 +226,7 @@ def candidate_model(
         max_rows=max_rows,
         max_list=max_list,
         n_allowed=None if allow is None else allow.n_allowed,
-        fold_in=None if fold_in is None else fold_in.params(),
+        fold_in=None if rule is None else rule.params(),
     )
     return CandidateModel(
         info,
@@ -235,7 +239,7 @@ def candidate_model(
         pop_items,
         pop_scores,
         allow,
-        fold_in,
+        rule,
     )
 
 
@@ -302,6 +306,7 @@ def run_recommend(
         allow=allow,
         device=device,
         parts=parts,
+        fold_in=requests is not None,
     )
     model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     split = run.split
@@ -429,12 +434,12 @@ def _answer_requests(
     if len(request.item_rows):
         raise RecsysError(f"{path}: recommend answers user_id rows; use `recsys-cl similar`")
     # Refused for the whole file before anything is written (each chunk would count its own).
-    cold = ~model.ranked_from_history(request.user_idx, _user_history(request))
-    cold &= request.user_idx < 0
+    history = _user_history(request)
     model.refuse_unknown(
         request.user_raw,
-        np.where(cold, -1, 0),
+        request.user_idx,
         "pass --cold-start popular to give them the most popular items, or a history",
+        history=history,
     )
     n_rows = short = 0
     start = time.perf_counter()
@@ -465,7 +470,7 @@ def _answer_requests(
         n_users=len(frame),
         n_rows=n_rows,
         n_short=short,
-        n_cold=int(cold.sum()),
+        n_cold=int(model.cold_rows(request.user_idx, history).sum()),
         seconds=time.perf_counter() - start,
         quality=None,
         exact=None,

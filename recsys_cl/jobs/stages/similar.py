@@ -113,6 +113,7 @@ def run_similar(
         max_k=max(k, DEFAULT_MAX_K),
         allow=allow,
         device=device,
+        fold_in=False,
     )
     model.index.set_search_params(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor)
     k_eff = min(k, model.index.n_items)
