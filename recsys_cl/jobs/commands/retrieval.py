@@ -213,23 +213,32 @@ def _requested_users(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
+def _search_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``recommend`` and ``similar`` share (index, k, allow-list, output, index
+    search overrides, device, progress), as :func:`run_recommend` / :func:`run_similar`
+    keywords."""
+    return {
+        "index_path": args.index,
+        "k": args.k,
+        "allow_items": allow_items_of(args),
+        "out": args.out,
+        "nprobe": args.nprobe,
+        "ef_search": args.ef_search,
+        "k_factor": args.k_factor,
+        "device": args.device,
+        "progress": not args.no_progress,
+    }
+
+
 def _recommend(args: argparse.Namespace) -> RecommendReport:
     report = run_recommend(
         args.run_dir,
-        index_path=args.index,
         users=_requested_users(args),
-        k=args.k,
         cold_start=args.cold_start,
         exclude=args.exclude,
-        allow_items=allow_items_of(args),
-        out=args.out,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        k_factor=args.k_factor,
-        device=args.device,
-        progress=not args.no_progress,
         compare_exact=args.compare_exact,
         requests=args.requests,
+        **_search_options(args),
     )
     rate = report.n_users / max(report.seconds, 1e-9)
     _print_allowed(report.allowed)
@@ -287,19 +296,7 @@ def _similar(args: argparse.Namespace) -> SimilarReport:
         if args.items_file is not None
         else None
     )
-    report = run_similar(
-        args.run_dir,
-        index_path=args.index,
-        items=items,
-        k=args.k,
-        allow_items=allow_items_of(args),
-        out=args.out,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        k_factor=args.k_factor,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    report = run_similar(args.run_dir, items=items, **_search_options(args))
     _print_allowed(report.allowed)
     rate = report.n_items / max(report.seconds, 1e-9)
     print(
