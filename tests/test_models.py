@@ -14,6 +14,7 @@ from torch_geometric.nn import LGConv
 
 from recsys_cl.augment import SimGCLNoise, simgcl_noise
 from recsys_cl.config import (
+    ContrastiveConfig,
     GraphMethodConfig,
     MethodConfig,
     model_configs,
@@ -61,12 +62,15 @@ def community_of_item(i: torch.Tensor) -> torch.Tensor:
     return i // GROUP_ITEMS
 
 
+# Each user interacts with 5 of the 8 items of its own community, none of the other's.
+PLANTED_TRAIN = make_planted_split(GROUP_USERS, GROUP_ITEMS, train_per=5, test_per=0)[0]
+
+
 @pytest.fixture(scope="module")
 def planted() -> BipartiteGraph:
-    """Each user interacts with 5 of the 8 items of its own community, none of the other's."""
-    train, _ = make_planted_split(GROUP_USERS, GROUP_ITEMS, train_per=5, test_per=0)
-    users, items = torch.from_numpy(train.rows()), torch.from_numpy(train.indices)
-    return build_graph(users, items, N_USERS, N_ITEMS)
+    """The graph of :data:`PLANTED_TRAIN`."""
+    users = torch.from_numpy(PLANTED_TRAIN.rows())
+    return build_graph(users, torch.from_numpy(PLANTED_TRAIN.indices), N_USERS, N_ITEMS)
 
 
 def sample_batch(graph: BipartiteGraph, size: int, gen: torch.Generator, n_neg: int = 1) -> Batch:
@@ -282,6 +286,13 @@ def _config_cases() -> dict[str, MethodFactory]:
                 fields["layers"] = 2
             cases[name] = partial(
                 lambda m, f: m(**f).build(n_users=N_USERS, n_items=N_ITEMS), model, fields
+            )
+        if issubclass(model, ContrastiveConfig):  # and with NESCL's neighbour positives
+            cases[f"{model.model_fields['method'].default}_neighbours"] = partial(
+                lambda m: m(dim=16, layers=2, neighbour_positives={"k": 3}).build(
+                    N_USERS, N_ITEMS, train=PLANTED_TRAIN
+                ),
+                model,
             )
     return cases
 

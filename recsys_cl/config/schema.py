@@ -34,8 +34,16 @@ from .retrieval import (
 if TYPE_CHECKING:
     import torch
 
+    from recsys_cl.data.user_items import UserItems
     from recsys_cl.losses import RecObjective
-    from recsys_cl.models import Contrast, Encoder, LightGCN, NegativeSelector, Recommender
+    from recsys_cl.models import (
+        Contrast,
+        Encoder,
+        LightGCN,
+        NegativeSelector,
+        NeighbourPositives,
+        Recommender,
+    )
 
 # The log formats data.readers reads; "auto" sniffs the file.
 DataFormat = Literal["auto", "csv", "tsv", "parquet", "lightgcn", "movielens"]
@@ -152,12 +160,15 @@ class MethodConfig(Frozen):
         *,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
+        train: UserItems | None = None,
     ) -> Recommender:
         """The configured method over a fresh encoder for ``n_users`` x ``n_items``.
 
         ``generator`` draws the initial embedding table; ``objective`` and
         ``negative_selector`` are the imbalance strategy's (None: plain BPR on the drawn
-        negatives); every method takes both.
+        negatives); every method takes both. ``train`` is the training log, for a method
+        that learns something from it at build time (the contrastive methods'
+        ``neighbour_positives``).
         """
         encoder = self.encoder(n_users, n_items, generator)
         return self.recommender(encoder, objective, negative_selector)
@@ -247,18 +258,79 @@ Temperature = Annotated[float, Field(gt=0.0)]  # τ
 NoiseRadius = Annotated[float, Field(gt=0.0)]  # ε, SimGCL/XSimGCL
 
 
+class NeighbourPositivesConfig(Frozen):
+    """NESCL's positives beyond the augmented pair (Sun et al., TKDE 2023;
+    :class:`~recsys_cl.models.NeighbourPositives`): each batch row's user and item also take
+    their partner in the row (``interacted``) and one of their ``k`` most similar users or
+    items by cosine over the training log (0: none) as positives in the ``cl`` term."""
+
+    k: int = Field(10, ge=0)
+    interacted: bool = True
+    # "out": the mean of one InfoNCE term per positive; "in": one term on the mean of their
+    # probabilities (Khosla et al., NeurIPS 2020; NESCL's reference configs use "in").
+    aggregate: Literal["out", "in"] = "out"
+
+    @model_validator(mode="after")
+    def _something(self) -> NeighbourPositivesConfig:
+        if self.k == 0 and not self.interacted:
+            raise ValueError(
+                "neighbour_positives with k 0 and interacted false adds no positive: "
+                "remove the block"
+            )
+        return self
+
+    def build(self, train: UserItems) -> NeighbourPositives:
+        """The neighbour tables over ``train``."""
+        from recsys_cl.models import NeighbourPositives
+
+        return NeighbourPositives.from_train(
+            train, self.k, interacted=self.interacted, aggregate=self.aggregate
+        )
+
+
 class ContrastiveConfig(GraphMethodConfig):
     """Base of the contrastive methods' blocks: λ (``cl_weight``) and τ (``tau``), handed to
-    the method as one :class:`~recsys_cl.models.Contrast` (:meth:`contrast`)."""
+    the method as one :class:`~recsys_cl.models.Contrast` (:meth:`contrast`), and NESCL's
+    extra positives (``neighbour_positives``, off by default)."""
 
     cl_weight: ContrastWeight
     tau: Temperature
+    neighbour_positives: NeighbourPositivesConfig | None = None
 
     def contrast(self) -> Contrast:
         """λ and τ for the method's ``contrast=``."""
         from recsys_cl.models import Contrast
 
         return Contrast(cl_weight=self.cl_weight, tau=self.tau)
+
+    def build(
+        self,
+        n_users: int,
+        n_items: int,
+        generator: torch.Generator | None = None,
+        *,
+        objective: RecObjective | None = None,
+        negative_selector: NegativeSelector | None = None,
+        train: UserItems | None = None,
+    ) -> Recommender:
+        """As :meth:`MethodConfig.build`; ``neighbour_positives`` are drawn from ``train``."""
+        from recsys_cl.models import ContrastiveMethod
+
+        method = super().build(
+            n_users, n_items, generator, objective=objective, negative_selector=negative_selector
+        )
+        if self.neighbour_positives is not None:
+            if train is None:
+                raise ValueError(
+                    "model.neighbour_positives are found in the training log: pass train"
+                )
+            if train.n_users != n_users or train.n_items != n_items:
+                raise ValueError(
+                    f"train is {train.n_users} x {train.n_items}, the method {n_users} x {n_items}"
+                )
+            assert isinstance(method, ContrastiveMethod)
+            method.positives = self.neighbour_positives.build(train)
+        return method
 
 
 class SGLConfig(ContrastiveConfig):
@@ -553,6 +625,11 @@ class RunConfig(Frozen):
                     "(sample subgraphs with lightgcn, sgl, simgcl or xsimgcl)"
                 )
             assert isinstance(self.model, MethodConfig)  # _classic_applies refused the others
+            if getattr(self.model, "neighbour_positives", None) is not None:
+                raise ValueError(
+                    "model.neighbour_positives draws neighbours by global id; train.sampled "
+                    "batches hold subgraph ids: use one or the other"
+                )
             fanouts = list(self.train.sampled.fanouts)
             if len(fanouts) != self.model.layers:
                 raise ValueError(

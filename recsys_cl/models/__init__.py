@@ -31,6 +31,7 @@ from recsys_cl.models.methods import (
     SimGCL,
     XSimGCL,
 )
+from recsys_cl.models.neighbours import NeighbourPositives, top_k_cosine
 
 __all__ = [
     "MF",
@@ -48,6 +49,7 @@ __all__ = [
     "LossBreakdown",
     "MFRec",
     "NegativeSelector",
+    "NeighbourPositives",
     "Propagation",
     "Recommender",
     "SGLAugmentation",
@@ -56,4 +58,5 @@ __all__ = [
     "SimGCL",
     "XSimGCL",
     "batch_info_nce",
+    "top_k_cosine",
 ]

@@ -37,6 +37,7 @@ from recsys_cl.models.base import (
     check_nonnegative,
 )
 from recsys_cl.models.encoders import MF, Adjacency, Encoder, Graph, LightGCN, LocalGraph
+from recsys_cl.models.neighbours import NeighbourPositives
 
 SGLAugmentation = Literal["edge", "node", "random_walk"]
 
@@ -124,17 +125,19 @@ class Contrast:
 
 
 class ContrastiveMethod(Recommender):
-    """Base of the contrastive methods: ``rec + contrast.term(...) + reg``.
+    """Base of the contrastive methods: ``rec + cl_term(...) + reg``.
 
     A subclass says which encoder it needs (``encoder_type``), adds its own arguments, and
     writes :meth:`loss` (and :meth:`epoch_views` when it augments the graph once per epoch);
-    its ``cl`` term is ``self.contrast.term`` between two views of the batch.
+    its ``cl`` term is :meth:`cl_term` between two views of the batch.
 
     Args:
         encoder: an instance of the subclass's ``encoder_type``.
         reg: ego L2 weight.
         contrast: λ and τ.
         objective, negative_selector: see :class:`Recommender`.
+        positives: NESCL's extra positives (the interacted partner, a collaborative
+            neighbour); None: each node's other view only.
     """
 
     encoder_type: type[Encoder] = Encoder
@@ -147,10 +150,29 @@ class ContrastiveMethod(Recommender):
         contrast: Contrast,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
+        positives: NeighbourPositives | None = None,
     ) -> None:
         _require_encoder(self, encoder, self.encoder_type)
         super().__init__(encoder, reg, objective, negative_selector)
         self.contrast = contrast
+        self.positives = positives
+
+    def cl_term(
+        self,
+        view1: Tensor,
+        view2: Tensor,
+        n_users: int,
+        batch: Batch,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """The ``cl`` term between two views [N, D] of the batch: λ x the plain InfoNCE
+        (:meth:`Contrast.term`), or with :attr:`positives` NESCL's supervised one
+        (:meth:`~recsys_cl.models.neighbours.NeighbourPositives.info_nce`)."""
+        if self.positives is None:
+            return self.contrast.term(view1, view2, n_users, batch)
+        return self.contrast.cl_weight * self.positives.info_nce(
+            view1, view2, n_users, batch, self.contrast.tau, generator
+        )
 
 
 class _NoiseContrastive(ContrastiveMethod):
@@ -166,6 +188,7 @@ class _NoiseContrastive(ContrastiveMethod):
         eps: float,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
+        positives: NeighbourPositives | None = None,
     ) -> None:
         super().__init__(
             encoder,
@@ -173,6 +196,7 @@ class _NoiseContrastive(ContrastiveMethod):
             contrast=contrast,
             objective=objective,
             negative_selector=negative_selector,
+            positives=positives,
         )
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
@@ -224,6 +248,7 @@ class SGL(ContrastiveMethod):
         aug: SGLAugmentation,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
+        positives: NeighbourPositives | None = None,
     ) -> None:
         super().__init__(
             encoder,
@@ -231,6 +256,7 @@ class SGL(ContrastiveMethod):
             contrast=contrast,
             objective=objective,
             negative_selector=negative_selector,
+            positives=positives,
         )
         if not 0.0 <= drop_ratio < 1.0:
             raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
@@ -280,7 +306,7 @@ class SGL(ContrastiveMethod):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(views.view1)
         p2 = self.encoder(views.view2)
-        cl = self.contrast.term(p1.final, p2.final, p1.n_users, batch)
+        cl = self.cl_term(p1.final, p2.final, p1.n_users, batch, generator)
         return LossBreakdown.of(rec, cl, reg)
 
 
@@ -306,7 +332,7 @@ class SimGCL(_NoiseContrastive):
         rec, reg = self._rec_terms(self.encoder(adj), batch, generator)
         p1 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
         p2 = self.encoder(adj, perturb=SimGCLNoise(self.eps, generator))
-        cl = self.contrast.term(p1.final, p2.final, p1.n_users, batch)
+        cl = self.cl_term(p1.final, p2.final, p1.n_users, batch, generator)
         return LossBreakdown.of(rec, cl, reg)
 
 
@@ -338,6 +364,7 @@ class XSimGCL(_NoiseContrastive):
         contrast_layer: int,
         objective: RecObjective | None = None,
         negative_selector: NegativeSelector | None = None,
+        positives: NeighbourPositives | None = None,
     ) -> None:
         super().__init__(
             encoder,
@@ -346,6 +373,7 @@ class XSimGCL(_NoiseContrastive):
             eps=eps,
             objective=objective,
             negative_selector=negative_selector,
+            positives=positives,
         )
         if not 1 <= contrast_layer <= encoder.n_layers:
             raise ValueError(
@@ -361,5 +389,5 @@ class XSimGCL(_NoiseContrastive):
         rec, reg = self._rec_terms(prop, batch, generator)
         assert noise.kept is not None  # 1 <= contrast_layer <= L, checked at construction
         # Rows as the pass laid them out: U users in full mode, the subgraph's n_u in sampled.
-        cl = self.contrast.term(prop.final, noise.kept, prop.n_users, batch)
+        cl = self.cl_term(prop.final, noise.kept, prop.n_users, batch, generator)
         return LossBreakdown.of(rec, cl, reg)

@@ -26,14 +26,21 @@ def build_method(
     *,
     objective: RecObjective | None = None,
     negative_selector: NegativeSelector | None = None,
+    train: UserItems | None = None,
 ) -> Recommender:
     """Instantiate the configured method over ``n_users`` x ``n_items``; ``generator`` draws
     the initial embedding table; ``objective`` and ``negative_selector`` come from
-    :func:`build_imbalance` (None: plain BPR on the drawn negatives). Each trained method's config
-    model (``MethodConfig.build``) builds its own method, so a new method needs no entry
+    :func:`build_imbalance` (None: plain BPR on the drawn negatives); ``train`` is the training
+    log (a contrastive method's neighbour positives are found in it). Each trained method's
+    config model (``MethodConfig.build``) builds its own method, so a new method needs no entry
     here."""
     return model.build(
-        n_users, n_items, generator, objective=objective, negative_selector=negative_selector
+        n_users,
+        n_items,
+        generator,
+        objective=objective,
+        negative_selector=negative_selector,
+        train=train,
     )
 
 

@@ -199,6 +199,7 @@ def assemble(cfg: RunConfig, split: Split, device: torch.device, source: str) ->
         generator=torch.Generator().manual_seed(cfg.seed + 2),
         objective=strategies.objective,
         negative_selector=strategies.negative_selector,
+        train=train_items,
     ).to(device)
     target = selection_target(cfg, parts, source)
     floor = most_popular_floor(target, parts, cfg.eval.ks, cfg.train.select_metric)
