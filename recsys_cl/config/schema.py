@@ -171,7 +171,12 @@ class MethodConfig(Frozen):
         ``neighbour_positives``).
         """
         encoder = self.encoder(n_users, n_items, generator)
-        return self.recommender(encoder, objective, negative_selector)
+        return self.learn_from(self.recommender(encoder, objective, negative_selector), train)
+
+    def learn_from(self, method: Recommender, train: UserItems | None) -> Recommender:
+        """``method`` given what it takes from the training log ``train`` at build time
+        (nothing by default; see :class:`ContrastiveConfig`)."""
+        return method
 
     def encoder(self, n_users: int, n_items: int, generator: torch.Generator | None) -> Encoder:
         """A fresh encoder with this block's dim and layers."""
@@ -303,30 +308,19 @@ class ContrastiveConfig(GraphMethodConfig):
 
         return Contrast(cl_weight=self.cl_weight, tau=self.tau)
 
-    def build(
-        self,
-        n_users: int,
-        n_items: int,
-        generator: torch.Generator | None = None,
-        *,
-        objective: RecObjective | None = None,
-        negative_selector: NegativeSelector | None = None,
-        train: UserItems | None = None,
-    ) -> Recommender:
-        """As :meth:`MethodConfig.build`; ``neighbour_positives`` are drawn from ``train``."""
+    def learn_from(self, method: Recommender, train: UserItems | None) -> Recommender:
+        """``method`` with its ``neighbour_positives`` found in ``train``."""
         from recsys_cl.models import ContrastiveMethod
 
-        method = super().build(
-            n_users, n_items, generator, objective=objective, negative_selector=negative_selector
-        )
         if self.neighbour_positives is not None:
             if train is None:
                 raise ValueError(
                     "model.neighbour_positives are found in the training log: pass train"
                 )
-            if train.n_users != n_users or train.n_items != n_items:
+            if (train.n_users, train.n_items) != (method.encoder.n_users, method.encoder.n_items):
                 raise ValueError(
-                    f"train is {train.n_users} x {train.n_items}, the method {n_users} x {n_items}"
+                    f"train is {train.n_users} x {train.n_items}, the method "
+                    f"{method.encoder.n_users} x {method.encoder.n_items}"
                 )
             assert isinstance(method, ContrastiveMethod)
             method.positives = self.neighbour_positives.build(train)
@@ -628,7 +622,8 @@ class RunConfig(Frozen):
             if getattr(self.model, "neighbour_positives", None) is not None:
                 raise ValueError(
                     "model.neighbour_positives draws neighbours by global id; train.sampled "
-                    "batches hold subgraph ids: use one or the other"
+                    "batches hold subgraph ids: to train sampled, remove the block "
+                    "(--set model.neighbour_positives=null)"
                 )
             fanouts = list(self.train.sampled.fanouts)
             if len(fanouts) != self.model.layers:
