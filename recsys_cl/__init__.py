@@ -25,8 +25,10 @@ _API = {
     "BipartiteGraph": "recsys_cl.graph",
     "build_graph": "recsys_cl.graph",
     # models
+    "Contrast": "recsys_cl.models",
     "LightGCN": "recsys_cl.models",
     "MF": "recsys_cl.models",
+    "NeighbourPositives": "recsys_cl.models",
     "SGL": "recsys_cl.models",
     "SimGCL": "recsys_cl.models",
     "XSimGCL": "recsys_cl.models",
@@ -61,7 +63,9 @@ if TYPE_CHECKING:
     from recsys_cl.metrics import evaluate as evaluate
     from recsys_cl.models import MF as MF
     from recsys_cl.models import SGL as SGL
+    from recsys_cl.models import Contrast as Contrast
     from recsys_cl.models import LightGCN as LightGCN
+    from recsys_cl.models import NeighbourPositives as NeighbourPositives
     from recsys_cl.models import SimGCL as SimGCL
     from recsys_cl.models import XSimGCL as XSimGCL
     from recsys_cl.retrieval import CandidateModel as CandidateModel
