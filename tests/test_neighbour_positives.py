@@ -75,6 +75,24 @@ def test_draw_is_uniform_over_the_neighbours_and_falls_back_to_self() -> None:
     assert drawn[2000] == 0 and drawn[2001] == 2  # its one neighbour; none: itself
 
 
+def test_each_side_draws_over_all_its_neighbours_when_the_other_side_is_small() -> None:
+    # 3 users cap the user table at 2 neighbours; the items keep 5 each, and every one of them
+    # is drawn. A single user has no neighbours at all: users draw themselves.
+    rng = np.random.default_rng(0)
+    dense = rng.random((3, 12)) < 0.7
+    dense[:, :2] = True  # items 0 and 1 share all three users with many items
+    train = UserItems.from_pairs(*np.nonzero(dense), 3, 12)
+    positives = NeighbourPositives.from_train(train, 5)
+    assert positives.user_neighbours.shape == (3, 2) and positives.k == 5
+    item = torch.zeros(3000, dtype=torch.long)
+    drawn = positives.draw(item, "item", torch.Generator().manual_seed(0))
+    own = positives.item_neighbours[0, : int(positives.item_counts[0])]
+    assert int(positives.item_counts[0]) == 5 and set(drawn.tolist()) == set(own.tolist())
+    single = NeighbourPositives.from_train(UserItems.from_pairs(np.zeros(4), np.arange(4), 1, 4), 5)
+    users = torch.zeros(4, dtype=torch.long)
+    assert torch.equal(single.draw(users, "user", None), users)
+
+
 def _oracle(
     view1: torch.Tensor,
     view2: torch.Tensor,

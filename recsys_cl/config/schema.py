@@ -623,7 +623,8 @@ class RunConfig(Frozen):
                 raise ValueError(
                     "model.neighbour_positives draws neighbours by global id; train.sampled "
                     "batches hold subgraph ids: to train sampled, remove the block "
-                    "(--set model.neighbour_positives=null)"
+                    "(--set model.neighbour_positives=null; the plain term wants its own "
+                    "cl_weight, 0.01 on ML-100K)"
                 )
             fanouts = list(self.train.sampled.fanouts)
             if len(fanouts) != self.model.layers:

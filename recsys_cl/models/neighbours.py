@@ -5,8 +5,9 @@ Filtering" (TKDE 2023) keep the graph-CL views but give each anchor more than it
 as a positive: the node it interacted with in the batch row (a user's positive item, an item's
 user) and one of its collaborative neighbours (a user among the k users most similar to it by
 cosine over the training interactions, an item likewise), drawn afresh each batch. Every
-(anchor, positive) pair is one InfoNCE term against the same denominator, so a node's extra
-positives cost one dot product each.
+positive of an anchor is scored against the same denominator (the batch's unique users and
+items; a drawn neighbour may lie outside it, as in NESCL's code), so a node's extra positives
+cost one dot product each.
 
 :class:`NeighbourPositives` holds the neighbour tables (buffers that move with the method and
 stay out of its ``state_dict``, so a checkpoint is the same with or without them) and computes
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from recsys_cl.data.user_items import UserItems
 from recsys_cl.models.base import Batch
 from recsys_cl.models.encoders import take_rows
+from recsys_cl.rng import rand
 
 Aggregate = Literal["out", "in"]
 
@@ -40,8 +42,9 @@ def top_k_cosine(rows: sp.csr_matrix, k: int, block: int = 1024) -> tuple[Tensor
     (a dense [block, N] slice of the sparse product), so memory is O(block x N).
 
     Returns:
-        (neighbours long [N, k], counts long [N]): row n's neighbours, most similar first, are
-        ``neighbours[n, :counts[n]]``; the rest of the row is n itself.
+        (neighbours long [N, k'], counts long [N]) with k' = min(k, N - 1): row n's
+        neighbours, most similar first, are ``neighbours[n, :counts[n]]``; the rest of the row
+        is n itself.
     """
     n = rows.shape[0]
     k = min(k, max(n - 1, 0))
@@ -128,15 +131,19 @@ class NeighbourPositives(nn.Module):
 
     @property
     def k(self) -> int:
-        return int(self.user_neighbours.shape[1])
+        """The most neighbours a node has to draw from (0: no neighbour positives)."""
+        return int(max(self.user_neighbours.shape[1], self.item_neighbours.shape[1]))
 
     def draw(self, ids: Tensor, side: str, generator: torch.Generator | None) -> Tensor:
         """One neighbour per id [B] of ``side`` ('user' or 'item'), uniform over its
-        neighbours; an id without any gets itself."""
+        neighbours; an id without any gets itself. ``generator`` may live on another device
+        than ``ids`` (a CPU generator driving CUDA data): the draw is copied over."""
         table, counts = getattr(self, f"{side}_neighbours"), getattr(self, f"{side}_counts")
+        if table.shape[1] == 0:  # a side with a single node has no neighbours
+            return ids
         have = counts[ids]
-        u = torch.rand(ids.shape, generator=generator, device=ids.device)
-        pick = (u * have).long().clamp_(max=max(self.k - 1, 0))
+        u = rand(tuple(ids.shape), ids.device, generator)
+        pick = (u * have).long().clamp_(max=table.shape[1] - 1)
         return torch.where(have > 0, table[ids, pick], ids)
 
     def info_nce(
