@@ -36,6 +36,17 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 LogFactory = Callable[..., pl.DataFrame]
 
 
+def user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The one-line stderr of ``recsys-cl ARGV``, asserted to exit 2 (a user error)."""
+    from recsys_cl.cli import main
+
+    capsys.readouterr()  # what earlier commands of the test printed
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err
+    return err
+
+
 def write_run_config(
     folder: Path, log: Path, *, dim: int = 16, patience: int = 20, **train: object
 ) -> Path:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recsys_cl.cli import main
-from tests.conftest import make_long_tail_log, write_run_config
+from tests.conftest import make_long_tail_log, user_error, write_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,28 +28,21 @@ def log_csv(tmp_path: Path) -> Path:
     return path
 
 
-def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()  # what earlier commands of the test printed
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err
-    return err
-
 
 def test_user_errors_exit_2_with_one_line(
     tmp_path: Path, log_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = write_run_config(tmp_path, log_csv)
-    assert "model.epsilon: unknown key" in _user_error(
+    assert "model.epsilon: unknown key" in user_error(
         capsys, ["train", "-c", str(cfg), "--set", "model.epsilon=0.1"]
     )
-    assert "nope.yaml: config file not found" in _user_error(capsys, ["train", "-c", "nope.yaml"])
-    assert "neither a known dataset" in _user_error(capsys, ["data", "stats", "no-such-data"])
+    assert "nope.yaml: config file not found" in user_error(capsys, ["train", "-c", "nope.yaml"])
+    assert "neither a known dataset" in user_error(capsys, ["data", "stats", "no-such-data"])
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item\n1,2\n,3\n")
-    assert "bad.csv" in _user_error(capsys, ["data", "stats", str(bad)])
-    assert "--set 'oops'" in _user_error(capsys, ["train", "-c", str(cfg), "--set", "oops"])
-    assert "ml-100k is one log with no given train/test files" in _user_error(
+    assert "bad.csv" in user_error(capsys, ["data", "stats", str(bad)])
+    assert "--set 'oops'" in user_error(capsys, ["train", "-c", str(cfg), "--set", "oops"])
+    assert "ml-100k is one log with no given train/test files" in user_error(
         capsys, ["data", "stats", "--set", "data.dataset=ml-100k", "--set", "data.split.kind=given"]
     )
 
@@ -94,7 +87,7 @@ def test_train_then_evaluate_reproduces_the_test_metrics(
     assert f"{summary['test']['ndcg@20']:.4f}" in ndcg_row
 
     # A second train into the same folder would overwrite a finished run: refused.
-    assert "already holds a run" in _user_error(capsys, ["train", "-c", str(cfg)])
+    assert "already holds a run" in user_error(capsys, ["train", "-c", str(cfg)])
 
 
 def test_data_prepare_writes_a_loadable_split(tmp_path: Path, log_csv: Path) -> None:
@@ -156,7 +149,7 @@ def test_resume_refuses_another_runs_checkpoint(
 ) -> None:
     cfg = write_run_config(tmp_path, log_csv, epochs=2)
     assert main(["train", "-c", str(cfg)]) == 0
-    err = _user_error(capsys, ["train", "-c", str(cfg), "--resume", "--set", "model.tau=0.3"])
+    err = user_error(capsys, ["train", "-c", str(cfg), "--resume", "--set", "model.tau=0.3"])
     assert "checkpoint is from a different run (model.tau" in err
 
 

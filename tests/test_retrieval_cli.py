@@ -20,7 +20,7 @@ import polars as pl
 from recsys_cl.cli import main
 from recsys_cl.data import load_split
 from recsys_cl.jobs.folder import RunFolder
-from tests.conftest import make_long_tail_log
+from tests.conftest import make_long_tail_log, user_error
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +39,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["train", "-c", str(cfg)]) == 0
     return root / "run"
 
-
-def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err
-    return err
 
 
 def test_help_explains_index_and_recommend(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,16 +85,16 @@ def test_index_builds_saves_and_checks_recall(
 
 def test_index_user_errors(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(run_dir / "bad")
-    assert "nprobe applies to index kind" in _user_error(
+    assert "nprobe applies to index kind" in user_error(
         capsys, ["index", str(run_dir), "--nprobe", "3", "--out", out]
     )
-    assert "could not parse index string IVFx" in _user_error(
+    assert "could not parse index string IVFx" in user_error(
         capsys, ["index", str(run_dir), "--spec", "IVFx", "--out", out]
     )
-    assert "IVF with nlist=64 needs at least" in _user_error(
+    assert "IVF with nlist=64 needs at least" in user_error(
         capsys, ["index", str(run_dir), "--spec", "ivf", "--nlist", "64", "--out", out]
     )
-    assert "run folder not found" in _user_error(capsys, ["index", str(run_dir / "nope")])
+    assert "run folder not found" in user_error(capsys, ["index", str(run_dir / "nope")])
     assert not (run_dir / "bad").exists()
 
 
@@ -147,7 +140,7 @@ def test_recommend_unknown_users_and_popular_fallback(
     split = load_split(run_dir / "data")
     known = [str(v) for v in split.users.raw.to_list()[:2]]
     users = ",".join([*known, "987654"])
-    err = _user_error(capsys, ["recommend", str(run_dir), "--users", users])
+    err = user_error(capsys, ["recommend", str(run_dir), "--users", users])
     assert (
         "1 of 3 requested users are unknown" in err
         and "987654" in err
@@ -185,10 +178,10 @@ def test_recommend_refuses_an_index_of_other_embeddings(
         copy / "item_embeddings.parquet"
     )
     assert main(["index", str(run_dir), "--out", str(tmp_path / "orig.faiss")]) == 0
-    err = _user_error(capsys, ["recommend", str(copy), "--index", str(tmp_path / "orig.faiss")])
+    err = user_error(capsys, ["recommend", str(copy), "--index", str(tmp_path / "orig.faiss")])
     assert "built from other item embeddings" in err
     (tmp_path / "orig.faiss").write_bytes(b"\0" * 10)
-    assert "contents do not match" in _user_error(
+    assert "contents do not match" in user_error(
         capsys, ["recommend", str(run_dir), "--index", str(tmp_path / "orig.faiss")]
     )
 
@@ -230,6 +223,6 @@ def test_k_factor_reaches_a_refine_index_and_is_refused_elsewhere(
     assert main(["recommend", str(run_dir), "--index", str(index), "--k-factor", "5",
                  "--out", str(tmp_path / "c.parquet"), "--no-progress"]) == 0
     assert "k_factor=5" in capsys.readouterr().out
-    err = _user_error(capsys, ["recommend", str(run_dir), "--k-factor", "5", "--no-progress",
+    err = user_error(capsys, ["recommend", str(run_dir), "--k-factor", "5", "--no-progress",
                                "--out", str(tmp_path / "d.parquet")])
     assert "k_factor does not apply to a Flat index" in err

@@ -37,6 +37,7 @@ from recsys_cl.retrieval import (
     similar_items,
 )
 from recsys_cl.retrieval.candidate_model import SKIPPED_COLUMN, CandidateModel
+from tests.conftest import user_error
 from tests.test_candidate_model import _env, _train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -390,13 +391,6 @@ def test_string_runs_take_string_item_ids_only(str_run: Path) -> None:
 # ------------------------------------------------------------------------- CLI
 
 
-def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err
-    return err
-
 
 def test_cli_similar_and_recommend_with_an_allow_list(
     int_run: Path, tmp_path: Path, allowed_ids: list[int], capsys: pytest.CaptureFixture[str]
@@ -475,19 +469,19 @@ def test_cli_similar_and_recommend_with_an_allow_list(
     )
     assert set(pl.read_parquet(out)["item_id"]) <= set(allowed_ids)
 
-    err = _user_error(
+    err = user_error(
         capsys, ["similar", str(int_run), "--items", f"{items[0]},999999999", "--no-track"]
     )
     assert "1 of 2 requested items are not items of the run, the first 999999999" in err
-    err = _user_error(capsys, ["similar", str(int_run), "--items", "1.5", "--no-track"])
+    err = user_error(capsys, ["similar", str(int_run), "--items", "1.5", "--no-track"])
     assert "requested item 0: item_id '1.5' is not an integer id" in err
     (tmp_path / "none.txt").write_text("999999999\n")
-    err = _user_error(
+    err = user_error(
         capsys,
         ["recommend", str(int_run), "--allow-items", str(tmp_path / "none.txt"), "--no-track"],
     )
     assert "allow-list: none of its 1 ids is an item of the run" in err
-    err = _user_error(
+    err = user_error(
         capsys,
         [
             "recommend",
@@ -499,18 +493,18 @@ def test_cli_similar_and_recommend_with_an_allow_list(
         ],
     )
     assert "--compare-exact needs" in err
-    err = _user_error(
+    err = user_error(
         capsys,
         ["similar", str(int_run), "--allow-items", str(tmp_path / "missing.txt"), "--no-track"],
     )
     assert "missing.txt: allowed items file not found" in err
     (tmp_path / "bad.txt").write_text(f"# ok, then a bad id\n{items[0]}\nabc\n")
-    err = _user_error(
+    err = user_error(
         capsys,
         ["recommend", str(int_run), "--allow-items", str(tmp_path / "bad.txt"), "--no-track"],
     )
     assert "allowed item 1: item_id 'abc' is not an integer id" in err
-    err = _user_error(capsys, ["similar", str(int_run), "-k", "0", "--no-track"])
+    err = user_error(capsys, ["similar", str(int_run), "-k", "0", "--no-track"])
     assert "-k 0" in err
 
 
@@ -731,7 +725,7 @@ def test_main_stores_the_allow_list_in_the_logged_model(
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     # A missing allow-list file stops the job before anything is trained.
     argv = ["main", "-c", str(cfg), "--tracking-uri", uri, "--no-baselines"]
-    err = _user_error(capsys, [*argv, "--allow-items", str(tmp_path / "nope.txt")])
+    err = user_error(capsys, [*argv, "--allow-items", str(tmp_path / "nope.txt")])
     assert "nope.txt: allowed items file not found" in err
     assert not (tmp_path / "run").exists()
 

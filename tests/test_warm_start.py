@@ -18,7 +18,7 @@ from recsys_cl.data.idmap import IdMap, align
 from recsys_cl.errors import ConfigError, DataError
 from recsys_cl.jobs.folder import RunFolder
 from recsys_cl.jobs.stages.train import assemble, prepare
-from tests.conftest import make_long_tail_log
+from tests.conftest import make_long_tail_log, user_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,13 +53,6 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     )
     return folder, old_log, new_log
 
-
-def _user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("recsys-cl: error: ") and err.count("\n") == 1, err
-    return err
 
 
 # ------------------------------------------------------------------------------ id maps
@@ -169,7 +162,7 @@ def test_cli_warm_start_trains_records_and_resumes(
     assert resumed["history"][:2] == summary["history"]
 
     # Resuming without the warm start is another run's checkpoint.
-    err = _user_error(capsys, [*argv[:-2], "--resume", "--set", "train.epochs=4"])
+    err = user_error(capsys, [*argv[:-2], "--resume", "--set", "train.epochs=4"])
     assert "checkpoint is from a different run (train.warm_start" in err
 
 
@@ -213,7 +206,7 @@ def test_classic_methods_refuse_a_warm_start(
     for method in ("ease", "ials"):
         with pytest.raises(ConfigError, match=f"train.warm_start: model.method '{method}'"):
             load_config(str(cfg), [f"model={{method: {method}}}", "train.warm_start=x"])
-    err = _user_error(
+    err = user_error(
         capsys,
         [
             "train",
@@ -236,13 +229,13 @@ def test_bad_warm_start_sources_fail_in_one_line_before_writing(
     cfg = _config(tmp_path, new_log, "new")
     base = ["train", "-c", str(cfg), "--no-track", "--no-baselines"]
 
-    err = _user_error(capsys, [*base, "--warm-start", str(tmp_path / "nowhere")])
+    err = user_error(capsys, [*base, "--warm-start", str(tmp_path / "nowhere")])
     assert "nowhere: run folder not found" in err
 
     unfinished = tmp_path / "unfinished"
     shutil.copytree(folder / "old", unfinished)
     (unfinished / "metrics.json").unlink()
-    assert "the run has not finished" in _user_error(
+    assert "the run has not finished" in user_error(
         capsys, [*base, "--warm-start", str(unfinished)]
     )
 
@@ -251,6 +244,6 @@ def test_bad_warm_start_sources_fail_in_one_line_before_writing(
         ("model.layers=3", "model.layers is 2 there and 3 here"),
         ("model={method: simgcl, dim: 8}", "model.method is 'xsimgcl' there and 'simgcl' here"),
     ):
-        err = _user_error(capsys, [*base, "--set", override, "--warm-start", str(folder / "old")])
+        err = user_error(capsys, [*base, "--set", override, "--warm-start", str(folder / "old")])
         assert key in err
     assert not (tmp_path / "new").exists()  # nothing was written for the refused runs

@@ -424,36 +424,30 @@ class ImbalanceConfig(Frozen):
 
     @model_validator(mode="after")
     def _combinations(self) -> ImbalanceConfig:
-        if isinstance(self.loss, SoftmaxLossConfig):
-            if self.negatives.alpha != 0.0 or self.negatives.hard is not None:
-                raise ValueError(
-                    "loss 'softmax' uses the batch's positives as negatives: negatives.alpha "
-                    "and negatives.hard do not apply"
-                )
-            if self.weights.label_threshold is not None:
-                raise ValueError(
-                    "weights.label_threshold pairs explicit negatives with BPR: use loss 'bpr'"
-                )
-        if isinstance(self.loss, DirectAULossConfig):
-            if self.negatives.alpha != 0.0 or self.negatives.hard is not None:
-                raise ValueError(
-                    "loss 'directau' uses no negatives: negatives.alpha and negatives.hard "
-                    "do not apply"
-                )
-            if self.weights.label_threshold is not None:
-                raise ValueError(
-                    "weights.label_threshold pairs explicit negatives with BPR: use loss 'bpr'"
-                )
-        if isinstance(self.loss, CosineContrastiveLossConfig):
-            if self.negatives.hard is not None:
-                raise ValueError(
-                    "loss 'ccl' averages over all its drawn negatives: negatives.hard does not "
-                    "apply"
-                )
-            if self.weights.label_threshold is not None:
-                raise ValueError(
-                    "weights.label_threshold pairs explicit negatives with BPR: use loss 'bpr'"
-                )
+        if isinstance(self.loss, SoftmaxLossConfig) and (
+            self.negatives.alpha != 0.0 or self.negatives.hard is not None
+        ):
+            raise ValueError(
+                "loss 'softmax' uses the batch's positives as negatives: negatives.alpha "
+                "and negatives.hard do not apply"
+            )
+        if isinstance(self.loss, DirectAULossConfig) and (
+            self.negatives.alpha != 0.0 or self.negatives.hard is not None
+        ):
+            raise ValueError(
+                "loss 'directau' uses no negatives: negatives.alpha and negatives.hard "
+                "do not apply"
+            )
+        if isinstance(self.loss, CosineContrastiveLossConfig) and self.negatives.hard is not None:
+            raise ValueError(
+                "loss 'ccl' averages over all its drawn negatives: negatives.hard does not apply"
+            )
+        if self.weights.label_threshold is not None and isinstance(
+            self.loss, SoftmaxLossConfig | DirectAULossConfig | CosineContrastiveLossConfig
+        ):
+            raise ValueError(
+                "weights.label_threshold pairs explicit negatives with BPR: use loss 'bpr'"
+            )
         if isinstance(self.loss, SampledSoftmaxLossConfig) and (
             self.negatives.alpha != 0.0 or self.negatives.hard is not None
         ):

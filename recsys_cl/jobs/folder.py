@@ -242,6 +242,25 @@ class RunFolder:
             # A Python file, so a full disk raises OSError(ENOSPC) (see save_checkpoint).
             torch.save({k: v.cpu() for k, v in state.items()}, out)
 
+    def read_model(self) -> dict[str, torch.Tensor]:
+        """The selected model's state (``model.pt``), read with ``weights_only=True`` on the CPU.
+
+        Raises:
+            DataError: the file is missing, or not a state dict of tensors.
+        """
+        import torch
+
+        path = self.model_file
+        if not path.is_file():
+            raise DataError(f"{path}: not found; the run has not finished")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file: torch raises several types
+            raise DataError(f"{path}: not a readable model state ({exc})") from None
+        if not isinstance(state, dict):
+            raise DataError(f"{path}: not a readable model state (a {type(state).__name__})")
+        return state
+
     def write_metrics(self, summary: dict[str, Any]) -> None:
         write_json(self.metrics_file, summary)
 

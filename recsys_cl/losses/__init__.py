@@ -2,6 +2,7 @@
 and the recommendation objectives methods are handed (BPR, in-batch and sampled softmax,
 focal, logQ, DirectAU's alignment and uniformity, SimpleX's CCL)."""
 
+from recsys_cl.losses._reduce import mean_per_id
 from recsys_cl.losses.alignment import alignment_loss, uniformity_loss
 from recsys_cl.losses.objectives import (
     BPRObjective,
@@ -36,6 +37,7 @@ __all__ = [
     "in_batch_softmax_loss",
     "info_nce",
     "margin_contrastive_loss",
+    "mean_per_id",
     "sampled_softmax_loss",
     "triplet_margin_loss",
     "uniformity_loss",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -19,6 +20,13 @@ def weighted_mean(per_sample: Tensor, weights: Tensor | None) -> Tensor:
             f"weights {tuple(weights.shape)} must match per-sample losses {tuple(per_sample.shape)}"
         )
     return (weights.to(per_sample.dtype) * per_sample).sum() / per_sample.numel()
+
+
+def mean_per_id(inverse: Tensor, n: int, weights: Tensor) -> Tensor:
+    """The mean of ``weights`` [B] over the occurrences of each of n ids (``inverse`` [B]: each
+    occurrence's id in 0..n-1, as ``torch.unique(..., return_inverse=True)`` gives); [n]."""
+    total = weights.new_zeros(n).index_add_(0, inverse, weights)
+    return total / torch.bincount(inverse, minlength=n).to(total.dtype)
 
 
 def check_pair_scores(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:

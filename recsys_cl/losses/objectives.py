@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys_cl.losses._reduce import weighted_mean
+from recsys_cl.losses._reduce import mean_per_id, weighted_mean
 from recsys_cl.losses.alignment import UNIFORMITY_T, alignment_loss, uniformity_loss
 from recsys_cl.losses.pairwise import bpr_loss, margin_contrastive_loss
 from recsys_cl.losses.softmax import in_batch_softmax_loss
@@ -371,8 +371,4 @@ def distinct_rows(
     position = torch.arange(b, device=ids.device)
     first = torch.full((n,), b, dtype=position.dtype, device=ids.device)
     first = first.scatter_reduce(0, inverse, position, reduce="amin")
-    if weights is None:
-        return rows[first], None
-    total = weights.new_zeros(n).index_add_(0, inverse, weights)
-    counts = torch.bincount(inverse, minlength=n).to(total.dtype)
-    return rows[first], total / counts
+    return rows[first], None if weights is None else mean_per_id(inverse, n, weights)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from recsys_cl.graph.bipartite import BipartiteGraph
-from recsys_cl.losses import BPRObjective, RecObjective, ego_l2, info_nce
+from recsys_cl.losses import BPRObjective, RecObjective, ego_l2, info_nce, mean_per_id
 from recsys_cl.models.encoders import Encoder, Graph, LocalGraph, Propagation, take_rows
 
 
@@ -266,11 +266,7 @@ def unique_with_weights(ids: Tensor, weights: Tensor | None) -> tuple[Tensor, Te
     Returns (unique ids [B'], weights [B'] or None).
     """
     uniq, inverse = torch.unique(ids, return_inverse=True)
-    if weights is None:
-        return uniq, None
-    w = weights.new_zeros(uniq.numel()).index_add_(0, inverse, weights)
-    counts = torch.bincount(inverse, minlength=uniq.numel()).to(w.dtype)
-    return uniq, w / counts
+    return uniq, None if weights is None else mean_per_id(inverse, uniq.numel(), weights)
 
 
 def batch_info_nce(view1: Tensor, view2: Tensor, n_users: int, batch: Batch, tau: float) -> Tensor:

@@ -245,11 +245,10 @@ def candidate_model(
 
 def run_fold_in(run: RunFolder, parts: RunParts, item_emb: np.ndarray) -> FoldIn | None:
     """The fold-in rule of a finished run (:func:`~recsys_cl.retrieval.fold_in.fold_in_of`):
-    from its config, its ``model.pt`` (read with ``weights_only=True``) and its training
+    from its config, its ``model.pt`` (:meth:`RunFolder.read_model`) and its training
     pairs, the graph it propagated over."""
-    state = torch.load(run.model_file, map_location="cpu", weights_only=True)
     train = parts.train
-    return fold_in_of(run.config.model, state, train.indptr, train.indices, item_emb)
+    return fold_in_of(run.config.model, run.read_model(), train.indptr, train.indices, item_emb)
 
 
 def run_recommend(

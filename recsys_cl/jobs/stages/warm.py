@@ -188,12 +188,7 @@ def read_warm_start(run: RunFolder) -> WarmStart:
 
 def _read_table(old: RunFolder) -> torch.Tensor:
     """The [U + I, D] table of the old run's selected model."""
-    path = old.model_file
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: torch raises several types
-        raise DataError(f"{path}: not a readable model state ({exc})") from None
-    table = state.get(_TABLE) if isinstance(state, dict) else None
+    table = old.read_model().get(_TABLE)
     if not isinstance(table, torch.Tensor) or table.dim() != 2:
-        raise DataError(f"{path}: holds no {_TABLE} table to start from")
+        raise DataError(f"{old.model_file}: holds no {_TABLE} table to start from")
     return table
