@@ -176,25 +176,26 @@ class NeighbourPositives(nn.Module):
         nodes = torch.cat([uniq_u, uniq_i + n_users])
         anchors = F.normalize(take_rows(view1, nodes), dim=1) / tau
         others = F.normalize(take_rows(view2, nodes), dim=1)
-        # logsumexp over each anchor's row, as cross-entropy against the anchor's own column
-        # plus that logit: the fused log-softmax, forward and backward, is the faster of the
-        # two on a CPU.
-        own = torch.arange(nodes.numel(), device=nodes.device)
-        log_denominator = F.cross_entropy(anchors @ others.T, own, reduction="none") + (
-            anchors * others
-        ).sum(dim=1)
+        # Each node's logit against its own other view: the self positive, and the column the
+        # cross-entropy below is taken against (logsumexp of a row = cross-entropy against one
+        # of its columns + that logit; the fused log-softmax, forward and backward, is the
+        # faster of the two on a CPU).
+        own_logit = (anchors * others).sum(dim=1)
+        columns = torch.arange(nodes.numel(), device=nodes.device)
+        log_denominator = F.cross_entropy(anchors @ others.T, columns, reduction="none") + own_logit
         # Each row's user anchor, then its item anchor, as positions in ``nodes``.
         anchor_at = torch.cat([inv_u, nu + inv_i])
-        positives = [others[anchor_at]]
+        anchor = anchors[anchor_at]
+        logits = [own_logit[anchor_at]]
         if self.interacted:
-            positives.append(others[torch.cat([nu + inv_i, inv_u])])
+            partner = others[torch.cat([nu + inv_i, inv_u])]
+            logits.append((anchor * partner).sum(dim=1))
         if self.k > 0:
             drawn = torch.cat(
                 [self.draw(users, "user", generator), self.draw(items, "item", generator) + n_users]
             )
-            positives.append(F.normalize(take_rows(view2, drawn), dim=1))
-        anchor = anchors[anchor_at]
-        terms = torch.stack([(anchor * p).sum(dim=1) for p in positives])
+            logits.append((anchor * F.normalize(take_rows(view2, drawn), dim=1)).sum(dim=1))
+        terms = torch.stack(logits)  # [P, 2B]
         if self.aggregate == "out":
             losses = log_denominator[anchor_at] - terms.mean(dim=0)  # [2B]
         else:
